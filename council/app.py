@@ -1,0 +1,92 @@
+"""The aiohttp application factory. ``council serve`` runs it; tests build it with ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from council import keys
+from council.config import Settings
+from council.embedder import BatchingEmbedder, Embedder
+from council.handlers import auth_middleware, errors_middleware, live_adapter, note_adapter
+from council.memory import MemoryStore
+from council.prompts import PromptStore
+from council.provider import PROVIDER, register_local_provider, unregister_provider
+from council.router import Router
+from council.routes import setup_routes
+from council.service import ChatService
+from council.stats import ServerStats
+
+log = logging.getLogger(__name__)
+
+
+def uses_local_models(settings: Settings) -> bool:
+    c = settings.council
+    models = [c.agent0, *c.heads.values(), *(m for chain in c.fallbacks.values() for m in chain)]
+    return any(m.startswith(f"{PROVIDER}/") for m in models)
+
+
+async def local_model_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    provider = None
+    if uses_local_models(settings):
+        provider = await register_local_provider(settings)
+        app[keys.LOCAL] = provider
+    yield
+    if provider is not None:
+        unregister_provider(PROVIDER, provider)
+        await asyncio.to_thread(provider.close)
+
+
+async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    embedder = await asyncio.to_thread(Embedder)
+    memory = await asyncio.to_thread(MemoryStore.open, settings.paths.memory, embedder.dim)
+    app[keys.EMBEDDER] = BatchingEmbedder(embedder)
+    app[keys.MEMORY] = memory
+    app[keys.SERVICE] = ChatService(settings, Router(settings, app[keys.PROMPTS]), memory, app[keys.EMBEDDER],
+                                    app[keys.STATS], lambda: live_adapter(app))
+    app[keys.STATS].memory_size.set(memory.count())
+    yield
+    await app[keys.EMBEDDER].close()
+    await asyncio.to_thread(memory.close)
+
+
+async def adapter_watch_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Poll ``loras/current``; a new target is loaded between generations, never under one."""
+    provider = app.get(keys.LOCAL)
+    note_adapter(app)
+    if provider is None:
+        yield
+        return
+
+    async def watch() -> None:
+        interval = app[keys.SETTINGS].server.adapter_poll_seconds
+        while True:
+            await asyncio.sleep(interval)
+            if provider.link_changed():
+                await provider.sync_adapter()
+            note_adapter(app)
+
+    task = asyncio.create_task(watch(), name="council-adapter-watch")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the server for ``settings``; models and stores open in ``cleanup_ctx`` and close with the app."""
+    settings.paths.ensure()
+    app = web.Application(client_max_size=settings.server.max_body_bytes,
+                          middlewares=[errors_middleware, auth_middleware])
+    app[keys.SETTINGS] = settings
+    app[keys.PROMPTS] = PromptStore(settings.prompts_dir)
+    app[keys.STATS] = ServerStats(settings.paths.logs / "loop_metrics.json")
+    app.cleanup_ctx.extend([local_model_ctx, memory_ctx, adapter_watch_ctx])
+    setup_routes(app)
+    return app

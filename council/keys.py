@@ -1,0 +1,19 @@
+"""Typed keys for what the app holds (aiohttp ``web.AppKey``)."""
+
+from aiohttp import web
+
+from council.config import Settings
+from council.embedder import BatchingEmbedder
+from council.memory import MemoryStore
+from council.prompts import PromptStore
+from council.provider import LocalProvider
+from council.service import ChatService
+from council.stats import ServerStats
+
+SETTINGS = web.AppKey("settings", Settings)
+PROMPTS = web.AppKey("prompts", PromptStore)
+STATS = web.AppKey("stats", ServerStats)
+LOCAL = web.AppKey("local_provider", LocalProvider)
+MEMORY = web.AppKey("memory", MemoryStore)
+EMBEDDER = web.AppKey("embedder", BatchingEmbedder)
+SERVICE = web.AppKey("service", ChatService)

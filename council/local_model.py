@@ -1,0 +1,258 @@
+"""An in-process causal LM with per-token logprobs, stop strings and hot-swappable LoRA adapters.
+
+Every method that touches the model runs on one worker thread (``ModelWorker``), so an adapter swap
+happens between two generations and never under one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from council.errors import AdapterError, InvalidRequestError, OverloadedError
+from council.model_files import BaseModel
+
+log = logging.getLogger(__name__)
+
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_tokens: int = 0
+    adapter: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.logprobs)
+
+
+def check_adapter_folder(folder: Path) -> None:
+    """Raise AdapterError unless ``folder`` holds a complete PEFT adapter."""
+    if not folder.is_dir():
+        raise AdapterError(f"adapter folder {folder} does not exist")
+    if not (folder / "adapter_config.json").is_file():
+        raise AdapterError(f"{folder} has no adapter_config.json")
+    if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise AdapterError(f"{folder} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
+    try:
+        json.loads((folder / "adapter_config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise AdapterError(f"{folder}/adapter_config.json is not valid JSON: {exc}") from exc
+
+
+class LocalModel:
+    """A transformers causal LM plus at most one active PEFT adapter."""
+
+    def __init__(self, base: BaseModel, torch_threads: int = 0) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        self.base = base
+        self.tokenizer = AutoTokenizer.from_pretrained(base.path)
+        self.model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+        self.model.eval()
+        self.peft_model: Any = None
+        self.adapter_version: str | None = None
+        self.adapter_path: str | None = None
+        self.adapter_error: str | None = None
+        self.adapter_error_path: str | None = None
+        self.adapter_changed_at = time.time()
+        self.eos_ids = {self.tokenizer.eos_token_id}
+        if self.model.generation_config.eos_token_id is not None:
+            eos = self.model.generation_config.eos_token_id
+            self.eos_ids |= set(eos if isinstance(eos, list) else [eos])
+
+    # ---------- adapters ----------
+    def use_adapter(self, folder: str | None) -> bool:
+        """Serve ``folder``'s adapter (None = the bare base model). Returns True if the live adapter changed."""
+        target = os.path.realpath(folder) if folder else None
+        if target == self.adapter_path:
+            return False
+        if target is None:
+            if self.peft_model is not None:
+                self.peft_model.base_model.disable_adapter_layers()
+            self._set_live(None, None)
+            return True
+        path = Path(target)
+        check_adapter_folder(path)
+        version = path.name
+        try:
+            if self.peft_model is None:
+                from peft import PeftModel
+
+                self.peft_model = PeftModel.from_pretrained(self.model, target, adapter_name=version)
+            else:
+                if version in self.peft_model.peft_config:
+                    self.peft_model.delete_adapter(version)
+                self.peft_model.load_adapter(target, adapter_name=version)
+            self.peft_model.set_adapter(version)
+            self.peft_model.base_model.enable_adapter_layers()
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise AdapterError(f"adapter {version} failed to load: {exc}") from exc
+        self.peft_model.eval()
+        for name in list(self.peft_model.peft_config):
+            if name != version:
+                self.peft_model.delete_adapter(name)
+        self._set_live(version, target)
+        return True
+
+    def _set_live(self, version: str | None, path: str | None) -> None:
+        self.adapter_version, self.adapter_path = version, path
+        self.adapter_error = self.adapter_error_path = None
+        self.adapter_changed_at = time.time()
+        log.info("serving adapter %s", version or "(base model)")
+
+    @property
+    def active(self) -> Any:
+        return self.peft_model if self.peft_model is not None and self.adapter_version else self.model
+
+    # ---------- generation ----------
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def generate(
+        self,
+        messages: list[dict[str, str]],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        on_text: Callable[[str, TokenLogprob], None] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Generation:
+        """Sample up to ``max_new_tokens``; logprobs are from the model's untempered distribution."""
+        import torch
+
+        started = time.perf_counter()
+        prompt_ids = self.encode_chat(messages)
+        if len(prompt_ids) + max_new_tokens > self.model.config.max_position_embeddings:
+            raise InvalidRequestError(
+                f"prompt is {len(prompt_ids)} tokens; with max_tokens={max_new_tokens} it exceeds the model's "
+                f"context of {self.model.config.max_position_embeddings} tokens",
+                code="context_length_exceeded",
+            )
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        stop = [s for s in (stop or []) if s]
+        model = self.active
+        out_ids: list[int] = []
+        logprobs: list[TokenLogprob] = []
+        text, emitted, finish = "", 0, "length"
+        past = None
+        current = torch.tensor([prompt_ids])
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                if cancelled is not None and cancelled.is_set():
+                    finish = "cancelled"
+                    break
+                output = model(input_ids=current, past_key_values=past, use_cache=True)
+                past = output.past_key_values
+                logits = output.logits[0, -1].float()
+                logp = torch.log_softmax(logits, dim=-1)
+                token = self._pick(logits, temperature, top_p, generator)
+                if token in self.eos_ids:
+                    finish = "stop"
+                    break
+                out_ids.append(token)
+                piece = self.tokenizer.decode([token])
+                logprobs.append(TokenLogprob(piece, float(logp[token])))
+                text = self.tokenizer.decode(out_ids, skip_special_tokens=True)
+                hit = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+                if hit >= 0:
+                    text, finish = text[:hit], "stop"
+                if on_text is not None and not text.endswith("\ufffd"):
+                    hold = max((len(s) - 1 for s in stop), default=0) if finish != "stop" else 0
+                    visible = len(text) - hold
+                    if visible > emitted:
+                        on_text(text[emitted:visible], logprobs[-1])
+                        emitted = visible
+                if finish == "stop":
+                    break
+                current = torch.tensor([[token]])
+        if on_text is not None and len(text) > emitted:
+            on_text(text[emitted:], logprobs[-1] if logprobs else TokenLogprob("", 0.0))
+        return Generation(
+            text=text,
+            finish_reason=finish,
+            logprobs=logprobs,
+            prompt_tokens=len(prompt_ids),
+            adapter=self.adapter_version,
+            seconds=time.perf_counter() - started,
+        )
+
+    @staticmethod
+    def _pick(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
+        import torch
+
+        if temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / temperature, dim=-1)
+        if top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+            probs = probs / probs.sum()
+        return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def mean_probability(logprobs: list[TokenLogprob]) -> float:
+    return sum(math.exp(t.logprob) for t in logprobs) / len(logprobs) if logprobs else 0.0
+
+
+class ModelWorker:
+    """Runs model work on one thread; at most ``max_queue`` jobs may be running or waiting."""
+
+    def __init__(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="council-model")
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def run(self, fn: Callable[..., Any], *args: Any, control: bool = False, **kwargs: Any) -> Any:
+        """Run ``fn`` on the model thread; ``control`` jobs (adapter swaps) are never refused."""
+        with self._lock:
+            if self._pending >= self.max_queue and not control:
+                raise OverloadedError(
+                    f"the local model already has {self._pending} requests queued (model.max_queue="
+                    f"{self.max_queue}); retry shortly"
+                )
+            self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)

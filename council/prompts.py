@@ -1,0 +1,122 @@
+"""Every prompt Council sends is a jinja2 file in the prompts folder, re-read when it changes.
+
+Templates render in a ``SandboxedEnvironment`` with ``StrictUndefined``. When an edit fails to parse or
+render, the last good version keeps serving and the error is kept for ``/health`` and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from council.errors import PromptError
+
+log = logging.getLogger(__name__)
+TEMPLATE_SUFFIX = ".j2"
+
+
+@dataclass
+class _Entry:
+    mtime_ns: int
+    source: str
+    template: Template | None  # last good compiled version
+
+
+def _describe(name: str, exc: Exception) -> str:
+    line = getattr(exc, "lineno", None)
+    where = f"{name}:{line}" if line else name
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+class PromptStore:
+    """Loads, caches and renders the templates of one folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise ValueError(f"prompts folder {self.folder} does not exist; set prompts_dir in council.toml")
+        self.env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+        self._entries: dict[str, _Entry] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Template name -> why its newest version is not in use."""
+        return dict(self._errors)
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def _load(self, name: str) -> _Entry:
+        path = self.path(name)
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except FileNotFoundError as exc:
+            raise PromptError(f"prompt template {path} does not exist") from exc
+        entry = self._entries.get(name)
+        if entry is not None and entry.mtime_ns == mtime:
+            return entry
+        source = path.read_text(encoding="utf-8")
+        previous = entry.template if entry else None
+        try:
+            template = self.env.from_string(source)
+        except TemplateSyntaxError as exc:
+            self._fail(name, exc)
+            entry = _Entry(mtime, source, previous)
+        else:
+            entry = _Entry(mtime, source, template)
+            self._errors.pop(name, None)
+        self._entries[name] = entry
+        return entry
+
+    def _fail(self, name: str, exc: Exception) -> None:
+        message = _describe(name, exc)
+        if self._errors.get(name) != message:
+            log.error("prompt %s: keeping the last good version", message)
+        self._errors[name] = message
+
+    def render(self, name: str, **variables: Any) -> str:
+        """Render ``name`` (e.g. ``"system.j2"``) with ``variables``."""
+        with self._lock:
+            entry = self._load(name)
+            template = entry.template
+            if template is None:
+                raise PromptError(f"prompt {self._errors.get(name, name)} and no earlier good version exists")
+            try:
+                return template.render(**variables).strip()
+            except TemplateError as exc:
+                good = self._entries.get(f"{name}#good")
+                self._fail(name, exc)
+                if good is not None and good.template is not None and good.template is not template:
+                    try:
+                        return good.template.render(**variables).strip()
+                    except TemplateError:
+                        pass
+                raise PromptError(f"prompt {_describe(name, exc)}") from exc
+            finally:
+                if name not in self._errors:
+                    self._entries[f"{name}#good"] = entry
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.folder.glob(f"*{TEMPLATE_SUFFIX}"))
+
+    def check_all(self, samples: dict[str, dict[str, Any]] | None = None) -> list[str]:
+        """Parse every template (and render those with sample variables); return problems as 'file:line: why'."""
+        problems: list[str] = []
+        for name in self.names():
+            source = self.path(name).read_text(encoding="utf-8")
+            try:
+                template = self.env.from_string(source)
+                if samples and name in samples:
+                    template.render(**samples[name])
+            except TemplateError as exc:
+                problems.append(_describe(str(self.path(name)), exc))
+        return problems

@@ -1,0 +1,195 @@
+"""The ``local`` litellm provider: in-process transformers models behind ``litellm.acompletion``.
+
+``register_local_provider(settings)`` loads the base model (converting the embedded GGUF once) and adds
+a ``litellm.CustomLLM`` under the name ``local`` to ``litellm.custom_provider_map``; from then on
+``litellm.acompletion(model="local/smollm2", ...)`` runs here, off the event loop, one generation at a
+time, with per-token logprobs in ``choices[0].logprobs`` (and in each stream chunk's
+``provider_specific_fields["logprobs"]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm  # noqa: E402
+from litellm import CustomLLM, ModelResponse  # noqa: E402
+from litellm.types.utils import Choices, GenericStreamingChunk, Message, Usage  # noqa: E402
+
+from council.config import Settings  # noqa: E402
+from council.errors import AdapterError, InvalidRequestError  # noqa: E402
+from council.local_model import Generation, LocalModel, ModelWorker, TokenLogprob  # noqa: E402
+from council.model_files import resolve_base_model  # noqa: E402
+
+log = logging.getLogger(__name__)
+PROVIDER = "local"
+LOCAL_NAMES = ("smollm2",)
+
+
+def logprobs_payload(logprobs: list[TokenLogprob]) -> dict[str, Any]:
+    return {
+        "content": [
+            {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode()), "top_logprobs": []}
+            for t in logprobs
+        ]
+    }
+
+
+def _generation_args(optional_params: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
+    max_tokens = optional_params.get("max_tokens") or optional_params.get("max_completion_tokens")
+    stop = optional_params.get("stop")
+    return {
+        "max_new_tokens": min(int(max_tokens), max_new_tokens) if max_tokens else max_new_tokens,
+        "temperature": float(optional_params.get("temperature") or 0.0),
+        "top_p": float(optional_params.get("top_p") or 1.0),
+        "stop": [stop] if isinstance(stop, str) else list(stop or []),
+        "seed": optional_params.get("seed"),
+    }
+
+
+class LocalProvider(CustomLLM):
+    """Serves ``local/<name>`` from one in-process model and keeps it on ``loras/current``."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.adapter_link = settings.paths.current_adapter
+        self.worker = ModelWorker(settings.model.max_queue)
+        self.model: LocalModel | None = None
+        self._load_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Load the base model (off the loop) and the adapter ``loras/current`` names, if any."""
+        async with self._load_lock:
+            if self.model is None:
+                base = await asyncio.to_thread(
+                    resolve_base_model, self.settings.model.source, self.settings.paths.models
+                )
+                self.model = await asyncio.to_thread(LocalModel, base, self.settings.model.torch_threads)
+        await self.sync_adapter()
+
+    def _link_target(self) -> str | None:
+        link = self.adapter_link
+        return os.path.realpath(link) if link.is_symlink() or link.is_dir() else None
+
+    def _sync(self) -> bool:
+        model = self._require_model()
+        target = self._link_target()
+        if target == model.adapter_path or (target is not None and target == model.adapter_error_path):
+            return False
+        try:
+            return model.use_adapter(target)
+        except AdapterError as exc:
+            model.adapter_error = str(exc)
+            model.adapter_error_path = target
+            log.error("keeping adapter %s: %s", model.adapter_version or "(base)", exc)
+            return False
+
+    async def sync_adapter(self) -> bool:
+        """Serve whatever ``loras/current`` names now; True if the live adapter changed."""
+        return await self.worker.run(self._sync, control=True)
+
+    def _require_model(self) -> LocalModel:
+        if self.model is None:
+            raise RuntimeError("LocalProvider.start() must run before generating")
+        return self.model
+
+    def _check_model(self, model: str) -> None:
+        if model not in LOCAL_NAMES:
+            raise InvalidRequestError(
+                f"unknown local model {model!r}; local models: {', '.join(PROVIDER + '/' + n for n in LOCAL_NAMES)}",
+                code="model_not_found",
+            )
+
+    async def generate(self, messages: list[dict[str, str]], **kwargs: Any) -> Generation:
+        """Run one generation on the model thread (raises OverloadedError when the queue is full)."""
+        return await self.worker.run(self._generate, messages, **kwargs)
+
+    def _generate(self, messages: list[dict[str, str]], **kwargs: Any) -> Generation:
+        self._sync()  # a changed loras/current takes effect at the next generation, ahead of queued work
+        return self._require_model().generate(messages, **kwargs)
+
+    def link_changed(self) -> bool:
+        """Cheap check, safe on the event loop: does ``loras/current`` name something not yet tried?"""
+        model = self._require_model()
+        target = self._link_target()
+        return target != model.adapter_path and target != model.adapter_error_path
+
+    async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
+                          model_response: ModelResponse, print_verbose: Any, encoding: Any, api_key: Any,
+                          logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> ModelResponse:
+        self._check_model(model)
+        started = time.perf_counter()
+        gen = await self.generate(messages, **_generation_args(optional_params, self.settings.model.max_new_tokens))
+        model_response.choices = [
+            Choices(index=0, finish_reason=gen.finish_reason, message=Message(content=gen.text, role="assistant"),
+                    logprobs=logprobs_payload(gen.logprobs))
+        ]
+        model_response.model = f"{PROVIDER}/{model}"
+        model_response.usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                                     total_tokens=gen.prompt_tokens + gen.completion_tokens)
+        model_response._hidden_params["council_adapter"] = gen.adapter
+        model_response._hidden_params["council_seconds"] = time.perf_counter() - started
+        return model_response
+
+    async def astreaming(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
+                         model_response: ModelResponse, print_verbose: Any, encoding: Any, api_key: Any,
+                         logging_obj: Any, optional_params: dict, *args: Any,
+                         **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:
+        self._check_model(model)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, TokenLogprob] | None] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def on_text(text: str, token: TokenLogprob) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (text, token))
+
+        args = _generation_args(optional_params, self.settings.model.max_new_tokens)
+        task = asyncio.ensure_future(self.generate(messages, on_text=on_text, cancelled=cancelled, **args))
+        task.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, None))
+        try:
+            while (item := await queue.get()) is not None:
+                text, token = item
+                yield GenericStreamingChunk(text=text, is_finished=False, finish_reason="", usage=None, index=0,
+                                            tool_use=None,
+                                            provider_specific_fields={"logprobs": [token.logprob]})
+            gen = await task
+            usage = {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
+                     "total_tokens": gen.prompt_tokens + gen.completion_tokens}
+            yield GenericStreamingChunk(text="", is_finished=True, finish_reason=gen.finish_reason, usage=usage,
+                                        index=0, tool_use=None,
+                                        provider_specific_fields={"adapter": gen.adapter})
+        finally:
+            cancelled.set()
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def register_provider(name: str, handler: CustomLLM) -> None:
+    """Add (or replace) ``name`` in litellm's custom provider map — built-ins register like anyone's."""
+    litellm.custom_provider_map = [p for p in litellm.custom_provider_map if p["provider"] != name]
+    litellm.custom_provider_map.append({"provider": name, "custom_handler": handler})
+    litellm.utils.custom_llm_setup()
+
+
+def unregister_provider(name: str, handler: CustomLLM) -> None:
+    litellm.custom_provider_map = [
+        p for p in litellm.custom_provider_map if not (p["provider"] == name and p["custom_handler"] is handler)
+    ]
+
+
+async def register_local_provider(settings: Settings) -> LocalProvider:
+    """Create, start and register the ``local`` provider for ``settings``."""
+    provider = LocalProvider(settings)
+    await provider.start()
+    register_provider(PROVIDER, provider)
+    return provider
+

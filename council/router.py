@@ -1,0 +1,174 @@
+"""Council routing: memory context, Agent-0 first, specialist heads when Agent-0 is unsure.
+
+1. The query's nearest *successful* past exchanges (``council.memory_k``, at least
+   ``council.memory_min_similarity``) become context in the system prompt.
+2. Agent-0 (``council.agent0``, prompt ``prompts/system.j2``) answers.
+3. If its confidence is below ``council.threshold``, every head in ``council.heads`` (prompt
+   ``prompts/head_<name>.j2``) answers concurrently; the most confident answer wins. Ties go to the
+   earlier entrant: Agent-0 first, then heads in configured order.
+4. A model that errors or times out is replaced by its ``council.fallbacks`` chain, then skipped; when no
+   model at all answers, the request fails with 503.
+
+Every model call goes through ``litellm.acompletion``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import litellm
+
+from council import confidence as conf
+from council.config import Settings
+from council.errors import CouncilError, ModelUnavailableError
+from council.prompts import PromptStore
+
+log = logging.getLogger(__name__)
+AGENT0 = "agent0"
+
+
+@dataclass
+class Candidate:
+    head: str
+    model: str
+    text: str
+    confidence: float
+    finish_reason: str
+    logprobs: list[dict[str, Any]] | None
+    usage: dict[str, int]
+    adapter: str | None = None
+
+
+@dataclass
+class Decision:
+    winner: Candidate
+    route: list[str]
+    context: list[tuple[Any, float]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def council_error_in(exc: BaseException) -> CouncilError | None:
+    """The CouncilError a provider raised, if litellm wrapped one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, CouncilError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class Router:
+    """Decides which model answers a chat request; knows nothing about HTTP or storage."""
+
+    def __init__(self, settings: Settings, prompts: PromptStore) -> None:
+        self.settings = settings
+        self.prompts = prompts
+
+    @property
+    def council(self):  # noqa: ANN201 - CouncilSettings
+        return self.settings.council
+
+    def system_prompt(self, template: str, context: list[tuple[Any, float]], client_system: str) -> str:
+        memories = [{"query": r.query, "answer": r.gold_answer or r.answer, "similarity": round(s, 3)}
+                    for r, s in context]
+        return self.prompts.render(template, context=memories, client_system=client_system)
+
+    async def _call(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+        return await asyncio.wait_for(
+            litellm.acompletion(model=model, messages=messages, logprobs=True, **params),
+            timeout=self.council.head_timeout_seconds,
+        )
+
+    async def _confidence(self, model: str, messages: list[dict[str, Any]], choice: Any) -> float:
+        logprobs = getattr(choice, "logprobs", None)
+        content = getattr(logprobs, "content", None) if logprobs is not None else None
+        if content:
+            return conf.from_logprobs([t.logprob for t in content])
+        if not choice.message.content:
+            return 0.0
+        rate_prompt = self.prompts.render("self_rate.j2", question=messages[-1]["content"],
+                                          answer=choice.message.content)
+        rating = await self._call(model, [{"role": "user", "content": rate_prompt}],
+                                  {"max_tokens": 8, "temperature": 0.0})
+        return conf.from_self_rating(rating.choices[0].message.content or "") or 0.0
+
+    async def ask(self, head: str, model: str, messages: list[dict[str, Any]],
+                  params: dict[str, Any]) -> Candidate:
+        """One head's answer from ``model`` or, when it fails, from its fallback chain."""
+        chain = [model, *self.council.fallbacks.get(model, [])]
+        errors: list[str] = []
+        for candidate_model in chain:
+            try:
+                response = await self._call(candidate_model, messages, params)
+                choice = response.choices[0]
+                usage = getattr(response, "usage", None)
+                return Candidate(
+                    head=head,
+                    model=candidate_model,
+                    text=choice.message.content or "",
+                    confidence=await self._confidence(candidate_model, messages, choice),
+                    finish_reason=choice.finish_reason or "stop",
+                    logprobs=[t.model_dump() for t in choice.logprobs.content]
+                    if getattr(choice, "logprobs", None) is not None and choice.logprobs.content else None,
+                    usage={"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+                           "completion_tokens": getattr(usage, "completion_tokens", 0) or 0},
+                    adapter=response._hidden_params.get("council_adapter"),
+                )
+            except (TimeoutError, litellm.exceptions.OpenAIError, CouncilError) as exc:
+                inner = council_error_in(exc)
+                if inner is not None and inner.status < 500:
+                    raise inner from exc
+                if inner is not None and inner.code == "overloaded" and len(chain) == 1:
+                    raise inner from exc
+                reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                log.warning("head %s: model %s failed (%s)", head, candidate_model, reason[:300])
+                errors.append(f"{candidate_model}: {reason[:200]}")
+        raise ModelUnavailableError(f"head {head}: every model failed ({'; '.join(errors)})")
+
+    async def decide(self, messages: list[dict[str, Any]], params: dict[str, Any],
+                     context: list[tuple[Any, float]], direct_model: str | None = None) -> Decision:
+        """Run the route for one request. ``direct_model`` skips the council and asks that model only."""
+        client_system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
+        dialogue = [m for m in messages if m["role"] not in ("system", "developer")]
+        system = self.system_prompt("system.j2", context, client_system)
+        first_model = direct_model or self.council.agent0
+        skipped: dict[str, str] = {}
+        candidates: list[Candidate] = []
+        try:
+            candidates.append(await self.ask(AGENT0, first_model, [{"role": "system", "content": system}, *dialogue],
+                                             params))
+        except ModelUnavailableError as exc:
+            if direct_model:
+                raise
+            skipped[AGENT0] = exc.message
+        route = [AGENT0]
+        if not direct_model and (not candidates or candidates[0].confidence < self.council.threshold):
+            heads = list(self.council.heads.items())
+            route += [name for name, _ in heads]
+            started = time.perf_counter()
+            results = await asyncio.gather(
+                *(self.ask(name, model,
+                           [{"role": "system", "content": self.system_prompt(f"head_{name}.j2", context,
+                                                                              client_system)}, *dialogue],
+                           params)
+                  for name, model in heads),
+                return_exceptions=True,
+            )
+            for (name, _), result in zip(heads, results, strict=True):
+                if isinstance(result, Candidate):
+                    candidates.append(result)
+                elif isinstance(result, CouncilError) and result.status >= 500:
+                    skipped[name] = result.message
+                elif isinstance(result, BaseException):
+                    raise result
+            log.debug("heads answered in %.1f s", time.perf_counter() - started)
+        if not candidates:
+            raise ModelUnavailableError("every configured model failed: " + "; ".join(skipped.values()))
+        winner = max(candidates, key=lambda c: c.confidence)  # max keeps the first of equals
+        return Decision(winner=winner, route=route, context=context, skipped=skipped)

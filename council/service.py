@@ -1,0 +1,103 @@
+"""One chat exchange end to end: recall, route, score, record durably — the part behind the HTTP handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from council.config import Settings
+from council.embedder import BatchingEmbedder
+from council.errors import NotFoundError
+from council.memory import MemoryStore
+from council.router import Decision, Router
+from council.schema import ExchangeRecord, new_record_id
+from council.stats import ServerStats
+from council.validation import COUNCIL_MODEL, ChatRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    record: ExchangeRecord
+    decision: Decision
+
+
+class ChatService:
+    """Holds the server's long-lived parts and answers ``ChatRequest``s."""
+
+    def __init__(self, settings: Settings, router: Router, memory: MemoryStore, embedder: BatchingEmbedder,
+                 stats: ServerStats, live_adapter: Any) -> None:
+        self.settings = settings
+        self.router = router
+        self.memory = memory
+        self.embedder = embedder
+        self.stats = stats
+        self.live_adapter = live_adapter  # callable -> str | None: the adapter the local model serves now
+
+    def models(self) -> list[str]:
+        c = self.settings.council
+        seen = dict.fromkeys([COUNCIL_MODEL, c.agent0, *c.heads.values(), *(m for ms in c.fallbacks.values() for m in ms)])
+        return list(seen)
+
+    def check_model(self, model: str) -> None:
+        if model not in self.models():
+            raise NotFoundError(f"model {model!r} does not exist; GET /v1/models lists the available ones",
+                                code="model_not_found", param="model")
+
+    async def _recall(self, query: str) -> tuple[Any, list[tuple[ExchangeRecord, float]]]:
+        vector = await self.embedder.embed_one(query)
+        c = self.settings.council
+        if c.memory_k == 0:
+            return vector, []
+        context = await asyncio.to_thread(self.memory.search, vector, c.memory_k, c.memory_min_similarity, True)
+        return vector, context
+
+    async def answer(self, request: ChatRequest, user: str | None, session: str | None) -> Answer:
+        """Route ``request``, then write its record; returns only after the record is durable."""
+        self.check_model(request.model)
+        started = time.perf_counter()
+        vector, context = await self._recall(request.query)
+        direct = None if request.model == COUNCIL_MODEL else request.model
+        params = request.params(self.settings.council.temperature)
+        decision = await self.router.decide(request.messages, params, context, direct_model=direct)
+        winner = decision.winner
+        latency_ms = (time.perf_counter() - started) * 1000
+        record = ExchangeRecord(
+            id=new_record_id(),
+            query=request.query,
+            answer=winner.text,
+            confidence=winner.confidence,
+            success=winner.confidence >= self.settings.council.threshold,
+            model=winner.model,
+            user=user,
+            session=session,
+            messages=request.messages,
+            adapter=winner.adapter if winner.model.startswith("local/") else None,
+            route=[*decision.route, f"winner:{winner.head}"],
+            latency_ms=round(latency_ms, 3),
+            context_ids=[r.id for r, _ in context],
+        )
+        await asyncio.to_thread(self.memory.add, record, vector)
+        self.stats.observe(winner.head, record.success, record.confidence, latency_ms, record.failure_source,
+                           escalated=len(decision.route) > 1, adapter=self.live_adapter())
+        self.stats.memory_size.set(self.memory.count())
+        return Answer(record=record, decision=decision)
+
+    async def feedback(self, record_id: str, thumbs: str | None, rating: int | None,
+                       correction: str | None) -> ExchangeRecord:
+        record = await asyncio.to_thread(self.memory.apply_feedback, record_id, thumbs, rating, correction)
+        for kind, given in (("thumbs_" + (thumbs or ""), thumbs), ("rating", rating), ("correction", correction)):
+            if given is not None:
+                self.stats.feedback.labels(kind).inc()
+        return record
+
+    async def record(self, record_id: str) -> ExchangeRecord:
+        record = await asyncio.to_thread(self.memory.get, record_id)
+        if record is None:
+            raise NotFoundError(f"no record {record_id!r}", code="record_not_found")
+        return record
+

@@ -1,0 +1,115 @@
+"""Serving metrics: Prometheus series (``GET /metrics``) and the post-deploy window (``GET /health``).
+
+The window counts requests, successes and latencies only since the live adapter last changed, so the
+deploy monitor judges a new adapter on its own traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from council.confidence import percentile
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+WINDOW_LATENCIES = 10_000  # latencies kept for the window's p95
+
+
+@dataclass
+class Window:
+    adapter: str | None
+    since: float = field(default_factory=time.time)
+    requests: int = 0
+    successes: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "adapter": self.adapter,
+            "since": self.since,
+            "requests": self.requests,
+            "successes": self.successes,
+            "success_rate": round(self.successes / self.requests, 4) if self.requests else None,
+            "p95_latency_ms": round(percentile(self.latencies_ms, 0.95), 2) if self.latencies_ms else None,
+        }
+
+
+class ServerStats:
+    """All counters of one server; one CollectorRegistry per app, never the global one."""
+
+    def __init__(self, loop_metrics_file: Path | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("council_requests", "Chat requests answered, by route winner.", ["head"], registry=r)
+        self.errors = Counter("council_request_errors", "Chat requests that failed, by HTTP status.", ["status"],
+                              registry=r)
+        self.latency = Histogram("council_request_latency_seconds", "Chat request latency.", buckets=LATENCY_BUCKETS,
+                                 registry=r)
+        self.confidence = Histogram("council_confidence", "Confidence of the answers given.",
+                                    buckets=CONFIDENCE_BUCKETS, registry=r)
+        self.failures = Counter("council_failures", "Answers recorded as failures, by cause.", ["source"], registry=r)
+        self.escalations = Counter("council_escalations", "Requests the specialist heads answered too.", registry=r)
+        self.feedback = Counter("council_feedback", "Feedback received, by kind.", ["kind"], registry=r)
+        self.memory_size = Gauge("council_memory_records", "Exchanges in the memory store.", registry=r)
+        self.adapter_info = Gauge("council_live_adapter", "1 for the adapter being served.", ["version"], registry=r)
+        self.adapter_changed = Gauge("council_adapter_changed_timestamp_seconds",
+                                     "When the live adapter last changed.", registry=r)
+        self.window_success = Gauge("council_window_success_rate", "Success rate since the adapter changed.",
+                                    registry=r)
+        self.window_p95 = Gauge("council_window_p95_latency_ms", "p95 latency since the adapter changed.",
+                                registry=r)
+        self.window_requests = Gauge("council_window_requests", "Requests since the adapter changed.", registry=r)
+        self.loop = Gauge("council_loop", "Nightly-loop figures read from logs/loop_metrics.json.", ["name"],
+                          registry=r)
+        self.loop_metrics_file = loop_metrics_file
+        self.window = Window(adapter=None)
+
+    def adapter_live(self, version: str | None) -> None:
+        """The server now serves ``version``: start a new window."""
+        self.adapter_info.clear()
+        self.adapter_info.labels(version or "base").set(1)
+        self.adapter_changed.set(time.time())
+        self.window = Window(adapter=version)
+        self._publish_window()
+
+    def observe(self, head: str, success: bool, confidence: float, latency_ms: float, source: str | None,
+                escalated: bool, adapter: str | None) -> None:
+        if adapter != self.window.adapter:
+            self.adapter_live(adapter)
+        self.requests.labels(head).inc()
+        self.latency.observe(latency_ms / 1000)
+        self.confidence.observe(confidence)
+        if escalated:
+            self.escalations.inc()
+        if not success:
+            self.failures.labels(source or "low_confidence").inc()
+        w = self.window
+        w.requests += 1
+        w.successes += int(success)
+        w.latencies_ms.append(latency_ms)
+        if len(w.latencies_ms) > WINDOW_LATENCIES:
+            del w.latencies_ms[: len(w.latencies_ms) - WINDOW_LATENCIES]
+        self._publish_window()
+
+    def _publish_window(self) -> None:
+        data = self.window.to_dict()
+        self.window_requests.set(self.window.requests)
+        self.window_success.set(data["success_rate"] if data["success_rate"] is not None else float("nan"))
+        self.window_p95.set(data["p95_latency_ms"] if data["p95_latency_ms"] is not None else float("nan"))
+
+    def refresh_loop_metrics(self) -> None:
+        """Copy the nightly loop's figures (written by ``council nightly``) into gauges."""
+        if self.loop_metrics_file is None or not self.loop_metrics_file.is_file():
+            return
+        try:
+            figures = json.loads(self.loop_metrics_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return
+        for name, value in figures.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.loop.labels(name).set(value)

@@ -1,0 +1,198 @@
+"""Harvest JSONL in, tokenized chat examples out: selection, filtering, splitting and formatting.
+
+A harvest line (see the design's "Harvest JSONL" contract) has ``instruction, input, output, reasoning,
+quality_score, record_id, ...``. Training uses the files in ``<home>/training_data/harvest_*.jsonl`` that
+``consumed.json`` ({filename: sha256}) does not list with their current hash, or the paths it is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from council.prompts import PromptStore
+from training.errors import TrainingError
+from training.job import IGNORE_INDEX, TokenizedExample
+
+log = logging.getLogger(__name__)
+
+HARVEST_GLOB = "harvest_*.jsonl"
+CONSUMED_FILE = "consumed.json"
+ASSISTANT_TEMPLATE = "train_assistant.j2"
+
+
+@dataclass
+class DatasetFile:
+    path: str
+    sha256: str
+    lines: int
+
+
+@dataclass
+class HarvestData:
+    """Usable examples plus what was skipped, per the metadata contract."""
+
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    files: list[DatasetFile] = field(default_factory=list)
+    skipped_malformed: int = 0
+    skipped_low_quality: int = 0
+    skipped_duplicate: int = 0
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_consumed(training_data: Path) -> dict[str, str]:
+    path = training_data / CONSUMED_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise TrainingError(f"{path} is not valid JSON ({exc}); fix or delete it (deleting retrains on all files)") from exc
+    if not isinstance(data, dict):
+        raise TrainingError(f"{path} must be a JSON object {{filename: sha256}}; fix or delete it")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def pending_files(training_data: Path) -> list[Path]:
+    """Harvest files not yet trained on (a file whose content changed since counts as new)."""
+    consumed = read_consumed(training_data)
+    return [
+        path
+        for path in sorted(training_data.glob(HARVEST_GLOB))
+        if path.is_file() and consumed.get(path.name) != sha256_bytes(path.read_bytes())
+    ]
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else None
+
+
+def parse_line(line: str) -> dict[str, Any] | None:
+    """The example on one harvest line, or None when the line is malformed."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    instruction, output = data.get("instruction"), data.get("output")
+    if not isinstance(instruction, str) or not instruction.strip():
+        return None
+    if not isinstance(output, str) or not output.strip():
+        return None
+    inp, reasoning = _optional_text(data.get("input")), _optional_text(data.get("reasoning"))
+    if inp is None or reasoning is None:
+        return None
+    quality = data.get("quality_score")
+    if isinstance(quality, bool) or not isinstance(quality, int | float) or not math.isfinite(quality):
+        return None
+    record_id = data.get("record_id")
+    if not isinstance(record_id, str) or not record_id:
+        record_id = "line-" + sha256_bytes(line.encode("utf-8"))[:16]
+    return {**data, "input": inp, "reasoning": reasoning, "quality_score": float(quality), "record_id": record_id}
+
+
+def read_harvest(paths: list[Path], min_quality: float) -> HarvestData:
+    """Read ``paths`` in order; keep lines with quality_score >= ``min_quality``; later duplicates win."""
+    result = HarvestData()
+    by_id: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise TrainingError(f"cannot read training data {path}: {exc}") from exc
+        text = raw.decode("utf-8", errors="replace")
+        lines = [line for line in text.splitlines() if line.strip()]
+        result.files.append(DatasetFile(str(path), sha256_bytes(raw), len(lines)))
+        for line in lines:
+            example = parse_line(line)
+            if example is None:
+                result.skipped_malformed += 1
+            elif example["quality_score"] < min_quality:
+                result.skipped_low_quality += 1
+            else:
+                if example["record_id"] in by_id:
+                    result.skipped_duplicate += 1
+                by_id[example["record_id"]] = example
+    result.examples = list(by_id.values())
+    if result.skipped_malformed:
+        log.warning("skipped %d malformed line(s) in %d file(s)", result.skipped_malformed, len(paths))
+    return result
+
+
+def load_examples(path: Path) -> list[dict[str, Any]]:
+    """Examples of a harvest-format JSONL file such as ``loras/<version>/validation.jsonl`` (no quality filter)."""
+    data = read_harvest([Path(path)], min_quality=-math.inf)
+    return data.examples
+
+
+def split_examples(
+    examples: list[dict[str, Any]], fraction: float, min_total: int, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Deterministic (train, validation) split ordered by a hash of seed and record id; none below ``min_total``."""
+    if len(examples) < min_total or fraction <= 0:
+        return list(examples), []
+    count = max(1, round(len(examples) * fraction))
+    ranked = sorted(examples, key=lambda e: sha256_bytes(f"{seed}:{e['record_id']}".encode()))
+    chosen = {e["record_id"] for e in ranked[:count]}
+    train = [e for e in examples if e["record_id"] not in chosen]
+    validation = [e for e in examples if e["record_id"] in chosen]
+    return train, validation
+
+
+def user_message(example: dict[str, Any]) -> str:
+    instruction, extra = example["instruction"].strip(), (example.get("input") or "").strip()
+    return f"{instruction}\n\n{extra}" if extra else instruction
+
+
+def assistant_message(example: dict[str, Any], prompts: PromptStore) -> str:
+    return prompts.render(
+        ASSISTANT_TEMPLATE,
+        instruction=example["instruction"],
+        input=example.get("input") or "",
+        reasoning=example.get("reasoning") or "",
+        answer=example["output"],
+    )
+
+
+def _ids(encoded: Any) -> list[int]:
+    if isinstance(encoded, dict) or hasattr(encoded, "input_ids"):
+        encoded = encoded["input_ids"]
+    return list(encoded)
+
+
+def encode_example(
+    tokenizer: Any, example: dict[str, Any], prompts: PromptStore, max_length: int
+) -> TokenizedExample | None:
+    """Chat-template ``example``; labels cover the assistant turn only. None when the prompt leaves no room."""
+    messages = [{"role": "user", "content": user_message(example)}]
+    prompt = _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    reply = {"role": "assistant", "content": assistant_message(example, prompts)}
+    full = _ids(tokenizer.apply_chat_template([*messages, reply], tokenize=True))
+    boundary = 0
+    while boundary < min(len(prompt), len(full)) and prompt[boundary] == full[boundary]:
+        boundary += 1
+    if boundary >= max_length - 1 or boundary >= len(full):
+        return None
+    full = full[:max_length]
+    labels = [IGNORE_INDEX] * boundary + full[boundary:]
+    return TokenizedExample(input_ids=full, labels=labels, record_id=example["record_id"])
+
+
+def encode_all(
+    tokenizer: Any, examples: list[dict[str, Any]], prompts: PromptStore, max_length: int
+) -> tuple[list[TokenizedExample], int]:
+    """Encoded examples and how many were skipped because the prompt alone reaches ``max_length``."""
+    encoded = [encode_example(tokenizer, example, prompts, max_length) for example in examples]
+    kept = [item for item in encoded if item is not None]
+    return kept, len(encoded) - len(kept)

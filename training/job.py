@@ -1,0 +1,97 @@
+"""What a training backend is given (``TrainJob``) and what it hands back (``TrainResult``).
+
+Both are plain data that round-trip through JSON, so a backend can run in its own process
+(``python -m training.unsloth_backend job.json``) and see exactly what the in-process backend sees.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TokenizedExample:
+    """One chat-formatted example; ``labels`` is -100 on prompt tokens (loss on assistant tokens only)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    record_id: str = ""
+
+    @property
+    def target_tokens(self) -> int:
+        return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
+
+
+@dataclass
+class Hyperparameters:
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    grad_accum: int
+    max_length: int
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    target_modules: list[str] = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainJob:
+    base_path: str
+    output_dir: str
+    hyperparameters: Hyperparameters
+    train: list[TokenizedExample]
+    validation: list[TokenizedExample]
+    pad_id: int
+    parent_path: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    log_every_seconds: float = 10.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainJob:
+        data: dict[str, Any] = json.loads(text)
+        data["hyperparameters"] = Hyperparameters(**data["hyperparameters"])
+        data["train"] = [TokenizedExample(**item) for item in data["train"]]
+        data["validation"] = [TokenizedExample(**item) for item in data["validation"]]
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    train_loss: list[float]
+    validation_loss: list[float]
+    step_loss: list[float]
+    tokens: int
+    target_tokens: int
+    steps: int
+    train_seconds: float
+    trainable_parameters: int
+    device: str
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        data = {k: v for k, v in data.items() if k != "tokens_per_second"}
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict()))
