@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -15,7 +16,7 @@ from council.embedder import BatchingEmbedder, Embedder
 from council.handlers import auth_middleware, errors_middleware, live_adapter, note_adapter
 from council.memory import MemoryStore
 from council.prompts import PromptStore
-from council.provider import PROVIDER, register_local_provider, unregister_provider
+from council.provider import PROVIDER, register_local_provider, register_provider, unregister_provider
 from council.router import Router
 from council.routes import setup_routes
 from council.service import ChatService
@@ -30,13 +31,24 @@ def uses_local_models(settings: Settings) -> bool:
     return any(m.startswith(f"{PROVIDER}/") for m in models)
 
 
+def load_provider(spec: str) -> object:
+    module_name, _, class_name = spec.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
 async def local_model_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Register the configured custom providers and, when any model is ``local/*``, the embedded model."""
     settings = app[keys.SETTINGS]
+    extra = {name: load_provider(spec) for name, spec in settings.providers.items()}
+    for name, handler in extra.items():
+        register_provider(name, handler)
     provider = None
     if uses_local_models(settings):
         provider = await register_local_provider(settings)
         app[keys.LOCAL] = provider
     yield
+    for name, handler in extra.items():
+        unregister_provider(name, handler)
     if provider is not None:
         unregister_provider(PROVIDER, provider)
         await asyncio.to_thread(provider.close)

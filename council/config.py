@@ -90,6 +90,9 @@ class AlertSettings:
 class Settings:
     home: Path = field(default=DEFAULT_HOME, metadata={"help": "State directory: converted model, memory, adapters, logs."})
     prompts_dir: Path = field(default=REPO_PROMPTS, metadata={"help": "Folder of jinja2 prompt templates."})
+    providers: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "Extra litellm custom providers: name -> 'module:Class' (built with no arguments), "
+                "then usable as model strings '<name>/<model>'."})
     server: ServerSettings = field(default_factory=ServerSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     council: CouncilSettings = field(default_factory=CouncilSettings)
@@ -98,6 +101,9 @@ class Settings:
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser().resolve()
         self.prompts_dir = Path(self.prompts_dir).expanduser().resolve()
+        for name, spec in self.providers.items():
+            if ":" not in spec:
+                raise ValueError(f"providers.{name} = {spec!r}: use 'package.module:ClassName'")
 
     @property
     def paths(self) -> StatePaths:

@@ -36,9 +36,9 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
             log.warning("%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
             request.app[keys.STATS].errors.labels(str(exc.status)).inc()
         return error_response(exc)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(PayloadTooLargeError(
-            f"request body exceeds server.max_body_bytes ({exc.max_size} bytes)"))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[keys.SETTINGS].server.max_body_bytes
+        return error_response(PayloadTooLargeError(f"request body exceeds server.max_body_bytes ({limit} bytes)"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

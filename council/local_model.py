@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from council.errors import AdapterError, InvalidRequestError, OverloadedError
 from council.model_files import BaseModel
 
@@ -110,7 +112,7 @@ class LocalModel:
                 self.peft_model.load_adapter(target, adapter_name=version)
             self.peft_model.set_adapter(version)
             self.peft_model.base_model.enable_adapter_layers()
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise AdapterError(f"adapter {version} failed to load: {exc}") from exc
         self.peft_model.eval()
         for name in list(self.peft_model.peft_config):

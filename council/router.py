@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import litellm
+import openai
 
 from council import confidence as conf
 from council.config import Settings
@@ -120,7 +121,7 @@ class Router:
                            "completion_tokens": getattr(usage, "completion_tokens", 0) or 0},
                     adapter=response._hidden_params.get("council_adapter"),
                 )
-            except (TimeoutError, litellm.exceptions.OpenAIError, CouncilError) as exc:
+            except (TimeoutError, openai.OpenAIError, CouncilError) as exc:
                 inner = council_error_in(exc)
                 if inner is not None and inner.status < 500:
                     raise inner from exc

@@ -126,7 +126,7 @@ async def test_template_edit_applies_and_broken_template_keeps_last_good(aiohttp
     client = await aiohttp_client(create_app(settings))
     ask = {"messages": [{"role": "user", "content": "hi"}]}
     first = await (await client.post("/v1/chat/completions", json=ask)).json()
-    assert first["choices"][0]["message"]["content"].startswith("You are Council")
+    assert first["choices"][0]["message"]["content"].startswith("You are a helpful AI assistant")
     template = prompts_copy / "system.j2"
     template.write_text("Version two speaking.")
     os.utime(template, ns=(1, 10**18))

@@ -1,0 +1,167 @@
+"""Memory store benchmark: insert throughput, search latency (HNSW store vs brute force), embedding speed.
+
+Run:  cd /work/main && PYTHONPATH=. .venv/bin/python bench/memory_bench.py [--sizes 10000,100000]
+
+* Index numbers use random unit vectors (384-d), the hardest case for HNSW: real sentence embeddings cluster
+  and are easier. Each query is a stored vector plus noise (cosine ~0.9 to its source), like a re-asked
+  question; "recall@1" = share of queries whose source comes back first.
+* ``store.search`` is the full path (FAISS HNSW + the SQLite read of the hits); the baseline is
+  ``faiss.IndexFlatIP`` (exact brute force) over the same vectors.
+* Embedding numbers use the real all-MiniLM-L6-v2 on CPU.
+Prints numbers only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from council.embedder import Embedder
+from council.memory import MemoryStore
+from council.schema import ExchangeRecord
+
+DIM = 384
+
+
+def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = rng.standard_normal((n, DIM), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def records(n: int, start: int) -> list[ExchangeRecord]:
+    return [ExchangeRecord(query=f"benchmark question {i}", answer="an answer of moderate length " * 4,
+                           confidence=0.9, success=i % 5 != 0, model="local/smollm2",
+                           messages=[{"role": "user", "content": f"benchmark question {i}"}]) for i in range(start, start + n)]
+
+
+def pct(times: list[float]) -> tuple[float, float]:
+    ms = np.asarray(times) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def timed(fn, *args) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t, out
+
+
+def cpu_timed(fn, *args) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of this thread, result): CPU time is what the call costs on a busy machine."""
+    t, c = time.perf_counter(), time.thread_time()
+    out = fn(*args)
+    return time.perf_counter() - t, time.thread_time() - c, out
+
+
+def bench_inserts(root: Path, rng: np.random.Generator) -> None:
+    store = MemoryStore.open(root / "inserts")
+    n1 = 300
+    vecs = unit_rows(rng, n1)
+    took = sum(timed(store.add, r, v)[0] for r, v in zip(records(n1, 0), vecs, strict=True))
+    n2, batch = 20_000, 1000
+    took_many = 0.0
+    for start in range(0, n2, batch):
+        items = list(zip(records(batch, n1 + start), unit_rows(rng, batch), strict=True))
+        took_many += timed(store.add_many, items)[0]
+    store.close()
+    print(f"insert  add():      {n1 / took:9.0f} records/s  ({took / n1 * 1000:.2f} ms each, one fsync per record)")
+    print(f"insert  add_many(): {n2 / took_many:9.0f} records/s  (batches of {batch}; ratio {n2 / took_many / (n1 / took):.1f}x)")
+
+
+def bench_size(root: Path, n: int, rng: np.random.Generator, queries: int) -> None:
+    folder = root / f"store-{n}"
+    vectors = unit_rows(rng, n)
+    store = MemoryStore.open(folder, save_every=10**9)
+    t = time.perf_counter()
+    for start in range(0, n, 5000):
+        store.add_many(list(zip(records(min(5000, n - start), start), vectors[start:start + 5000], strict=True)))
+    fill = time.perf_counter() - t
+    save, _ = timed(store.close)
+    reopen, store = timed(MemoryStore.open, folder)
+    count_s, _ = timed(store.count)
+
+    src = rng.choice(n, size=queries, replace=False)
+    q = vectors[src] + 0.025 * rng.standard_normal((queries, DIM), dtype=np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    flat = faiss.IndexFlatIP(DIM)
+    flat.add(vectors)
+    hnsw = store._index  # the store's own index, searched without the SQLite read
+    names = ("flat", "hnsw", "store", "success_only")
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    hits = dict.fromkeys(names, 0)
+    for i in range(queries):
+        for name, index in (("flat", flat), ("hnsw", hnsw)):
+            dt, ct, (_, ids) = cpu_timed(index.search, q[i:i + 1], 3)
+            wall[name].append(dt)
+            cpu[name].append(ct)
+            hits[name] += int(ids[0, 0] == (src[i] if name == "flat" else src[i] + 1))  # store ids start at 1
+        for name, success_only in (("store", False), ("success_only", True)):
+            dt, ct, found = cpu_timed(store.search, q[i], 3, 0.6, success_only)
+            wall[name].append(dt)
+            cpu[name].append(ct)
+            hits[name] += int(bool(found) and found[0][0].query == f"benchmark question {src[i]}")
+    store.close()
+    shutil.rmtree(folder)
+
+    print(f"\n{n:,} records: fill {n / fill:,.0f} records/s (add_many, HNSW insert), index save {save:.2f} s, "
+          f"open (load + reconcile) {reopen:.2f} s, count() {count_s * 1000:.2f} ms")
+    base50, _ = pct(wall["flat"])
+    base_cpu, _ = pct(cpu["flat"])
+    print(f"  {'search (k=3)':36s} {'p50 ms':>7s} {'p99 ms':>7s} {'cpu p50':>8s} {'recall@1':>8s} "
+          f"{'speedup p50 / cpu':>18s}")
+    labels = {"flat": "IndexFlatIP brute force (baseline)", "hnsw": "HNSW index alone",
+              "store": "store.search (HNSW + SQLite read)", "success_only": "store.search success_only=True *"}
+    for name in names:
+        p50, p99 = pct(wall[name])
+        c50, _ = pct(cpu[name])
+        print(f"  {labels[name]:36s} {p50:7.3f} {p99:7.3f} {c50:8.3f} {hits[name] / queries:8.3f} "
+              f"{base50 / p50:8.1f}x / {base_cpu / c50:5.1f}x")
+    print("  * 20% of records are failures; recall@1 there counts a failed source as a miss")
+
+
+def bench_embedding(embedder: Embedder) -> None:
+    sentences = [f"How do I solve problem number {i} with a short Python function?" for i in range(64)]
+    embedder.embed(sentences[:8])  # warm-up
+    results = {}
+    for label, run in (("batch 1", lambda: [embedder.embed([s]) for s in sentences]),
+                       ("batch 64", lambda: embedder.embed(sentences))):
+        best_wall = best_cpu = float("inf")
+        for _ in range(3):
+            t, c = time.perf_counter(), time.process_time()  # process CPU: torch runs several threads
+            run()
+            best_wall, best_cpu = min(best_wall, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
+        results[label] = (best_wall / 64 * 1000, best_cpu / 64 * 1000)
+    (w1, c1), (w64, c64) = results["batch 1"], results["batch 64"]
+    print(f"\nembedding ms/sentence (best of 3): batch 1 {w1:.2f} wall / {c1:.2f} cpu; batch 64 {w64:.2f} wall / "
+          f"{c64:.2f} cpu; batch-64 speedup {w1 / w64:.1f}x wall, {c1 / c64:.1f}x cpu")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="store sizes to search, comma-separated")
+    parser.add_argument("--queries", type=int, default=500, help="queries per size")
+    parser.add_argument("--folder", default=None, help="where to build the stores (default: a temp folder)")
+    parser.add_argument("--skip-embedding", action="store_true", help="do not load the embedding model")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="council-membench-", dir=args.folder))
+    rng = np.random.default_rng(0)
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads, stores under {root}")
+    try:
+        bench_inserts(root, rng)
+        for n in (int(s) for s in args.sizes.split(",")):
+            bench_size(root, n, rng, args.queries)
+        if not args.skip_embedding:
+            bench_embedding(Embedder())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

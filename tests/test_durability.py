@@ -1,0 +1,101 @@
+"""A server process killed with SIGKILL mid-burst loses no acknowledged record; a lost index is rebuilt."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from council.memory import MemoryStore
+from tests.conftest import REPO
+
+CONFIG = """
+providers = { scripted = "tests.fakes:ScriptedLLM" }
+[council]
+agent0 = "scripted/any"
+heads = {}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(home: Path, port: int) -> subprocess.Popen:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "council.toml").write_text(CONFIG)
+    env = dict(os.environ, PYTHONPATH=str(REPO), COUNCIL_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "council.cli", "--log-level", "WARNING", "serve", "--port",
+                             str(port)], env=env, cwd=REPO)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            assert proc.poll() is None, "server exited during start"
+            time.sleep(0.2)
+    proc.kill()
+    raise TimeoutError("server did not start")
+
+
+async def _burst(port: int, acknowledged: list[str], stop_after: float) -> None:
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    deadline = time.time() + stop_after
+
+    async def client(n: int) -> None:
+        async with aiohttp.ClientSession() as session:
+            i = 0
+            while time.time() < deadline + 5:
+                body = {"messages": [{"role": "user", "content": f"client {n} question {i}"}]}
+                try:
+                    async with session.post(url, json=body) as resp:
+                        if resp.status == 200:
+                            acknowledged.append((await resp.json())["council"]["record_id"])
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    return
+                i += 1
+
+    await asyncio.gather(*(client(n) for n in range(8)))
+
+
+async def test_sigkill_mid_burst_loses_no_acknowledged_record(tmp_path):
+    home, port = tmp_path / "home", _free_port()
+    proc = _start(home, port)
+    acknowledged: list[str] = []
+    burst = asyncio.create_task(_burst(port, acknowledged, stop_after=3))
+    while len(acknowledged) < 20:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    await burst
+    assert len(acknowledged) >= 20
+
+    store = MemoryStore.open(home / "memory")
+    try:
+        missing = [rid for rid in acknowledged if store.get(rid) is None]
+        assert missing == [] and store.count() >= len(acknowledged)
+    finally:
+        store.close()
+
+    (home / "memory" / "index.faiss").unlink(missing_ok=True)
+    proc = _start(home, port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/health") as resp:
+                health = await resp.json()
+        assert health["memory"]["records"] >= len(acknowledged)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert (home / "memory" / "index.faiss").exists()
