@@ -1,0 +1,161 @@
+"""Pipeline alerts to a Slack- or Discord-compatible incoming webhook, or to the log only.
+
+``Alerter(settings.alerts).send(event, title, fields) -> bool``. The URL comes from
+``settings.alerts.webhook_url`` (``COUNCIL_WEBHOOK_URL`` sets it; read here too as a fallback). A URL on
+discord.com / discordapp.com, or any URL whose path starts with ``/api/webhooks/``, gets Discord's
+``{"content", "embeds"}``; every other URL gets Slack's ``{"text", "blocks"}``.
+
+Each alert is tried ``retries`` times with exponential backoff and a per-attempt timeout. A webhook that
+fails never fails the caller: ``send`` logs a warning and returns False. The URL is a secret: it never
+appears in a log line or an exception message (``redact``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from council.config import AlertSettings
+
+log = logging.getLogger(__name__)
+
+TRAINING_DONE = "training_done"
+DEPLOY_SUCCESS = "deploy_success"
+DEPLOY_FAILURE = "deploy_failure"
+ROLLBACK = "rollback"
+PIPELINE_ERROR = "pipeline_error"
+EVENTS = (TRAINING_DONE, DEPLOY_SUCCESS, DEPLOY_FAILURE, ROLLBACK, PIPELINE_ERROR)
+
+_STYLE = {  # event -> (emoji, Discord colour)
+    TRAINING_DONE: (":brain:", 0x3498DB),
+    DEPLOY_SUCCESS: (":white_check_mark:", 0x2ECC71),
+    DEPLOY_FAILURE: (":x:", 0xE74C3C),
+    ROLLBACK: (":rewind:", 0xE67E22),
+    PIPELINE_ERROR: (":rotating_light:", 0xE74C3C),
+}
+_DISCORD_HOSTS = ("discord.com", "discordapp.com")
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` with the webhook URL (and its secret path and query) replaced by ``<webhook>``."""
+    if not url:
+        return text
+    parts = urlsplit(url)
+    secrets = [url, url.split("://", 1)[-1]]
+    if len(parts.path) > 1:
+        secrets.append(parts.path)
+    if parts.query:
+        secrets.append(parts.query)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "<webhook>")
+    return text
+
+
+def is_discord(url: str) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    on_discord = any(host == h or host.endswith("." + h) for h in _DISCORD_HOSTS)
+    return on_discord or parts.path.startswith("/api/webhooks/")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def slack_payload(event: str, title: str, fields: dict[str, Any]) -> dict[str, Any]:
+    emoji = _STYLE.get(event, (":bell:", 0))[0]
+    items = [{"type": "mrkdwn", "text": f"*{k}*\n{_text(v)}"[:2000]} for k, v in fields.items()]
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150]}}]
+    for start in range(0, len(items), 10):  # Slack allows 10 fields per section
+        blocks.append({"type": "section", "fields": items[start:start + 10]})
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"council · {event} · {stamp}"}]})
+    return {"text": f"{emoji} {title}", "blocks": blocks}
+
+
+def discord_payload(event: str, title: str, fields: dict[str, Any]) -> dict[str, Any]:
+    colour = _STYLE.get(event, ("", 0x95A5A6))[1]
+    embed = {
+        "title": title[:256],
+        "color": colour,
+        "fields": [
+            {"name": str(k)[:256], "value": _text(v)[:1024] or "-", "inline": len(_text(v)) < 40}
+            for k, v in list(fields.items())[:25]
+        ],
+        "footer": {"text": f"council · {event}"},
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return {"content": title[:2000], "embeds": [embed]}
+
+
+class Alerter:
+    """Sends pipeline events; never raises for webhook trouble."""
+
+    def __init__(
+        self,
+        settings: AlertSettings,
+        backoff_seconds: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = settings.webhook_url or os.environ.get("COUNCIL_WEBHOOK_URL", "")
+        self.timeout = settings.timeout_seconds
+        self.retries = max(1, settings.retries)
+        self.backoff = backoff_seconds
+        self.sleep = sleep
+        self.last_attempts = 0
+
+    def payload(self, event: str, title: str, fields: dict[str, Any]) -> dict[str, Any]:
+        if is_discord(self.url):
+            return discord_payload(event, title, fields)
+        return slack_payload(event, title, fields)
+
+    def send(self, event: str, title: str, fields: dict[str, Any] | None = None) -> bool:
+        """Log the alert and post it to the webhook; True when delivered (or when only logging)."""
+        fields = dict(fields or {})
+        level = logging.WARNING if event in (DEPLOY_FAILURE, ROLLBACK, PIPELINE_ERROR) else logging.INFO
+        summary = ", ".join(f"{k}={_text(v)}" for k, v in fields.items())
+        log.log(level, "alert [%s] %s%s", event, redact(title, self.url), f" ({redact(summary, self.url)})"
+                if summary else "")
+        self.last_attempts = 0
+        if not self.url:
+            return True
+        body = json.dumps(self.payload(event, title, fields)).encode("utf-8")
+        error = ""
+        for attempt in range(self.retries):
+            self.last_attempts = attempt + 1
+            retry_after = None
+            try:
+                request = urllib.request.Request(
+                    self.url, data=body, method="POST",
+                    headers={"Content-Type": "application/json", "User-Agent": "council-alerts/1"},
+                )
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    response.read()
+                return True
+            except urllib.error.HTTPError as exc:
+                error = f"HTTP {exc.code}"
+                if exc.code != 429 and exc.code < 500:
+                    break  # a client error will not go away by retrying
+                header = exc.headers.get("Retry-After") if exc.headers else None
+                retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            if attempt + 1 < self.retries:
+                delay = self.backoff * (2 ** attempt)
+                self.sleep(min(max(delay, retry_after or 0.0), 30.0))
+        log.warning("webhook alert [%s] not delivered after %d attempt(s): %s",
+                    event, self.last_attempts, redact(error, self.url))
+        return False

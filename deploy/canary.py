@@ -1,0 +1,259 @@
+"""Candidate checks before a swap: the canary suite and the validation-loss comparison.
+
+Canary cases live in ``prompts/canary.jsonl``, one JSON object a line::
+
+    {"id": "capital-france", "prompt": "What is the capital of France?", "max_tokens": 16,
+     "checks": [{"type": "contains", "value": "Paris"}, {"type": "not_contains", "value": "<|im_"}]}
+
+Check types: ``contains``, ``not_contains``, ``regex`` (``re.search``); each is case-insensitive unless
+``"ignore_case": false``. An optional ``system`` gives a system message. Cases run with greedy decoding.
+
+Before that, ``check_weights`` reads every tensor (corrupt or non-finite weights are refused) and
+``check_base`` compares the adapter's base-model fingerprint with the served base model. The validation
+split of an adapter (``loras/<version>/validation.jsonl``) is scored with the training stage's
+``training.evaluate.validation_loss``, so the examples are formatted exactly as in training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from council.errors import AdapterError, CouncilError
+from council.local_model import LocalModel
+from council.model_files import BaseModel, resolve_base_model
+from council.prompts import PromptStore
+from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter
+
+if TYPE_CHECKING:
+    from deploy.main import DeployConfig
+
+log = logging.getLogger(__name__)
+
+CHECK_TYPES = ("contains", "not_contains", "regex")
+
+
+class CanaryError(CouncilError):
+    """The canary file is missing or malformed."""
+
+
+@dataclass
+class Check:
+    type: str
+    value: str
+    ignore_case: bool = True
+
+    def passes(self, text: str) -> bool:
+        if self.type == "regex":
+            return re.search(self.value, text, re.IGNORECASE if self.ignore_case else 0) is not None
+        haystack, needle = (text.lower(), self.value.lower()) if self.ignore_case else (text, self.value)
+        found = needle in haystack
+        return found if self.type == "contains" else not found
+
+    def describe(self) -> str:
+        return f"{self.type} {self.value!r}" + ("" if self.ignore_case else " (case-sensitive)")
+
+
+@dataclass
+class CanaryCase:
+    id: str
+    prompt: str
+    checks: list[Check]
+    max_tokens: int = 24
+    system: str | None = None
+
+    def messages(self) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        return [*messages, {"role": "user", "content": self.prompt}]
+
+
+@dataclass
+class CaseResult:
+    id: str
+    passed: bool
+    output: str
+    failed_checks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CanaryResult:
+    cases: list[CaseResult]
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for c in self.cases if c.passed)
+
+    @property
+    def pass_rate(self) -> float:
+        return self.passed / len(self.cases) if self.cases else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "total": len(self.cases), "pass_rate": self.pass_rate,
+                "cases": [asdict(c) for c in self.cases]}
+
+
+def _parse_case(data: Any, where: str) -> CanaryCase:
+    if not isinstance(data, dict):
+        raise CanaryError(f"{where}: expected a JSON object")
+    prompt, checks = data.get("prompt"), data.get("checks")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise CanaryError(f"{where}: 'prompt' must be a non-empty string")
+    if not isinstance(checks, list) or not checks:
+        raise CanaryError(f"{where}: 'checks' must be a non-empty list")
+    parsed = []
+    for check in checks:
+        if not isinstance(check, dict) or check.get("type") not in CHECK_TYPES or not isinstance(
+            check.get("value"), str
+        ):
+            raise CanaryError(f"{where}: each check needs 'type' in {CHECK_TYPES} and a string 'value'")
+        item = Check(check["type"], check["value"], bool(check.get("ignore_case", True)))
+        if item.type == "regex":
+            try:
+                re.compile(item.value)
+            except re.error as exc:
+                raise CanaryError(f"{where}: bad regex {item.value!r}: {exc}") from exc
+        parsed.append(item)
+    max_tokens = data.get("max_tokens", 24)
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise CanaryError(f"{where}: 'max_tokens' must be a positive integer")
+    return CanaryCase(str(data.get("id") or where), prompt, parsed, max_tokens, data.get("system"))
+
+
+def load_cases(path: Path) -> list[CanaryCase]:
+    """Parse a canary JSONL file; blank lines and lines starting with ``//`` are skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise CanaryError(f"canary file {path} does not exist; create it or set --canary-file") from exc
+    cases = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("//"):
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CanaryError(f"{path}:{number}: not valid JSON: {exc}") from exc
+        cases.append(_parse_case(data, f"{path}:{number}"))
+    if not cases:
+        raise CanaryError(f"canary file {path} has no cases")
+    return cases
+
+
+def run_canary(model: LocalModel, cases: list[CanaryCase]) -> CanaryResult:
+    """Run every case greedily on the model's live adapter."""
+    results = []
+    for case in cases:
+        generation = model.generate(case.messages(), max_new_tokens=case.max_tokens, temperature=0.0)
+        failed = [check.describe() for check in case.checks if not check.passes(generation.text)]
+        results.append(CaseResult(case.id, not failed, generation.text, failed))
+        log.info("canary %s: %s %r", case.id, "pass" if not failed else f"FAIL {failed}", generation.text)
+    return CanaryResult(results)
+
+
+def check_weights(folder: Path) -> int:
+    """Read every adapter tensor; AdapterError when the file is corrupt or holds NaN/inf. Returns the count."""
+    import torch
+
+    safetensors_file, bin_file = folder / "adapter_model.safetensors", folder / "adapter_model.bin"
+    try:
+        if safetensors_file.is_file():
+            from safetensors import SafetensorError, safe_open
+
+            try:
+                with safe_open(str(safetensors_file), framework="pt") as handle:
+                    tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            except SafetensorError as exc:
+                raise AdapterError(f"{safetensors_file} is not a readable safetensors file: {exc}") from exc
+        else:
+            tensors = torch.load(bin_file, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+        raise AdapterError(f"adapter weights in {folder} cannot be read: {exc}") from exc
+    if not isinstance(tensors, dict) or not tensors:
+        raise AdapterError(f"adapter weights in {folder} hold no tensors")
+    for name, tensor in tensors.items():
+        if not torch.is_tensor(tensor) or not bool(torch.isfinite(tensor).all()):
+            raise AdapterError(f"adapter tensor {name} in {folder} is not finite")
+    return len(tensors)
+
+
+def check_base(metadata: dict[str, Any], base: BaseModel) -> None:
+    """AdapterError unless the adapter was trained on ``base`` (fingerprints match)."""
+    trained_on = metadata.get("base_model_fingerprint")
+    if not trained_on:
+        raise AdapterError("metadata.json has no base_model_fingerprint; cannot tell which base model it is for")
+    if trained_on != base.fingerprint:
+        raise AdapterError(
+            f"adapter was trained on base model {metadata.get('base_model_id')!r} ({trained_on}) but the server "
+            f"uses {base.model_id!r} ({base.fingerprint})"
+        )
+
+
+def load_validation(path: Path, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` examples of an adapter's ``validation.jsonl`` (none when it is missing)."""
+    from training.data import load_examples
+
+    return load_examples(path)[:limit] if path.is_file() else []
+
+
+def validation_loss(model: LocalModel, examples: list[dict[str, Any]], prompts: PromptStore) -> float | None:
+    """Mean assistant-token loss under the model's live adapter, formatted as in training; None if unscorable."""
+    from training.evaluate import validation_loss as training_loss
+
+    loss = float(training_loss(model.active, model.tokenizer, examples, prompts))
+    if math.isnan(loss):
+        return None
+    if not math.isfinite(loss):
+        raise AdapterError(f"validation loss is {loss}; the adapter produces non-finite logits")
+    return loss
+
+
+def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry, state: RegistryState,
+                    summary: dict[str, Any]) -> str | None:
+    """Validate, canary-test and score ``info`` against the current adapter; the refusal reason or None.
+
+    AdapterError (corrupt, mismatched or unloadable adapter) propagates; a broken canary file raises
+    CanaryError (the deploy fails without blaming the adapter).
+    """
+    settings = config.settings
+    cases = load_cases(Path(config.canary_file))
+    base = resolve_base_model(settings.model.source, settings.paths.models)
+    check_base(info.metadata, base)
+    tensors = check_weights(info.path)
+    model = LocalModel(base, torch_threads=settings.model.torch_threads)
+    model.use_adapter(str(info.path))
+    summary["validation"] = {"tensors": tensors, "base_model": base.model_id, "fingerprint": base.fingerprint}
+    canary = run_canary(model, cases)
+    summary["canary"] = canary.to_dict()
+    if canary.pass_rate < config.min_canary_pass_rate:
+        failed = [f"{c.id}: {', '.join(c.failed_checks)} (got {c.output!r})" for c in canary.cases if not c.passed]
+        return (f"canary {canary.passed}/{len(canary.cases)} passed, below {config.min_canary_pass_rate:.0%}: "
+                + "; ".join(failed))
+    examples = load_validation(info.path / "validation.jsonl", config.max_eval_examples)
+    if not examples:
+        summary["eval"] = {"skipped": f"{info.version} has no validation examples"}
+        return None
+    prompts = PromptStore(settings.prompts_dir)
+    candidate = validation_loss(model, examples, prompts)
+    baseline_version = state.current if state.current and read_adapter(registry.folder(state.current)).complete \
+        else None
+    try:
+        model.use_adapter(str(registry.folder(baseline_version)) if baseline_version else None)
+    except AdapterError as exc:
+        log.warning("current adapter %s does not load (%s); comparing with the base model", baseline_version, exc)
+        baseline_version = None
+        model.use_adapter(None)
+    baseline = validation_loss(model, examples, prompts)
+    summary["eval"] = {"examples": len(examples), "candidate_loss": candidate, "baseline_loss": baseline,
+                       "baseline": baseline_version, "tolerance": config.loss_tolerance}
+    if candidate is None or baseline is None:
+        summary["eval"] = {"skipped": "no validation example fits the model's context"}
+        return None
+    if candidate > baseline + config.loss_tolerance * abs(baseline):
+        return (f"validation loss {candidate:.4f} is worse than {baseline_version or 'the base model'}'s "
+                f"{baseline:.4f} by more than {config.loss_tolerance:.0%}")
+    return None

@@ -1,0 +1,249 @@
+"""``council deploy [VERSION]``: check a trained adapter, swap it in atomically, watch it, roll back if bad.
+
+Steps (figures and the decision go to ``<home>/logs/deploy_summary.json`` and the alert webhook):
+
+1. pick VERSION, by default the newest ``loras/<version>/`` newer than the current one that was never
+   deployed or refused;
+2. validate: files complete, weights readable and finite, ``metadata.json`` base-model fingerprint equal
+   to the served base model's, and the adapter loads in-process (``LocalModel.use_adapter``);
+3. canary: ``prompts/canary.jsonl`` cases run greedily on the candidate (``--min-canary-pass-rate``,
+   1.0 by default), then the validation split's loss must not exceed the current adapter's (or the base
+   model's) by more than ``--loss-tolerance`` (relative);
+4. swap ``loras/current`` atomically (``deploy.swap``) and record it in ``loras/registry.json``;
+5. ask the server to reload and confirm through ``GET /health`` (no server answering is allowed: the
+   summary says ``"confirmed": false`` and the window is skipped);
+6. watch the server's post-swap window (``deploy.monitor``) and roll back on errors, latency, a server
+   that stops answering or one that serves another adapter.
+
+A refused candidate is marked failed in the registry and ``loras/current`` is left untouched.
+
+Exit codes: 0 deployed; 1 refused, failed, or rolled back after a regression; 2 bad arguments;
+3 nothing to deploy (no new version, or VERSION is already current).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from council.config import Settings
+from council.errors import AdapterError, CouncilError
+from council.exitcodes import FAILURE, NOTHING_TO_DO, OK, USAGE
+from council.validation import COUNCIL_MODEL
+from deploy.alerts import DEPLOY_FAILURE, DEPLOY_SUCCESS, ROLLBACK, Alerter
+from deploy.canary import check_candidate
+from deploy.monitor import ServerClient, Thresholds, confirm_adapter, default_server_url, watch
+from deploy.registry import AdapterInfo, Registry, RegistryState, atomic_write_json, read_adapter, utc_now
+from deploy.rollback import DEFAULT_SERVER_URL, confirm_on_server, switch_to
+from deploy.swap import deploy_lock, point_current
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeployConfig:
+    settings: Settings = field(metadata={"help": "Council settings (home, model, server token, alerts)."})
+    version: str = field(default="", metadata={"help": "Adapter version; empty = newest never deployed."})
+    canary_file: str = field(default="", metadata={"help": "Canary JSONL; empty = <prompts_dir>/canary.jsonl."})
+    min_canary_pass_rate: float = field(default=1.0, metadata={"help": "Share of canary cases that must pass."})
+    loss_tolerance: float = field(default=0.05, metadata={
+        "help": "Allowed relative validation-loss increase over the current adapter (0.05 = 5%)."})
+    max_eval_examples: int = field(default=64, metadata={"help": "Validation examples scored at most."})
+    server_url: str = field(default=DEFAULT_SERVER_URL, metadata={"help": "The running council server."})
+    confirm_seconds: float = field(default=30.0, metadata={"help": "Wait for /health to report the version."})
+    window_seconds: float = field(default=60.0, metadata={"help": "Length of the monitoring window."})
+    sample_seconds: float = field(default=10.0, metadata={"help": "Interval between /health samples."})
+    min_requests: int = field(default=5, metadata={"help": "Requests needed before the window is judged."})
+    min_success_rate: float = field(default=0.85, metadata={"help": "Roll back below this success rate."})
+    max_p95_latency_ms: float = field(default=1000.0, metadata={"help": "Roll back above this p95 latency."})
+    down_after: int = field(default=2, metadata={"help": "Missed /health samples in a row that mean the "
+                                                         "server died (rollback)."})
+    probe_file: str = field(default="", metadata={"help": "Prompts (JSONL with 'prompt', or text lines) sent "
+                                                          "while the window lacks traffic; empty = none."})
+    probe_model: str = field(default=COUNCIL_MODEL, metadata={"help": "Model name the probes ask for."})
+    probe_max_tokens: int = field(default=16, metadata={"help": "max_tokens of a probe."})
+
+    def __post_init__(self) -> None:
+        if not self.canary_file:
+            self.canary_file = str(self.settings.prompts_dir / "canary.jsonl")
+        if self.version:
+            Registry(self.settings.paths.loras).folder(self.version)  # ValueError for a malformed name
+        for name in ("min_canary_pass_rate", "min_success_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")
+        if self.loss_tolerance < 0:
+            raise ValueError("loss_tolerance must be >= 0 (0.05 allows a 5% higher validation loss)")
+        if self.window_seconds < 0 or self.sample_seconds <= 0 or self.confirm_seconds < 0:
+            raise ValueError("window_seconds and confirm_seconds must be >= 0 and sample_seconds > 0")
+        if min(self.max_eval_examples, self.min_requests, self.down_after, self.probe_max_tokens) < 1:
+            raise ValueError("max_eval_examples, min_requests, down_after and probe_max_tokens must be >= 1")
+        if self.max_p95_latency_ms <= 0:
+            raise ValueError("max_p95_latency_ms must be > 0")
+        if not self.server_url.startswith(("http://", "https://")):
+            raise ValueError(f"server_url must start with http:// or https://, got {self.server_url!r}")
+        if self.probe_file:
+            try:
+                probes = read_probes(self.probe_file)
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"probe_file {self.probe_file} is unreadable ({exc}); fix it or leave it "
+                                 "empty") from exc
+            if not probes:
+                raise ValueError(f"probe_file {self.probe_file} holds no prompts (text lines or JSONL with "
+                                 "'prompt')")
+
+
+def pick_version(infos: list[AdapterInfo], state: RegistryState) -> str | None:
+    """The newest version newer than the current one that was never deployed nor refused."""
+    fresh = [i.version for i in infos if i.state == "new" and (state.current is None or i.version > state.current)]
+    return max(fresh, default=None)
+
+
+def read_probes(path: str) -> list[str]:
+    prompts = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines() if path else []:
+        line = line.strip()
+        if not line or line.startswith("//"):
+            continue
+        if line.startswith("{"):
+            data = json.loads(line)
+            line = data.get("prompt", "") if isinstance(data, dict) else ""
+        if line:
+            prompts.append(line)
+    return prompts
+
+
+def _roll_back(config: DeployConfig, registry: Registry, state: RegistryState, version: str,
+               previous: str | None, reason: str, summary: dict[str, Any]) -> int:
+    if previous is not None and not read_adapter(registry.folder(previous)).complete:
+        log.warning("previous adapter %s is no longer complete; rolling back to the base model", previous)
+        previous = None
+    log.warning("rolling back %s -> %s: %s", version, previous or "(base model)", reason)
+    switch_to(registry, state, previous, version, reason)
+    server = confirm_on_server(config.settings, config.server_url, previous, config.confirm_seconds)
+    summary.update(decision="rolled_back", reason=reason, rollback={"to": previous, "server": server})
+    return FAILURE
+
+
+def _deploy(config: DeployConfig, summary: dict[str, Any]) -> int:
+    settings = config.settings
+    registry = Registry(settings.paths.loras)
+    state = registry.load()
+    version = config.version or pick_version(registry.versions(), state)
+    summary.update(version=version, previous=state.current)
+    if version is None or version == state.current:
+        why = "no new adapter version" if version is None else f"{version} is already current"
+        summary.update(decision="nothing_to_deploy", reason=why)
+        return NOTHING_TO_DO
+    info = read_adapter(registry.folder(version))
+    if not info.path.is_dir():
+        summary.update(decision="usage_error", reason=f"no adapter version {version} in {registry.loras}; "
+                                                      "list them with `council adapters`")
+        return USAGE
+    try:
+        reason = info.problem or check_candidate(config, info, registry, state, summary)
+    except AdapterError as exc:
+        reason = exc.message
+    if reason:
+        state.failed = [*[v for v in state.failed if v != version], version]
+        state.reasons[version] = reason
+        registry.save(state)
+        summary.update(decision="refused", reason=reason)
+        return FAILURE
+    gc.collect()
+    previous = state.current
+    point_current(registry.loras, version)
+    state.current, state.previous = version, previous
+    state.deployed = [*[v for v in state.deployed if v != version], version]
+    state.failed = [v for v in state.failed if v != version]
+    registry.save(state)
+    summary["swap"] = {"at": utc_now(), "from": previous, "to": version}
+    log.info("swapped loras/current: %s -> %s", previous or "(base model)", version)
+
+    client = ServerClient(config.server_url, settings.server.api_key)
+    reachable, confirmed, health = confirm_adapter(client, version, config.confirm_seconds)
+    summary["server"] = {"url": config.server_url, "reachable": reachable, "confirmed": confirmed,
+                         "adapter": (health or {}).get("adapter"),
+                         "adapter_error": (health or {}).get("adapter_error")}
+    if not reachable:
+        log.warning("no server answers at %s (%s); deployed without confirmation or monitoring",
+                    config.server_url, client.last_error)
+        summary.update(decision="deployed", reason=f"deployed; no server answered at {config.server_url}, so "
+                                                   "nothing was confirmed or monitored")
+        return OK
+    if not confirmed:
+        why = (f"the server did not switch to {version} within {config.confirm_seconds:.0f} s (it serves "
+               f"{summary['server']['adapter']!r}; adapter_error: {summary['server']['adapter_error']})")
+        return _roll_back(config, registry, state, version, previous, why, summary)
+    limits = Thresholds(config.min_requests, config.min_success_rate, config.max_p95_latency_ms)
+    result = watch(client, version, config.window_seconds, config.sample_seconds, limits,
+                   read_probes(config.probe_file), config.probe_model, config.probe_max_tokens, config.down_after)
+    summary["monitor"] = result.to_dict()
+    if result.decision == "rollback":
+        return _roll_back(config, registry, state, version, previous, result.reason, summary)
+    summary.update(decision="deployed", reason=result.reason)
+    return OK
+
+
+def _alert(config: DeployConfig, summary: dict[str, Any]) -> None:
+    decision, version = summary.get("decision"), summary.get("version")
+    fields = {"version": version, "reason": summary.get("reason"), "previous": summary.get("previous")}
+    canary = summary.get("canary")
+    if canary:
+        fields["canary"] = f"{canary['passed']}/{canary['total']}"
+    evaluation = summary.get("eval") or {}
+    if "candidate_loss" in evaluation:
+        fields["val loss"] = f"{evaluation['candidate_loss']:.4f} vs {evaluation['baseline_loss']:.4f}"
+    alerter = Alerter(config.settings.alerts)
+    if decision == "deployed":
+        alerter.send(DEPLOY_SUCCESS, f"Deployed adapter {version}", fields)
+    elif decision == "rolled_back":
+        alerter.send(ROLLBACK, f"Deploy of {version} rolled back", fields)
+    elif decision in ("refused", "failed"):
+        alerter.send(DEPLOY_FAILURE, f"Deploy of {version or 'adapter'} {decision}", fields)
+
+
+def main(config: DeployConfig) -> int:
+    """Run the deploy; write logs/deploy_summary.json and alert; returns the exit code."""
+    paths = config.settings.paths.ensure()
+    summary: dict[str, Any] = {"stage": "deploy", "started_at": utc_now(), "requested": config.version or None}
+    try:
+        with deploy_lock(paths.loras):
+            code = _deploy(config, summary)
+    except (CouncilError, OSError) as exc:
+        reason = exc.message if isinstance(exc, CouncilError) else f"{type(exc).__name__}: {exc}"
+        summary.update(decision="failed", reason=reason)
+        code = FAILURE
+    summary.update(exit_code=code, finished_at=utc_now())
+    atomic_write_json(paths.logs / "deploy_summary.json", summary)
+    _alert(config, summary)
+    log.info("deploy: %s (%s)", summary.get("decision"), summary.get("reason"))
+    return code
+
+
+def cli(argv: list[str], settings: Settings) -> int:
+    """``council deploy [VERSION] [--option value ...]``; options mirror DeployConfig's fields."""
+    parser = argparse.ArgumentParser(prog="council deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("version", nargs="?", default="", help="adapter version (default: newest new one)")
+    for item in dataclasses.fields(DeployConfig):
+        if item.name in ("settings", "version"):
+            continue
+        default = default_server_url(settings) if item.name == "server_url" else item.default
+        parser.add_argument("--" + item.name.replace("_", "-"), type=type(item.default), default=default,
+                            help=item.metadata["help"].replace("%", "%%") + " (default: %(default)s)")
+    args = vars(parser.parse_args(argv))
+    try:
+        config = DeployConfig(settings=settings, **args)
+    except ValueError as exc:
+        sys.stderr.write(f"council deploy: {exc}\n")
+        return USAGE
+    code = main(config)
+    summary = json.loads((settings.paths.logs / "deploy_summary.json").read_text(encoding="utf-8"))
+    sys.stdout.write(f"{summary.get('decision')}: {summary.get('reason')} (exit {code})\n")
+    return code

@@ -1,0 +1,99 @@
+"""Atomic re-pointing of ``loras/current`` and the lock that keeps two deploys apart.
+
+A new symlink is made under a temporary dot-name in the same folder and moved over ``current`` with
+``os.replace`` (a single ``rename(2)``), so at every instant ``current`` is either the old link or the new
+one. Temporary links left by a killed process start with ``.current-`` and are swept by the next swap;
+the registry ignores dot-names.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from council.errors import CouncilError
+from council.local_model import check_adapter_folder
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".current-"
+LOCK_FILE = ".deploy.lock"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sweep_temp_links(loras: Path) -> list[str]:
+    """Remove ``.current-*`` links a killed swap left behind; returns their names."""
+    removed = []
+    for entry in loras.glob(f"{TEMP_PREFIX}*"):
+        if entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    if removed:
+        log.info("removed %d stray temporary link(s) in %s", len(removed), loras)
+    return removed
+
+
+def point_current(loras: Path, version: str | None, link_name: str = "current") -> None:
+    """Make ``loras/<link_name>`` name ``version`` (relative target), or remove it for the base model.
+
+    The target must be a complete adapter folder (AdapterError otherwise); the old link stays in place on
+    any error.
+    """
+    link = loras / link_name
+    if link.exists() and not link.is_symlink():
+        raise CouncilError(f"{link} is a real file or folder, not a symlink; move it away first")
+    if version is None:
+        # unlink(2) is atomic: readers see the old link or no link (the base model).
+        link.unlink(missing_ok=True)
+        _fsync_dir(loras)
+        return
+    check_adapter_folder(loras / version)
+    tmp = loras / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    os.symlink(version, tmp)
+    try:
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(loras)
+
+
+def resolve_current(loras: Path, link_name: str = "current") -> Path | None:
+    """The adapter folder the link names, checked complete; None when there is no link."""
+    link = loras / link_name
+    if not link.is_symlink():
+        return None
+    target = (loras / os.readlink(link)).resolve()
+    check_adapter_folder(target)
+    return target
+
+
+@contextmanager
+def deploy_lock(loras: Path) -> Iterator[None]:
+    """Hold ``loras/.deploy.lock`` so only one deploy or rollback changes the link at a time."""
+    loras.mkdir(parents=True, exist_ok=True)
+    handle = open(loras / LOCK_FILE, "a+")  # closed in finally
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise CouncilError(
+                f"another deploy or rollback holds {loras / LOCK_FILE}; wait for it to finish"
+            ) from exc
+        sweep_temp_links(loras)
+        yield
+    finally:
+        handle.close()
+
