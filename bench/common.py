@@ -35,7 +35,7 @@ def start_server(home: Path, config: str, port: int) -> subprocess.Popen:
                 return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError("server exited during start")
+                raise RuntimeError("server exited during start") from None
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server did not start in 120 s")

@@ -61,7 +61,7 @@ async def _burst(port: int, acknowledged: list[str], stop_after: float) -> None:
                     async with session.post(url, json=body) as resp:
                         if resp.status == 200:
                             acknowledged.append((await resp.json())["council"]["record_id"])
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (aiohttp.ClientError, TimeoutError):
                     return
                 i += 1
 
