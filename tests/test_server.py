@@ -169,7 +169,8 @@ async def test_adapter_link_change_is_served_without_restart(local_server, local
     ask = {"model": "local/smollm2", "max_tokens": 8,
            "messages": [{"role": "user", "content": "What is the capital of France?"}]}
     before = await (await client.post("/v1/chat/completions", json=ask)).json()
-    assert (await (await client.get("/health")).json())["adapter"] is None
+    health = await (await client.get("/health")).json()
+    assert health["adapter"] is None and health["window"]["requests"] == 1
     loras = local_settings.paths.loras
     await asyncio.to_thread(_train_tiny_adapter, base_model_dir, loras / "v1")
     (loras / "current").symlink_to("v1")
@@ -179,7 +180,9 @@ async def test_adapter_link_change_is_served_without_restart(local_server, local
             break
         await asyncio.sleep(0.1)
     assert health["adapter"] == "v1" and health["window"]["adapter"] == "v1"
+    assert health["window"]["requests"] == 0  # the window restarts when the adapter changes
     after = await (await client.post("/v1/chat/completions", json=ask)).json()
+    assert (await (await client.get("/health")).json())["window"]["requests"] == 1
     assert after["council"]["adapter"] == "v1"
     assert "Zanzibar" in after["choices"][0]["message"]["content"]
     assert after["choices"][0]["message"]["content"] != before["choices"][0]["message"]["content"]
