@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):  # litellm logs INFO lines to stdout
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from council.config import load_settings
 
     overrides = {"home": args.home}

@@ -97,6 +97,8 @@ class BatchingEmbedder:
         if self._worker is None:
             self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._run(), name="council-embed-batcher")
+        elif self._worker.done():  # only if its event loop was torn down under it
+            raise CouncilError("the embedding worker has stopped; create a new BatchingEmbedder", code="embedder_closed")
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._queue.put_nowait((text, future))
         return await future

@@ -38,7 +38,14 @@ from pathlib import Path
 import numpy as np
 
 from council.errors import InvalidRequestError, NotFoundError, StorageError
-from council.memory_index import load_index, mismatch, new_index, remove_stale_temp_files, save_index
+from council.memory_index import (
+    load_index,
+    mismatch,
+    new_index,
+    remove_stale_temp_files,
+    save_index,
+    single_threaded,
+)
 from council.schema import THUMBS, ExchangeRecord, Feedback, utcnow
 
 log = logging.getLogger(__name__)
@@ -98,6 +105,8 @@ def _storage(action: str) -> Iterator[None]:
     """Turn SQLite failures (disk full, read-only, I/O error) into StorageError (HTTP 507)."""
     try:
         yield
+    except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
+        raise  # misuse (e.g. a closed store), not a storage failure
     except sqlite3.IntegrityError as exc:
         raise InvalidRequestError(f"could not {action}: {exc}", code="duplicate_record") from exc
     except sqlite3.DatabaseError as exc:
@@ -122,10 +131,10 @@ class MemoryStore:
         self._index = new_index(dim, ef_search)
 
     @classmethod
-    def open(cls, folder: Path, dim: int = 384, *, save_every: int = 256, ef_search: int = 128) -> MemoryStore:
+    def open(cls, folder: Path, dim: int = 384, *, save_every: int = 256, ef_search: int = 96) -> MemoryStore:
         """Open (or create) the store in ``folder`` and bring ``index.faiss`` in line with SQLite."""
         if save_every < 1 or ef_search < 1 or dim < 1:
-            raise ValueError("dim, save_every and ef_search must be >= 1 (defaults: 384, 256, 128)")
+            raise ValueError("dim, save_every and ef_search must be >= 1 (defaults: 384, 256, 96)")
         with _storage(f"open the memory store in {folder}"):
             try:
                 Path(folder).mkdir(parents=True, exist_ok=True)
@@ -190,8 +199,8 @@ class MemoryStore:
         return np.frombuffer(b"".join(rows[f] for f in fids), dtype="<f4").reshape(len(fids), self.dim)
 
     def _save_index(self) -> None:
-        with self._write_lock:
-            if save_index(self._index, self.index_path, self._index_lock):
+        with self._write_lock:  # no adds meanwhile; searches go on (both only read the index)
+            if save_index(self._index, self.index_path):
                 self._unsaved = 0
 
     # ---- writes ---------------------------------------------------------------------------------------------
@@ -231,7 +240,8 @@ class MemoryStore:
         with self._write_lock:
             with self._transaction(f"store {len(rows)} record(s)") as conn:
                 fids = [conn.execute(sql, row).lastrowid for row in rows]
-            with self._index_lock:
+            small = single_threaded() if len(fids) < 1000 else contextlib.nullcontext()
+            with self._index_lock, small:
                 self._index.add_with_ids(vectors, np.asarray(fids, dtype=np.int64))
             self._unsaved += len(fids)
             if self._unsaved >= max(self.save_every, self._index.ntotal // 50):
@@ -290,7 +300,7 @@ class MemoryStore:
         query = self._unit(vector)[None, :]
         fetch = 4 * k if success_only else k  # over-fetch: some neighbours may be failures
         while True:
-            with self._index_lock:
+            with self._index_lock, single_threaded():
                 total = self._index.ntotal
                 if total == 0:
                     return []

@@ -2,8 +2,9 @@
 
 The index is a cache of what SQLite holds (``council.memory``): its ids are SQLite's integer primary keys and
 its vectors the embeddings stored there, so it can always be rebuilt. HNSW (inner product on unit vectors =
-cosine) inside an IndexIDMap2: at 100k x 384 a search costs well under a millisecond where brute force
-(IndexFlatIP) costs over ten (see bench/memory_bench.py). HNSW cannot remove vectors; the store never deletes.
+cosine) inside an IndexIDMap2: at 100k x 384 a search with efSearch 96 costs about 1 ms of one core where
+brute force (IndexFlatIP) costs over 10 ms (bench/memory_bench.py). HNSW cannot remove vectors; the store never
+deletes.
 
 The file is written atomically: a temp file ``index.faiss.tmp-<pid>-<random>`` in the same folder, fsynced,
 then ``os.replace``. A process killed mid-save leaves only its temp file, removed by the next open.
@@ -11,11 +12,11 @@ then ``os.replace``. A process killed mid-save leaves only its temp file, remove
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faiss
@@ -33,6 +34,21 @@ def new_index(dim: int, ef_search: int) -> faiss.IndexIDMap2:
     hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     hnsw.hnsw.efSearch = ef_search
     return faiss.IndexIDMap2(hnsw)
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """FAISS calls in this block use no OpenMP team (the setting is per calling thread in libgomp).
+
+    For one query, or a few vectors to add, a parallel region costs more than the work; on a busy 2-core
+    machine its spinning threads turned a 0.2 ms HNSW search into 15 ms (measured, bench/memory_bench.py).
+    """
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def load_index(path: Path, dim: int, ef_search: int) -> faiss.IndexIDMap2 | None:
@@ -70,16 +86,16 @@ def mismatch(index: faiss.IndexIDMap2, fids: np.ndarray, stored: Callable[[int],
     return None
 
 
-def save_index(index: faiss.IndexIDMap2, path: Path, lock: threading.Lock) -> bool:
-    """Write ``index`` to ``path`` atomically; ``lock`` guards the index while it is serialised.
+def save_index(index: faiss.IndexIDMap2, path: Path) -> bool:
+    """Write ``index`` to ``path`` atomically. The caller must keep adds out meanwhile; searches may go on
+    (both only read the index), so a save (about 1 s at 100k records, mostly fsync) never stalls a search.
 
     Returns False after logging a warning when it could not (disk full, read-only): the caller's records are
     already safe in SQLite and the next open catches the index up.
     """
     tmp = path.with_name(f"{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with lock:
-            faiss.write_index(index, str(tmp))
+        faiss.write_index(index, str(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

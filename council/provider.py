@@ -29,6 +29,7 @@ from council.local_model import Generation, LocalModel, ModelWorker, TokenLogpro
 from council.model_files import resolve_base_model  # noqa: E402
 
 log = logging.getLogger(__name__)
+litellm.suppress_debug_info = True  # no "file a bug" banners in our logs for provider errors
 PROVIDER = "local"
 LOCAL_NAMES = ("smollm2",)
 

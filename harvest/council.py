@@ -1,0 +1,182 @@
+"""The Agent-0 council: autogen ``AssistantAgent`` members that rewrite one failed answer, then vote.
+
+Member ``i`` (1-based) speaks with the system prompt ``prompts/harvest_rewriter_<k>.j2`` (``k`` cycles over the
+templates that exist: 1, 2, 3, 1, ...) through its own litellm model string (``LiteLLMChatClient``). Its model
+context starts with the worked examples of ``prompts/harvest_examples.j2`` (few-shot user/assistant turns), which
+small models need to follow the formats.
+
+One record = two rounds, each member an independent ``AssistantAgent.run()`` (concurrently, so remote
+models overlap; members do not see each other's drafts, which keeps proposals independent):
+
+1. *propose*: ``harvest_task.j2`` (query, bad answer, correction if any) -> ``REASONING: ... ANSWER: ...``.
+   Malformed replies are dropped and counted; with a correction, answers that do not agree with it are
+   dropped and counted; identical answers (same normalised tokens) merge into one candidate.
+2. *vote*: fresh agents (same prompts and models, no memory of their own draft) read ``harvest_vote.j2``
+   listing the candidates by number and answer ``VOTE: <n>``. Most votes wins; ties go to the higher
+   quality score (``harvest.quality``), then to the lower candidate number.
+
+A failed model call raises ``ModelCallError`` for the whole record (the caller retries it on a later run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import TaskResult
+from autogen_core.model_context import UnboundedChatCompletionContext
+from autogen_core.models import AssistantMessage, UserMessage
+
+from council.errors import PromptError
+from council.prompts import PromptStore
+from harvest.model_client import LiteLLMChatClient, ModelCallError
+from harvest.pii import redact
+from harvest.quality import Candidate, agrees, mean_probability, parse_candidate, parse_vote, score, tokens
+
+log = logging.getLogger(__name__)
+_TEMPLATE = re.compile(r"harvest_rewriter_(\d+)\.j2")
+
+
+@dataclass
+class Outcome:
+    """What the council decided for one record."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    winner: Candidate | None = None
+    malformed: int = 0
+    disagreeing: int = 0
+    merged: int = 0
+    ballots: list[int | None] = field(default_factory=list)  # per member; None = invalid ballot
+
+    @property
+    def votes(self) -> dict[str, object]:
+        return {"for": self.winner.votes if self.winner else 0, "cast": len(self.ballots),
+                "ballots": self.ballots}
+
+
+def rewriter_templates(prompts: PromptStore) -> list[str]:
+    """``harvest_rewriter_<n>.j2`` names in ``n`` order."""
+    numbered = sorted((int(m.group(1)), name) for name in prompts.names()
+                      if (m := _TEMPLATE.fullmatch(name)) is not None)
+    if not numbered:
+        raise PromptError(f"no harvest_rewriter_<n>.j2 templates in {prompts.folder}; restore them from the repo")
+    return [name for _, name in numbered]
+
+
+class HarvestCouncil:
+    """``models[i]`` is member i's litellm model string; ``await council.deliberate(...)`` per record."""
+
+    def __init__(self, models: list[str], prompts: PromptStore, *, max_tokens: int = 256,
+                 vote_max_tokens: int = 16, temperature: float = 0.0, timeout_seconds: float = 120.0) -> None:
+        if not models:
+            raise ValueError("the council needs at least one member model")
+        self.models = list(models)
+        self.prompts = prompts
+        templates = rewriter_templates(prompts)
+        self.templates = [templates[i % len(templates)] for i in range(len(models))]
+
+        def client(model: str, tokens_: int) -> LiteLLMChatClient:
+            return LiteLLMChatClient(model, max_tokens=tokens_, temperature=temperature,
+                                     timeout_seconds=timeout_seconds)
+
+        self.propose_clients = [client(m, max_tokens) for m in models]
+        self.vote_clients = [client(m, vote_max_tokens) for m in models]
+
+    def examples(self, kind: str) -> list[tuple[str, str]]:
+        """(user turn, assistant turn) pairs from ``harvest_examples.j2`` for ``kind`` "rewrite" or "vote"."""
+        try:
+            data = json.loads(self.prompts.render("harvest_examples.j2"))
+            pairs = []
+            for ex in data.get(kind, []):
+                if kind == "rewrite":
+                    user = self.prompts.render("harvest_task.j2", query=ex["query"], bad_answer=ex["bad_answer"],
+                                               correction=ex.get("correction"))
+                else:
+                    user = self.prompts.render("harvest_vote.j2", query=ex["query"], bad_answer=ex["bad_answer"],
+                                               correction=ex.get("correction"), candidates=_numbered(ex["candidates"]))
+                pairs.append((user, ex["reply"]))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise PromptError(f"harvest_examples.j2 must render to JSON {{'rewrite': [...], 'vote': [...]}}: {exc}") from exc
+        return pairs
+
+    def _agents(self, clients: list[LiteLLMChatClient], kind: str) -> list[AssistantAgent]:
+        agents = []
+        shots = self.examples(kind)
+        for i, (template, client) in enumerate(zip(self.templates, clients, strict=True), start=1):
+            name = f"rewriter_{i}"
+            system = self.prompts.render(template, agent=i, agents=len(self.models))
+            context = UnboundedChatCompletionContext(initial_messages=[
+                message for user, reply in shots
+                for message in (UserMessage(content=user, source="user"), AssistantMessage(content=reply, source=name))
+            ])
+            agents.append(AssistantAgent(name, model_client=client, system_message=system, model_context=context,
+                                         description=f"harvest council member {i} ({template})"))
+        return agents
+
+    async def _round(self, clients: list[LiteLLMChatClient], kind: str, task: str) -> list[str]:
+        for client in clients:
+            client.last_result = None
+        results = await asyncio.gather(*(agent.run(task=task) for agent in self._agents(clients, kind)),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [_reply(result) for result in results]
+
+    async def deliberate(self, query: str, bad_answer: str, correction: str | None) -> Outcome:
+        """Run both rounds for one (already redacted) record; ``outcome.winner`` is None if no candidate survived."""
+        outcome = Outcome()
+        task = self.prompts.render("harvest_task.j2", query=query, bad_answer=bad_answer, correction=correction)
+        replies = await self._round(self.propose_clients, "rewrite", task)
+        seen: dict[tuple[str, ...], Candidate] = {}
+        for i, text in enumerate(replies):
+            parsed = parse_candidate(text)
+            if parsed is None:
+                outcome.malformed += 1
+                log.debug("member %d (%s) reply is malformed: %.120r", i + 1, self.models[i], text)
+                continue
+            reasoning, answer, strict = parsed
+            if not agrees(answer, correction):
+                outcome.disagreeing += 1
+                continue
+            key = tuple(tokens(answer))
+            if key in seen:
+                outcome.merged += 1
+                continue
+            last = self.propose_clients[i].last_result
+            probability = mean_probability([t.logprob for t in last.logprobs or []]) if last is not None else None
+            seen[key] = Candidate(agent=i + 1, model=self.models[i], reasoning=redact(reasoning),
+                                  answer=redact(answer), strict=strict, probability=probability)
+        outcome.candidates = list(seen.values())
+        if not outcome.candidates:
+            return outcome
+        ballot = self.prompts.render("harvest_vote.j2", query=query, bad_answer=bad_answer, correction=correction,
+                                     candidates=_numbered([{"reasoning": c.reasoning, "answer": c.answer}
+                                                           for c in outcome.candidates]))
+        for text in await self._round(self.vote_clients, "vote", ballot):
+            choice = parse_vote(text, len(outcome.candidates))
+            outcome.ballots.append(choice)
+            if choice is not None:
+                outcome.candidates[choice - 1].votes += 1
+        for candidate in outcome.candidates:
+            score(candidate, council_size=len(self.models), bad_answer=bad_answer, correction=correction)
+        ranked = sorted(enumerate(outcome.candidates), key=lambda ic: (-ic[1].votes, -ic[1].quality, ic[0]))
+        outcome.winner = ranked[0][1]
+        return outcome
+
+
+def _numbered(candidates: list[dict]) -> list[dict]:
+    return [{"number": n, "reasoning": c["reasoning"], "answer": c["answer"]} for n, c in enumerate(candidates, start=1)]
+
+
+def _reply(result: TaskResult) -> str:
+    message = result.messages[-1]
+    content = getattr(message, "content", "")
+    return content if isinstance(content, str) else ""
+
+
+__all__ = ["HarvestCouncil", "ModelCallError", "Outcome", "rewriter_templates"]

@@ -1,0 +1,187 @@
+"""``council harvest``: turn yesterday's failed exchanges into training data with an autogen council.
+
+Reads failures (``success = false``, not harvested yet) from the memory store for a UTC window (default: the
+previous calendar day), collapses near-duplicate queries, redacts PII, lets N autogen ``AssistantAgent``
+rewriters (each its own prompt style and litellm model) propose ``REASONING/ANSWER`` rewrites and vote,
+scores the winner (``harvest.quality``) and appends the rewrites scoring >= ``min_quality`` to
+``<home>/training_data/harvest_YYYYMMDD.jsonl`` (+ ``dpo_YYYYMMDD.jsonl`` for preference training).
+Records are marked harvested only after their line is durably written, so re-runs never repeat work.
+
+Run it::
+
+    council harvest                                  # yesterday, 3 x local/smollm2
+    council harvest --since 2026-11-20 --until 2026-11-22 --max-records 20
+    council harvest --agents 3 --models openai/gpt-4o-mini,anthropic/claude-3-5-haiku-latest,local/smollm2
+    python -m harvest.main --home ~/.council
+
+Prints one summary line on stdout, writes ``logs/harvest_last.json`` and exits 0 (wrote data), 3 (nothing to
+harvest or nothing kept; normal for cron) or 1 (a real failure, incl. every record failing at the provider).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from council import exitcodes
+from council.config import LOCAL_MODEL, Settings, load_settings
+from council.errors import CouncilError
+from council.provider import unregister_provider
+from harvest.output import write_json
+from harvest.pipeline import Harvester, Report, build_council, ensure_local_provider, run_lock
+from harvest.selection import default_window, parse_when, select
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HarvestConfig:
+    settings: Settings | None = field(default=None, metadata={"help": "Council settings (state directory, prompts, local model); None = load_settings()."})
+    since: datetime | str | None = field(default=None, metadata={"help": "Window start (ISO date or date-time, UTC, inclusive); default: yesterday 00:00 UTC, or until - 1 day."})
+    until: datetime | str | None = field(default=None, metadata={"help": "Window end (exclusive); default: today 00:00 UTC, or now when only since is given."})
+    max_records: int = field(default=50, metadata={"help": "Most records (after collapsing duplicates) rewritten per run."})
+    agents: int = field(default=3, metadata={"help": "Council members; member i uses prompts/harvest_rewriter_<i>.j2 (cycling)."})
+    models: list[str] = field(default_factory=lambda: [LOCAL_MODEL], metadata={"help": "litellm model strings, one per member, cycled when fewer than --agents."})
+    min_quality: float = field(default=0.7, metadata={"help": "Quality score (0-1) a rewrite needs to be kept."})
+    dedupe_similarity: float = field(default=0.95, metadata={"help": "Query-embedding cosine similarity at which failures are collapsed into one."})
+    max_tokens: int = field(default=256, metadata={"help": "Token limit of one proposal."})
+    vote_max_tokens: int = field(default=16, metadata={"help": "Token limit of one ballot."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of every council call."})
+    timeout_seconds: float = field(default=120.0, metadata={"help": "Time limit of one model call; a timeout counts as a provider error."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.since, str):
+            self.since = parse_when(self.since)
+        if isinstance(self.until, str):
+            self.until = parse_when(self.until)
+        if self.since is None and self.until is None:
+            self.since, self.until = default_window(datetime.now(UTC))
+        elif self.until is None:
+            self.until = datetime.now(UTC)
+        elif self.since is None:
+            self.since = self.until - timedelta(days=1)
+        if self.since >= self.until:
+            raise ValueError(f"--since ({self.since.isoformat()}) must be before --until ({self.until.isoformat()})")
+        if self.max_records < 1:
+            raise ValueError("--max-records must be >= 1")
+        if self.agents < 1:
+            raise ValueError("--agents must be >= 1 (3 is the default council)")
+        self.models = [m.strip() for m in self.models if m and m.strip()]
+        if not self.models:
+            raise ValueError("--models needs at least one litellm model string, e.g. local/smollm2")
+        if len(self.models) > self.agents:
+            raise ValueError(f"{len(self.models)} models for {self.agents} agents; raise --agents or drop models")
+        if not 0.0 <= self.min_quality <= 1.0:
+            raise ValueError("--min-quality must be within 0..1 (default 0.7)")
+        if not 0.0 < self.dedupe_similarity <= 1.0:
+            raise ValueError("--dedupe-similarity must be within (0, 1] (default 0.95)")
+        if self.max_tokens < 8 or self.vote_max_tokens < 2:
+            raise ValueError("max_tokens must be >= 8 and vote_max_tokens >= 2")
+        if self.temperature < 0 or self.timeout_seconds <= 0:
+            raise ValueError("temperature must be >= 0 and timeout_seconds > 0")
+
+    @property
+    def member_models(self) -> list[str]:
+        return [self.models[i % len(self.models)] for i in range(self.agents)]
+
+
+async def harvest(config: HarvestConfig) -> Report:
+    """Run one harvest and return its report (also written to ``logs/harvest_last.json``)."""
+    settings = config.settings or load_settings()
+    paths = settings.paths.ensure()
+    report = Report(since=config.since.isoformat(), until=config.until.isoformat(), models=config.member_models)
+    started = time.monotonic()
+    try:
+        with run_lock(paths.logs / "harvest.lock"):
+            await _run(settings, config, report)
+    except (CouncilError, OSError) as exc:
+        report.failure = f"{type(exc).__name__}: {exc}"
+        log.error("harvest failed: %s", report.failure)
+    report.seconds = round(time.monotonic() - started, 3)
+    report.exit_code = _exit_code(report)
+    try:
+        write_json(paths.logs / "harvest_last.json", report.to_dict())
+    except OSError as exc:
+        log.error("cannot write %s: %s", paths.logs / "harvest_last.json", exc)
+    return report
+
+
+async def _run(settings: Settings, config: HarvestConfig, report: Report) -> None:
+    from council.memory import MemoryStore
+
+    store = MemoryStore.open(settings.paths.memory)
+    provider = None
+    try:
+        harvester = Harvester(settings, store, build_council(settings, config), config.min_quality, report)
+        groups = harvester.take(select(store, config.since, config.until, config.max_records,
+                                       config.dedupe_similarity))
+        if groups:
+            provider = await ensure_local_provider(settings, config.member_models)
+            await harvester.run(groups)
+    finally:
+        if provider is not None:
+            unregister_provider("local", provider)
+            provider.close()
+        store.close()
+
+
+def _exit_code(report: Report) -> int:
+    if report.failure is not None:
+        return exitcodes.FAILURE
+    if report.kept:
+        return exitcodes.OK
+    if report.errors and not report.attempted and not report.recovered:
+        return exitcodes.FAILURE  # every record failed at the provider
+    return exitcodes.NOTHING_TO_DO
+
+
+def main(config: HarvestConfig) -> int:
+    """Run a harvest; return its exit code."""
+    return asyncio.run(harvest(config)).exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="council harvest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--since", help=HarvestConfig.__dataclass_fields__["since"].metadata["help"])
+    parser.add_argument("--until", help=HarvestConfig.__dataclass_fields__["until"].metadata["help"])
+    parser.add_argument("--max-records", type=int, default=50, help="Most records rewritten per run (default 50).")
+    parser.add_argument("--agents", type=int, help="Council members (default: 3, or one per --models entry if more).")
+    parser.add_argument("--models", default=LOCAL_MODEL, help="Comma list of litellm model strings (default local/smollm2).")
+    parser.add_argument("--min-quality", type=float, default=0.7, help="Quality a rewrite needs to be kept (default 0.7).")
+    parser.add_argument("--dedupe-similarity", type=float, default=0.95, help="Collapse queries this similar (default 0.95).")
+    parser.add_argument("--max-tokens", type=int, default=256, help="Token limit of one proposal (default 256).")
+    parser.add_argument("--home", help="State directory (only when run as python -m harvest.main).")
+    parser.add_argument("--config", help="council.toml (only when run as python -m harvest.main).")
+    return parser
+
+
+def cli(argv: list[str], settings: Settings | None) -> int:
+    """``council harvest ...``: parse ``argv`` into a HarvestConfig, run it, print the summary line."""
+    args = build_parser().parse_args(argv)
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("LiteLLM").setLevel(logging.WARNING)  # its handler writes INFO lines to stdout
+    try:
+        if settings is None or args.home or args.config:
+            settings = load_settings(args.config, {"home": args.home})
+        models = [m for m in args.models.split(",") if m.strip()]
+        config = HarvestConfig(settings=settings, since=args.since, until=args.until, max_records=args.max_records,
+                               agents=args.agents or max(3, len(models)), models=models, min_quality=args.min_quality,
+                               dedupe_similarity=args.dedupe_similarity, max_tokens=args.max_tokens)
+    except ValueError as exc:
+        sys.stderr.write(f"council harvest: {exc}\n")
+        return exitcodes.USAGE
+    report = asyncio.run(harvest(config))
+    sys.stdout.write(report.summary_line() + "\n")
+    if report.failure:
+        sys.stderr.write(f"council harvest: {report.failure}\n")
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(cli(sys.argv[1:], None))

@@ -1,0 +1,100 @@
+"""Which failures one harvest run rewrites.
+
+1. Records with ``success = false`` created in ``[since, until)`` (UTC) and not yet harvested.
+2. Ordered by priority: user correction, then thumbs-down or a low rating, then low confidence; within
+   a class the lowest confidence first, then the oldest, then by id (deterministic).
+3. Near-duplicate queries are collapsed: walking that order, a record whose stored query embedding has a
+   cosine similarity >= ``dedupe_similarity`` with an earlier group's lead joins that group. Only the lead is
+   rewritten; the others are marked harvested together with it.
+4. At most ``max_records`` groups are taken; the rest stay for a later run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+import numpy as np
+
+from council.schema import ExchangeRecord
+
+PRIORITY = {"correction": 0, "thumbs_down": 1, "low_rating": 1, "low_confidence": 2}
+SOURCE_LABEL = {"correction": "correction", "thumbs_down": "thumbs_down", "low_rating": "thumbs_down",
+                "low_confidence": "low_confidence"}
+
+
+def source_label(record: ExchangeRecord) -> str:
+    """JSONL ``source``: correction / thumbs_down (a failing 1-5 rating counts as thumbs-down) / low_confidence."""
+    return SOURCE_LABEL[record.failure_source or "low_confidence"]
+
+
+def priority_key(record: ExchangeRecord) -> tuple:
+    return (PRIORITY[record.failure_source or "low_confidence"], record.confidence, record.created_at, record.id)
+
+
+@dataclass
+class Group:
+    """One query to rewrite (``lead``) and its near-duplicates (marked harvested with it)."""
+
+    lead: ExchangeRecord
+    duplicates: list[ExchangeRecord] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.lead.id] + [r.id for r in self.duplicates]
+
+
+@dataclass
+class Selection:
+    found: int  # un-harvested failures in the window
+    groups: list[Group]  # what this run rewrites, best first
+    deferred: int  # groups left for a later run (over max_records)
+
+    @property
+    def collapsed(self) -> int:
+        return sum(len(g.duplicates) for g in self.groups)
+
+
+def collapse(records: list[ExchangeRecord], vectors: np.ndarray, threshold: float) -> list[Group]:
+    """Group ``records`` (already in priority order; row i of ``vectors`` is record i's unit embedding)."""
+    groups: list[Group] = []
+    leads: list[int] = []
+    for i, record in enumerate(records):
+        if leads:
+            similarities = vectors[leads] @ vectors[i]
+            best = int(np.argmax(similarities))
+            if similarities[best] >= threshold:
+                groups[best].duplicates.append(record)
+                continue
+        leads.append(i)
+        groups.append(Group(record))
+    return groups
+
+
+def select(store, since: datetime, until: datetime, max_records: int, dedupe_similarity: float) -> Selection:
+    """Read the window from ``store`` (a ``council.memory.MemoryStore``) and pick this run's groups."""
+    records = sorted(store.window(since, until, success=False, harvested=False), key=priority_key)
+    if not records:
+        return Selection(0, [], 0)
+    vectors = np.asarray(store.vectors([r.id for r in records]), dtype=np.float32)
+    groups = collapse(records, vectors, dedupe_similarity)
+    return Selection(len(records), groups[:max_records], max(0, len(groups) - max_records))
+
+
+def parse_when(text: str) -> datetime:
+    """``2026-11-22`` (midnight UTC) or an ISO date-time; naive times are UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an ISO date or date-time; use e.g. 2026-11-22 or 2026-11-22T06:00") from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def default_window(now: datetime) -> tuple[datetime, datetime]:
+    """The previous calendar day in UTC: [yesterday 00:00, today 00:00)."""
+    today = datetime.combine(now.astimezone(UTC).date(), time(), tzinfo=UTC)
+    return today - timedelta(days=1), today
+
+
+def day_of(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()

@@ -1,0 +1,195 @@
+"""The autogen council driven through litellm by the scripted provider: proposals, votes, scoring."""
+
+from __future__ import annotations
+
+import os
+import re
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import pytest  # noqa: E402
+from autogen_core.models import SystemMessage, UserMessage  # noqa: E402
+
+from council.config import REPO_PROMPTS  # noqa: E402
+from council.errors import PromptError  # noqa: E402
+from council.prompts import PromptStore  # noqa: E402
+from harvest.council import HarvestCouncil, ModelCallError, rewriter_templates  # noqa: E402
+from harvest.model_client import LiteLLMChatClient  # noqa: E402
+from harvest.quality import parse_candidate, parse_vote, score, tokens  # noqa: E402
+from tests.fakes import Script, install_scripted  # noqa: E402
+
+MODELS = ["scripted/m1", "scripted/m2", "scripted/m3"]
+
+
+def member(messages) -> int:
+    return int(re.search(r"member (\d+) of", messages[0]["content"]).group(1))
+
+
+def is_ballot(messages) -> bool:
+    return "VOTE:" in messages[-1]["content"]
+
+
+def scripted(proposals: dict[int, str], votes: dict[int, str], probability: float | None = 0.9):
+    """Member i proposes ``proposals[i]`` and then answers ``votes[i]`` on the ballot."""
+
+    def respond(model, messages):
+        i = member(messages)
+        return Script(text=votes[i] if is_ballot(messages) else proposals[i], probability=probability)
+
+    return install_scripted(respond=respond)
+
+
+@pytest.fixture
+def council():
+    return HarvestCouncil(MODELS, PromptStore(REPO_PROMPTS))
+
+
+async def test_majority_wins_and_each_member_has_its_own_prompt_and_model(council):
+    provider = scripted(
+        {1: "REASONING: 2 + 2 means adding two twos, which gives 4. ANSWER: 4",
+         2: "REASONING: Basic arithmetic. ANSWER: The answer is 4.",
+         3: "REASONING: The bad answer said 5, which is off by one; two and two make four. ANSWER: It is 4, not 5"},
+        {1: "VOTE: 3", 2: "VOTE: 3", 3: "I pick VOTE: 1"},
+    )
+    outcome = await council.deliberate("What is 2+2?", "It is 5.", None)
+    assert [c.agent for c in outcome.candidates] == [1, 2, 3]
+    assert outcome.ballots == [3, 3, 1]
+    assert outcome.winner.agent == 3 and outcome.winner.votes == 2
+    assert outcome.votes == {"for": 2, "cast": 3, "ballots": [3, 3, 1]}
+    assert outcome.winner.answer == "It is 4, not 5"
+    assert outcome.winner.probability == pytest.approx(0.9)
+    proposals = [(model, msgs) for model, msgs in provider.calls if not is_ballot(msgs)]
+    assert sorted((member(msgs), model) for model, msgs in proposals) == [(1, "m1"), (2, "m2"), (3, "m3")]
+    systems = {member(msgs): msgs[0]["content"] for _, msgs in proposals}
+    assert "step by step" in systems[1] and "expert" in systems[2] and "skeptical" in systems[3]
+    assert all("QUESTION: What is 2+2?" in msgs[-1]["content"] for _, msgs in proposals)
+    # worked examples from harvest_examples.j2 precede the task as user/assistant turns
+    _, first = proposals[0]
+    assert [m["role"] for m in first[:3]] == ["system", "user", "assistant"]
+    assert first[2]["content"].startswith("REASONING:") and "ANSWER:" in first[2]["content"]
+    ballots = [msgs for _, msgs in provider.calls if is_ballot(msgs)]
+    assert len(ballots) == 3 and ballots[0][2] == {"role": "assistant", "content": "VOTE: 2"}
+
+
+async def test_tie_is_broken_by_quality(council):
+    scripted(
+        {1: "REASONING: count. ANSWER: four",
+         2: "REASONING: Two items plus two more items are four items in total, as counting one by one "
+            "shows: one, two, three, four. ANSWER: 4 (four)",
+         3: "no format at all"},
+        {1: "VOTE: 1", 2: "VOTE: 2", 3: "VOTE: 7"},
+    )
+    outcome = await council.deliberate("What is 2+2?", "It is 5.", None)
+    assert outcome.malformed == 1
+    assert outcome.ballots == [1, 2, None]  # 7 is not a candidate: an invalid ballot
+    first, second = outcome.candidates
+    assert first.votes == second.votes == 1
+    assert second.quality > first.quality
+    assert outcome.winner is second
+
+
+async def test_malformed_candidates_are_dropped_and_counted(council):
+    scripted(
+        {1: "ANSWER: 4 without any reasoning",
+         2: "Sure! REASONING: two and two is four. ANSWER: 4",
+         3: "REASONING: only thinking, never answering"},
+        {1: "VOTE: 1", 2: "VOTE: 1", 3: "1"},
+    )
+    outcome = await council.deliberate("What is 2+2?", "5", None)
+    assert outcome.malformed == 2
+    assert len(outcome.candidates) == 1
+    assert outcome.winner.strict is False  # text before REASONING: lenient format
+    assert outcome.winner.parts["format"] == 0.5
+    assert outcome.winner.votes == 3
+
+
+async def test_no_surviving_candidate_means_no_winner_and_no_vote(council):
+    provider = scripted({1: "I don't know", 2: "", 3: "ANSWER:"}, {1: "VOTE: 1", 2: "VOTE: 1", 3: "VOTE: 1"})
+    outcome = await council.deliberate("What is 2+2?", "5", None)
+    assert outcome.winner is None and outcome.candidates == []
+    assert outcome.malformed == 3
+    assert not any(is_ballot(msgs) for _, msgs in provider.calls)
+
+
+async def test_correction_answers_must_agree(council):
+    provider = scripted(
+        {1: "REASONING: The capital of Australia is Canberra, chosen as a compromise between Sydney and "
+            "Melbourne. ANSWER: Canberra",
+         2: "REASONING: It is the largest city. ANSWER: Sydney",
+         3: "REASONING: Parliament House is in Canberra, so the capital is Canberra. ANSWER: The capital is Canberra."},
+        {1: "VOTE: 1", 2: "VOTE: 2", 3: "VOTE: 2"},
+    )
+    outcome = await council.deliberate("Capital of Australia?", "Sydney", "Canberra")
+    assert outcome.disagreeing == 1
+    assert all("canberra" in c.answer.lower() for c in outcome.candidates)
+    assert outcome.winner.answer == "The capital is Canberra."
+    assert outcome.winner.parts["agreement"] == 1.0
+    prompt = next(msgs[-1]["content"] for _, msgs in provider.calls if not is_ballot(msgs))
+    assert "The user says the correct answer is: Canberra" in prompt
+
+
+async def test_identical_answers_merge_into_one_candidate(council):
+    scripted({i: f"REASONING: reason {i} for four. ANSWER: Four." for i in (1, 2, 3)},
+             {1: "VOTE: 1", 2: "VOTE: 1", 3: "VOTE: 1"})
+    outcome = await council.deliberate("What is 2+2?", "5", None)
+    assert outcome.merged == 2 and len(outcome.candidates) == 1
+    assert outcome.winner.parts["vote_share"] == 1.0
+
+
+async def test_provider_error_raises_model_call_error(council):
+    install_scripted(respond=lambda model, messages: Script(error="upstream 500") if member(messages) == 2
+                     else Script(text="REASONING: r. ANSWER: a"))
+    with pytest.raises(ModelCallError, match="scripted/m2"):
+        await council.deliberate("q", "bad", None)
+
+
+async def test_model_client_returns_logprobs_usage_and_info():
+    install_scripted({"lp": Script(text="hello there world", probability=0.5), "nolp": Script(probability=None)})
+    client = LiteLLMChatClient("scripted/lp", max_tokens=8)
+    result = await client.create([SystemMessage(content="s"), UserMessage(content="hi", source="user")])
+    assert result.content == "hello there world" and result.finish_reason == "stop"
+    assert [t.token for t in result.logprobs] == ["hello", "there", "world"]
+    assert result.logprobs[0].logprob == pytest.approx(-0.6931, abs=1e-3)
+    assert client.last_result is result
+    info = client.model_info
+    assert (info["vision"], info["function_calling"], info["json_output"], info["family"],
+            info["structured_output"]) == (False, False, False, "unknown", False)
+    plain = await LiteLLMChatClient("scripted/nolp").create([UserMessage(content="hi", source="user")])
+    assert plain.logprobs is None
+    assert client.count_tokens([UserMessage(content="hello world", source="user")]) > 0
+
+
+def test_parsers_and_score():
+    assert parse_candidate("**REASONING:** because\n**ANSWER:** 42") == ("because", "42", True)
+    assert parse_candidate("REASONING: why\nANSWER: yes\nREASONING: again") == ("why", "yes", True)
+    assert parse_candidate("REASONING: sum\nANSWER: 8\nQUESTION: What is 2+2?\nBAD ANSWER: 5")[1] == "8"
+    assert parse_candidate("ANSWER: 42") is None
+    assert parse_vote("VOTE: [2]", 3) == 2 and parse_vote("2", 3) == 2
+    assert parse_vote("VOTE: 4", 3) is None and parse_vote("no idea", 3) is None
+    assert tokens("Spiders have eight legs") == ["spiders", "have", "8", "legs"]
+    from harvest.quality import Candidate
+
+    good = Candidate(1, "m", "Because " * 20, "Paris is the capital of France", True, 0.9, votes=3)
+    same = Candidate(2, "m", "x", "Lyon is the capital of France", True, None, votes=0)
+    # weights without a correction: (0.30 votes + 0.10 format + 0.15 reasoning + 0.15 * (1 - F1 2/3)
+    # + 0.10 * 0.9 confidence) / 0.80
+    expected = (0.30 + 0.10 + 0.15 + 0.15 / 3 + 0.09) / 0.80
+    assert score(good, council_size=3, bad_answer="Lyon is the capital of France", correction=None) == \
+        pytest.approx(expected, abs=1e-4)
+    assert score(same, council_size=3, bad_answer="Lyon is the capital of France", correction=None) < 0.3
+    assert set(same.parts) == {"vote_share", "format", "reasoning", "improvement"}
+
+
+def test_broken_examples_template_is_a_prompt_error(tmp_path):
+    for name in PromptStore(REPO_PROMPTS).names():
+        (tmp_path / name).write_text((REPO_PROMPTS / name).read_text())
+    (tmp_path / "harvest_examples.j2").write_text('{"rewrite": [{"query": "q"}]}')
+    with pytest.raises(PromptError, match="harvest_examples.j2"):
+        HarvestCouncil(MODELS, PromptStore(tmp_path)).examples("rewrite")
+
+
+def test_templates_cycle_over_members():
+    store = PromptStore(REPO_PROMPTS)
+    assert rewriter_templates(store)[:3] == [f"harvest_rewriter_{i}.j2" for i in (1, 2, 3)]
+    five = HarvestCouncil([f"scripted/m{i}" for i in range(5)], store)
+    assert five.templates[3] == "harvest_rewriter_1.j2" and five.templates[4] == "harvest_rewriter_2.j2"
