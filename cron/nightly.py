@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from council import exitcodes
+from council.atomic import atomic_write_json
 from council.config import Settings
 from deploy.alerts import PIPELINE_ERROR, TRAINING_DONE, Alerter
 from deploy.monitor import ServerClient, default_server_url
-from deploy.registry import atomic_write_json, utc_now
+from deploy.registry import utc_now
 
 log = logging.getLogger(__name__)
 BUSY = 4

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from council.atomic import atomic_write_json
 from council.config import Settings
 from council.errors import AdapterError, CouncilError
 from council.exitcodes import FAILURE, NOTHING_TO_DO, OK, USAGE
@@ -40,7 +41,7 @@ from council.validation import COUNCIL_MODEL
 from deploy.alerts import DEPLOY_FAILURE, DEPLOY_SUCCESS, ROLLBACK, Alerter
 from deploy.canary import check_candidate
 from deploy.monitor import ServerClient, Thresholds, confirm_adapter, default_server_url, watch
-from deploy.registry import AdapterInfo, Registry, RegistryState, atomic_write_json, read_adapter, utc_now
+from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter, utc_now
 from deploy.rollback import DEFAULT_SERVER_URL, confirm_on_server, switch_to
 from deploy.swap import deploy_lock, point_current
 

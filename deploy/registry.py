@@ -15,12 +15,12 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from council.atomic import atomic_write_json
 from council.config import Settings
 from council.errors import AdapterError, CouncilError
 from council.exitcodes import FAILURE, OK
@@ -31,22 +31,6 @@ log = logging.getLogger(__name__)
 REGISTRY_FILE = "registry.json"
 CURRENT_LINK = "current"
 STATES = ("current", "previous", "failed", "deployed", "new")
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def utc_now() -> str:

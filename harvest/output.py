@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import tempfile
-from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any
+
+from council.atomic import atomic_write_json, atomic_write_lines
 
 
 def harvest_path(folder: Path, day: date) -> Path:
@@ -56,31 +55,6 @@ def written_ids(path: Path) -> set[str]:
     return _existing(path)[1]
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
-    """Write ``lines`` (an iterable of str, produced lazily) to ``path`` atomically; on error the old file stays."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> int:
     """Add the rows whose ``record_id`` is not in ``path`` yet; return how many were added."""
     lines, ids = _existing(path)
@@ -97,4 +71,4 @@ def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> int:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_lines(path, [json.dumps(data, indent=2, sort_keys=True)])
+    atomic_write_json(path, data)
