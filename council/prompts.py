@@ -20,6 +20,7 @@ from council.errors import PromptError
 
 log = logging.getLogger(__name__)
 TEMPLATE_SUFFIX = ".j2"
+SYSTEM_TEMPLATE = "system.j2"  # Agent-0's system prompt
 
 
 @dataclass
@@ -120,3 +121,11 @@ class PromptStore:
             except TemplateError as exc:
                 problems.append(_describe(str(self.path(name)), exc))
         return problems
+
+
+def serving_system_prompt(store: PromptStore) -> str:
+    """Agent-0's system prompt without memory context: what an adapter sees when it serves.
+
+    Training and the canary use it so an adapter is trained and checked on the prompt it will answer under.
+    """
+    return store.render(SYSTEM_TEMPLATE, context=[], client_system="")

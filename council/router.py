@@ -26,7 +26,7 @@ import openai
 from council import confidence as conf
 from council.config import Settings
 from council.errors import CouncilError, ModelUnavailableError
-from council.prompts import PromptStore
+from council.prompts import SYSTEM_TEMPLATE, PromptStore
 
 log = logging.getLogger(__name__)
 AGENT0 = "agent0"
@@ -137,7 +137,7 @@ class Router:
         """Run the route for one request. ``direct_model`` skips the council and asks that model only."""
         client_system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
         dialogue = [m for m in messages if m["role"] not in ("system", "developer")]
-        system = self.system_prompt("system.j2", context, client_system)
+        system = self.system_prompt(SYSTEM_TEMPLATE, context, client_system)
         first_model = direct_model or self.council.agent0
         skipped: dict[str, str] = {}
         candidates: list[Candidate] = []

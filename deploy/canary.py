@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from council.errors import AdapterError, CouncilError
 from council.local_model import LocalModel
 from council.model_files import BaseModel, resolve_base_model
-from council.prompts import PromptStore
+from council.prompts import PromptStore, serving_system_prompt
 from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter
 
 if TYPE_CHECKING:
@@ -124,8 +124,11 @@ def _parse_case(data: Any, where: str) -> CanaryCase:
     return CanaryCase(str(data.get("id") or where), prompt, parsed, max_tokens, data.get("system"))
 
 
-def load_cases(path: Path) -> list[CanaryCase]:
-    """Parse a canary JSONL file; blank lines and lines starting with ``//`` are skipped."""
+def load_cases(path: Path, default_system: str | None = None) -> list[CanaryCase]:
+    """Parse a canary JSONL file; blank lines and lines starting with ``//`` are skipped.
+
+    Cases without their own ``system`` get ``default_system`` (the server's system prompt, so the canary
+    asks the way users' requests arrive)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as exc:
@@ -138,7 +141,9 @@ def load_cases(path: Path) -> list[CanaryCase]:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
             raise CanaryError(f"{path}:{number}: not valid JSON: {exc}") from exc
-        cases.append(_parse_case(data, f"{path}:{number}"))
+        case = _parse_case(data, f"{path}:{number}")
+        case.system = case.system or default_system
+        cases.append(case)
     if not cases:
         raise CanaryError(f"canary file {path} has no cases")
     return cases
@@ -220,7 +225,7 @@ def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry,
     CanaryError (the deploy fails without blaming the adapter).
     """
     settings = config.settings
-    cases = load_cases(Path(config.canary_file))
+    cases = load_cases(Path(config.canary_file), serving_system_prompt(PromptStore(settings.prompts_dir)))
     base = resolve_base_model(settings.model.source, settings.paths.models)
     check_base(info.metadata, base)
     tensors = check_weights(info.path)
