@@ -55,7 +55,9 @@ def read_consumed(training_data: Path) -> dict[str, str]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise TrainingError(f"{path} is not valid JSON ({exc}); fix or delete it (deleting retrains on all files)") from exc
+        raise TrainingError(
+            f"{path} is not valid JSON ({exc}); fix or delete it (deleting retrains on all files)"
+        ) from exc
     if not isinstance(data, dict):
         raise TrainingError(f"{path} must be a JSON object {{filename: sha256}}; fix or delete it")
     return {str(k): str(v) for k, v in data.items()}
@@ -99,7 +101,13 @@ def parse_line(line: str) -> dict[str, Any] | None:
     record_id = data.get("record_id")
     if not isinstance(record_id, str) or not record_id:
         record_id = "line-" + sha256_bytes(line.encode("utf-8"))[:16]
-    return {**data, "input": inp, "reasoning": reasoning, "quality_score": float(quality), "record_id": record_id}
+    return {
+        **data,
+        "input": inp,
+        "reasoning": reasoning,
+        "quality_score": float(quality),
+        "record_id": record_id,
+    }
 
 
 def read_harvest(paths: list[Path], min_quality: float) -> HarvestData:

@@ -56,6 +56,7 @@ class TrainJob:
     seed: int = 0
     device: str = "cpu"
     log_every_seconds: float = 10.0
+    torch_threads: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -34,7 +34,9 @@ def length_grouped_batches(
     span = batch_size * MEGABATCH
     for start in range(0, len(order), span):
         chunk = sorted(order[start : start + span], key=lambda i: -len(examples[i].input_ids))
-        batches.extend([examples[i] for i in chunk[j : j + batch_size]] for j in range(0, len(chunk), batch_size))
+        batches.extend(
+            [examples[i] for i in chunk[j : j + batch_size]] for j in range(0, len(chunk), batch_size)
+        )
     if seed is not None:
         random.Random(seed + 1).shuffle(batches)
     return batches
@@ -177,11 +179,21 @@ def run_loop(
     per_epoch = [length_grouped_batches(train, hp.batch_size, seed=seed * 7919 + e) for e in range(hp.epochs)]
     total_steps = sum(math.ceil(len(b) / hp.grad_accum) for b in per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, hp.warmup_ratio))
-    out: dict[str, Any] = {"train_loss": [], "validation_loss": [], "step_loss": [], "tokens": 0, "target_tokens": 0}
+    out: dict[str, Any] = {
+        "train_loss": [],
+        "validation_loss": [],
+        "step_loss": [],
+        "tokens": 0,
+        "target_tokens": 0,
+    }
     seconds, steps = 0.0, 0
     progress = Progress(sum(len(b) for b in per_epoch), log_every_seconds)
     log.info(
-        "training started: %d examples, %d epoch(s), %d optimizer steps on %s", len(train), hp.epochs, total_steps, device
+        "training started: %d examples, %d epoch(s), %d optimizer steps on %s",
+        len(train),
+        hp.epochs,
+        total_steps,
+        device,
     )
     model.train()
     try:
@@ -197,10 +209,11 @@ def run_loop(
                     loss, count = loss_fn(model, tensors)
                     (loss / max(group_count, 1)).backward()
                     real = int(tensors["attention_mask"].sum())
-                    group_loss += float(loss)
+                    value = float(loss.detach())
+                    group_loss += value
                     out["tokens"] += real
                     out["target_tokens"] += count
-                    progress.update(f"{epoch}/{hp.epochs}", float(loss) / max(count, 1), real)
+                    progress.update(f"{epoch}/{hp.epochs}", value / max(count, 1), real)
                 torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
                 optimizer.step()
                 scheduler.step()

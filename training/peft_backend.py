@@ -52,6 +52,18 @@ def load_trainable(job: TrainJob, device: str) -> Any:
 
 def train(job: TrainJob) -> TrainResult:
     """Train per ``job`` and save the adapter (PEFT ``save_pretrained``) into ``job.output_dir``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if job.torch_threads > 0:
+        torch.set_num_threads(job.torch_threads)
+    try:
+        return _train(job)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(job: TrainJob) -> TrainResult:
     device = resolve_device(job.device)
     model = load_trainable(job, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -40,13 +40,19 @@ def train(job: TrainJob) -> TrainResult:
     with tempfile.TemporaryDirectory(prefix="council-unsloth-") as folder:
         job_path = Path(folder) / "job.json"
         job_path.write_text(job.to_json())
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        }
         command = [sys.executable, "-m", "training.unsloth_backend", str(job_path)]
         log.info("unsloth backend: starting %s", " ".join(command))
-        completed = subprocess.run(command, env=env, check=False)
+        # Unsloth prints banners on stdout; keep ours for the one summary line.
+        completed = subprocess.run(command, env=env, check=False, stdout=2)  # fd 2 = our stderr
         result_path = job_path.with_suffix(".result.json")
         if completed.returncode != 0 or not result_path.is_file():
-            raise TrainingError(f"the unsloth training process failed with exit code {completed.returncode}; see its log above")
+            raise TrainingError(
+                f"the unsloth training process failed with exit code {completed.returncode}; see its log above"
+            )
         return TrainResult.from_dict(json.loads(result_path.read_text()))
 
 
@@ -96,7 +102,9 @@ def _child(job_path: Path) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     if len(sys.argv) != 2:
         sys.stderr.write("usage: python -m training.unsloth_backend JOB.json\n")
         sys.exit(2)

@@ -1,0 +1,206 @@
+"""The steps ``training.main`` strings together: pick a backend, prepare examples, train, write the version."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from council.config import StatePaths
+from council.model_files import BaseModel, resolve_base_model
+from council.prompts import PromptStore
+from training import artifacts
+from training.data import HarvestData, encode_all, split_examples
+from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult
+
+if TYPE_CHECKING:
+    from training.main import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    base: BaseModel
+    parent: Path | None
+    hyperparameters: Hyperparameters
+    train: list[TokenizedExample]
+    validation: list[TokenizedExample]
+    validation_records: list[dict[str, Any]]
+    pad_id: int
+    skipped_too_long: int
+
+
+def choose(name: str) -> str:
+    """The backend to use for ``--backend name``; ValueError when unsloth is asked for but cannot run here."""
+    from training import unsloth_backend
+
+    ok, why = unsloth_backend.available()
+    if name == "unsloth" and not ok:
+        raise ValueError(f"--backend unsloth cannot run here: {why}; use --backend peft")
+    if name == "auto":
+        log.info("backend auto: %s", "unsloth" if ok else f"peft ({why})")
+        return "unsloth" if ok else "peft"
+    return name
+
+
+def hyperparameters(config: TrainConfig, parent: Path | None) -> Hyperparameters:
+    hp = Hyperparameters(
+        epochs=config.incremental_epochs if parent else config.epochs,
+        learning_rate=config.incremental_learning_rate if parent else config.learning_rate,
+        batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
+        max_length=config.max_length,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        warmup_ratio=config.warmup_ratio,
+    )
+    if parent is not None:
+        lora = json.loads((parent / "adapter_config.json").read_text())
+        kept = {
+            "lora_r": lora.get("r", hp.lora_r),
+            "lora_alpha": lora.get("lora_alpha", hp.lora_alpha),
+            "lora_dropout": lora.get("lora_dropout", hp.lora_dropout),
+        }
+        changed = {k: v for k, v in kept.items() if getattr(hp, k) != v}
+        if changed:
+            log.warning(
+                "continuing %s keeps its LoRA shape %s; use --fresh to change it", parent.name, changed
+            )
+        hp.lora_r, hp.lora_alpha, hp.lora_dropout = kept["lora_r"], kept["lora_alpha"], kept["lora_dropout"]
+        targets = lora.get("target_modules")
+        if isinstance(targets, list | tuple | set):
+            hp.target_modules = sorted(targets)
+    return hp
+
+
+def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepared:
+    """Resolve the base model and parent, split and tokenize the examples."""
+    from transformers import AutoTokenizer
+
+    base = resolve_base_model(config.model_source, paths.models)
+    parent = None if config.fresh else artifacts.find_parent(paths.current_adapter, base)
+    log.info("training %s from %s", "fresh" if parent is None else "incrementally", parent or base.model_id)
+    hp = hyperparameters(config, parent)
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    prompts = PromptStore(config.prompts_dir)
+    train_raw, validation_raw = split_examples(
+        data.examples, config.validation_fraction, config.split_min_examples, config.seed
+    )
+    train, dropped_train = encode_all(tokenizer, train_raw, prompts, hp.max_length)
+    validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)
+    kept_ids = {item.record_id for item in validation}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return Prepared(
+        base=base,
+        parent=parent,
+        hyperparameters=hp,
+        train=train,
+        validation=validation,
+        validation_records=[e for e in validation_raw if e["record_id"] in kept_ids],
+        pad_id=pad_id,
+        skipped_too_long=dropped_train + dropped_validation,
+    )
+
+
+def run(backend: str, prepared: Prepared, output: Path, config: TrainConfig) -> TrainResult:
+    job = TrainJob(
+        base_path=prepared.base.path,
+        output_dir=str(output),
+        hyperparameters=prepared.hyperparameters,
+        train=prepared.train,
+        validation=prepared.validation,
+        pad_id=prepared.pad_id,
+        parent_path=str(prepared.parent) if prepared.parent else None,
+        seed=config.seed,
+        device=config.device,
+        log_every_seconds=config.log_every_seconds,
+        torch_threads=config.torch_threads,
+    )
+    if backend == "unsloth":
+        from training import unsloth_backend
+
+        return unsloth_backend.train(job)
+    from training import peft_backend
+
+    return peft_backend.train(job)
+
+
+def metadata(
+    version: str,
+    config: TrainConfig,
+    backend: str,
+    prepared: Prepared,
+    data: HarvestData,
+    result: TrainResult,
+    duration: float,
+) -> dict[str, Any]:
+    return {
+        "version": version,
+        "base_model_id": prepared.base.model_id,
+        "base_model_fingerprint": prepared.base.fingerprint,
+        "backend": backend,
+        "device": result.device,
+        "hyperparameters": asdict(prepared.hyperparameters),
+        "seed": config.seed,
+        "datasets": [asdict(item) for item in data.files],
+        "examples": {
+            "train": len(prepared.train),
+            "validation": len(prepared.validation),
+            "skipped_malformed": data.skipped_malformed,
+            "skipped_low_quality": data.skipped_low_quality,
+            "skipped_duplicate": data.skipped_duplicate,
+            "skipped_too_long": prepared.skipped_too_long,
+        },
+        "loss": {"train": result.train_loss, "validation": result.validation_loss, "steps": result.step_loss},
+        "tokens": result.tokens,
+        "target_tokens": result.target_tokens,
+        "optimizer_steps": result.steps,
+        "trainable_parameters": result.trainable_parameters,
+        "train_seconds": round(result.train_seconds, 3),
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "duration_seconds": round(duration, 3),
+        "parent": prepared.parent.name if prepared.parent else None,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def write_version(tmp: Path, config: TrainConfig, meta: dict[str, Any], prepared: Prepared) -> None:
+    """Everything but the adapter itself (the backend saved that) into the unfinished version folder."""
+    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's boilerplate model card; metadata.json says it all
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    training_config = {
+        "config": settings,
+        "backend": meta["backend"],
+        "hyperparameters": meta["hyperparameters"],
+        "parent": meta["parent"],
+        "base_model_path": prepared.base.path,
+    }
+    (tmp / "training_config.json").write_text(json.dumps(training_config, indent=2))
+    (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
+    artifacts.write_validation(tmp / "validation.jsonl", prepared.validation_records)
+    loss = meta["loss"]
+    artifacts.plot_loss(
+        tmp / "loss.png",
+        loss["train"],
+        loss["validation"],
+        loss["steps"],
+        f"council adapter {meta['version']}",
+    )
+
+
+def summary_line(version: str, meta: dict[str, Any]) -> str:
+    """The one line ``council train`` prints on success."""
+    ex, loss = meta["examples"], meta["loss"]
+    val = f"{loss['validation'][-1]:.4f}" if loss["validation"] else "n/a"
+    return (
+        f"trained {version}: {ex['train'] + ex['validation']} examples (train {ex['train']}, validation "
+        f"{ex['validation']}, skipped {ex['skipped_malformed']} malformed, {ex['skipped_low_quality']} low quality), "
+        f"{meta['hyperparameters']['epochs']} epoch(s), train loss {loss['train'][0]:.4f} -> {loss['train'][-1]:.4f}, "
+        f"validation loss {val}, {meta['tokens_per_second']:.0f} tokens/s, {meta['duration_seconds']:.1f} s, "
+        f"backend {meta['backend']}, parent {meta['parent'] or 'none'}"
+    )
