@@ -26,7 +26,6 @@ from training.data import encode_example, load_examples, read_harvest, split_exa
 from training.main import TrainConfig, cli, main
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_CACHE = Path("/tmp/council-test-cache")
 FACTS = [
     ("Capital of France?", "Paris"),
     ("Two plus two?", "4"),
@@ -44,12 +43,6 @@ MORE_FACTS = [
     ("Sound a cat makes?", "Meow"),
     ("Square root of 81?", "9"),
 ]
-
-
-@pytest.fixture(scope="session")
-def base_model_dir() -> Path:
-    """Temporary stand-in for the conftest.py fixture of the same name (converted once, cached in /tmp)."""
-    return Path(resolve_base_model("", TEST_CACHE).path)
 
 
 def harvest_line(question: str, answer: str, index: int, quality: float = 0.9, reasoning: str = "") -> str:
@@ -239,7 +232,7 @@ def test_fresh_run_publishes_a_complete_version(fresh_run, base_model_dir):
     assert (folder / "validation.jsonl").read_text() == ""  # 8 examples: too few to hold any out
     assert not list(loras.glob(".tmp-*"))
     meta = json.loads((folder / "metadata.json").read_text())
-    base = resolve_base_model(str(base_model_dir), TEST_CACHE)
+    base = resolve_base_model(str(base_model_dir), base_model_dir.parent)
     assert meta["version"] == folder.name and meta["parent"] is None and meta["backend"] == "peft"
     assert meta["base_model_fingerprint"] == base.fingerprint
     assert meta["examples"]["train"] == len(FACTS) and meta["examples"]["validation"] == 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from council.prompts import PromptStore
+from council.prompts import PromptStore, serving_system_prompt
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX, TokenizedExample
 
@@ -182,8 +182,11 @@ def _ids(encoded: Any) -> list[int]:
 def encode_example(
     tokenizer: Any, example: dict[str, Any], prompts: PromptStore, max_length: int
 ) -> TokenizedExample | None:
-    """Chat-template ``example``; labels cover the assistant turn only. None when the prompt leaves no room."""
-    messages = [{"role": "user", "content": user_message(example)}]
+    """Chat-template ``example`` under the server's system prompt; labels cover the assistant turn only.
+
+    None when the prompt leaves no room."""
+    messages = [{"role": "system", "content": serving_system_prompt(prompts)},
+                {"role": "user", "content": user_message(example)}]
     prompt = _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
     reply = {"role": "assistant", "content": assistant_message(example, prompts)}
     full = _ids(tokenizer.apply_chat_template([*messages, reply], tokenize=True))
