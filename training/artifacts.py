@@ -13,13 +13,13 @@ import logging
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from council.atomic import atomic_write_json, fsync_path
 from council.local_model import check_adapter_folder
 from council.model_files import BaseModel
 from training.data import CONSUMED_FILE, DatasetFile, read_consumed
@@ -67,35 +67,14 @@ def clean_stale(loras: Path) -> list[str]:
     return removed
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def publish(tmp: Path, final: Path) -> None:
     """Sync every file in ``tmp`` and rename it to ``final`` in one step."""
     for path in tmp.iterdir():
         if path.is_file():
-            _fsync(path)
-    _fsync(tmp)
+            fsync_path(path)
+    fsync_path(tmp)
     os.replace(tmp, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
 
 
 def find_parent(current: Path, base: BaseModel) -> Path | None:
@@ -168,5 +147,5 @@ def mark_consumed(training_data: Path, files: list[DatasetFile]) -> list[str]:
             consumed[path.name] = item.sha256
             names.append(path.name)
     if names:
-        write_json_atomic(training_data / CONSUMED_FILE, consumed)
+        atomic_write_json(training_data / CONSUMED_FILE, consumed)
     return names
