@@ -56,6 +56,10 @@ async def local_model_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
+    if settings.model.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.model.torch_threads)
     embedder = await asyncio.to_thread(Embedder)
     memory = await asyncio.to_thread(MemoryStore.open, settings.paths.memory, embedder.dim)
     app[keys.EMBEDDER] = BatchingEmbedder(embedder)
