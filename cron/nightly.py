@@ -19,7 +19,6 @@ Exit codes: 0 done (also when there was nothing to do), 1 a stage failed, 2 bad 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import fcntl
 import json
 import logging
@@ -35,6 +34,7 @@ from typing import Any
 
 from council import exitcodes
 from council.atomic import atomic_write_json
+from council.cliargs import add_config_arguments
 from council.config import Settings
 from deploy.alerts import PIPELINE_ERROR, TRAINING_DONE, Alerter
 from deploy.monitor import ServerClient, default_server_url
@@ -282,15 +282,7 @@ def main(config: NightlyConfig) -> int:
 def cli(argv: list[str], settings: Settings) -> int:
     """``council nightly [--option value ...]``; options mirror NightlyConfig's fields."""
     parser = argparse.ArgumentParser(prog="council nightly", description=__doc__.split("\n\n")[0])
-    for item in dataclasses.fields(NightlyConfig):
-        if item.name == "settings":
-            continue
-        flag = "--" + item.name.replace("_", "-")
-        if isinstance(item.default, bool):
-            parser.add_argument(flag, action="store_true", help=item.metadata["help"])
-        else:
-            parser.add_argument(flag, type=type(item.default), default=item.default,
-                                help=item.metadata["help"].replace("%", "%%"))
+    add_config_arguments(parser, NightlyConfig)
     try:
         config = NightlyConfig(settings=settings, **vars(parser.parse_args(argv)))
     except ValueError as exc:

@@ -24,7 +24,6 @@ Exit codes: 0 deployed; 1 refused, failed, or rolled back after a regression; 2 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import logging
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from council.atomic import atomic_write_json
+from council.cliargs import add_config_arguments
 from council.config import Settings
 from council.errors import AdapterError, CouncilError
 from council.exitcodes import FAILURE, NOTHING_TO_DO, OK, USAGE
@@ -232,12 +232,8 @@ def cli(argv: list[str], settings: Settings) -> int:
     """``council deploy [VERSION] [--option value ...]``; options mirror DeployConfig's fields."""
     parser = argparse.ArgumentParser(prog="council deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("version", nargs="?", default="", help="adapter version (default: newest new one)")
-    for item in dataclasses.fields(DeployConfig):
-        if item.name in ("settings", "version"):
-            continue
-        default = default_server_url(settings) if item.name == "server_url" else item.default
-        parser.add_argument("--" + item.name.replace("_", "-"), type=type(item.default), default=default,
-                            help=item.metadata["help"].replace("%", "%%") + " (default: %(default)s)")
+    add_config_arguments(parser, DeployConfig, skip=("settings", "version"),
+                         defaults={"server_url": default_server_url(settings)})
     args = vars(parser.parse_args(argv))
     try:
         config = DeployConfig(settings=settings, **args)
