@@ -1,0 +1,211 @@
+"""The demo's moving parts: its questions, a real ``council serve`` child process, and the result table.
+
+Used by ``deploy.demo`` (``council demo``); nothing here is specific to one run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from council.errors import CouncilError
+
+log = logging.getLogger(__name__)
+BUNDLED_QUESTIONS = "demo_data.jsonl"
+
+
+@dataclass(frozen=True)
+class Question:
+    """One demo question: the fact the base model cannot know, and how to recognise it in an answer."""
+
+    id: str
+    question: str
+    correction: str
+    accept: tuple[str, ...]
+
+    def is_right(self, answer: str) -> bool:
+        """True when ``answer`` contains one of ``accept`` (case-insensitive)."""
+        text = answer.lower()
+        return any(word.lower() in text for word in self.accept)
+
+
+def bundled_questions_path() -> Path:
+    """``deploy/demo_data.jsonl`` as installed with the package."""
+    return Path(str(resources.files("deploy").joinpath(BUNDLED_QUESTIONS)))
+
+
+def load_questions(path: Path) -> list[Question]:
+    """Parse a questions JSONL file (``id, question, correction, accept``); ValueError says what to fix."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read demo questions {path}: {exc}") from exc
+    questions: list[Question] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not valid JSON ({exc})") from exc
+        texts = [data.get(k) if isinstance(data, dict) else None for k in ("id", "question", "correction")]
+        accept = data.get("accept") if isinstance(data, dict) else None
+        if not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"{where}: 'id', 'question' and 'correction' must be non-empty strings")
+        if not isinstance(accept, list) or not accept or not all(isinstance(a, str) and a.strip() for a in accept):
+            raise ValueError(f"{where}: 'accept' must be a non-empty list of strings (words a right answer has)")
+        question = Question(texts[0], texts[1], texts[2], tuple(accept))
+        if not question.is_right(question.correction):
+            raise ValueError(f"{where}: the correction contains none of 'accept' {accept}; fix one of them")
+        questions.append(question)
+    if not questions:
+        raise ValueError(f"{path} holds no questions")
+    return questions
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DemoServer:
+    """``python -m council.cli serve`` as a child process on 127.0.0.1; a context manager that always stops it."""
+
+    def __init__(self, home: Path, config_file: Path, port: int, start_seconds: float) -> None:
+        self.home, self.config_file, self.port = home, config_file, port
+        self.start_seconds = start_seconds
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_file = home / "logs" / "demo_server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> DemoServer:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        # The child reads only the demo's council.toml: COUNCIL_* variables of this shell (another home,
+        # a webhook, an API key) must not leak into the demo.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COUNCIL")}
+        env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        root = str(Path(__file__).resolve().parent.parent)  # so a source checkout runs without `pip install`
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        command = [sys.executable, "-m", "council.cli", "--home", str(self.home), "--config", str(self.config_file),
+                   "--log-level", "WARNING", "serve", "--port", str(self.port)]
+        with open(self.log_file, "ab") as handle:
+            self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.start_seconds
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise CouncilError(f"the demo server exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                if self.health().get("status") in ("ok", "degraded"):
+                    return
+            except CouncilError:
+                pass
+            time.sleep(0.5)
+        raise CouncilError(f"the demo server did not answer /health within {self.start_seconds:.0f} s; "
+                           f"see {self.log_file}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no server log)"
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            log.warning("the demo server (pid %d) ignored SIGTERM; killing it", process.pid)
+            process.kill()
+            process.wait(timeout=10)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise CouncilError(f"{method} {path} answered HTTP {exc.code}: {exc.read()[:300]!r}") from exc
+        except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
+            raise CouncilError(f"{method} {path} failed: {exc}") from exc
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def ask(self, question: str, max_tokens: int) -> dict[str, Any]:
+        """One greedy chat completion through the full route; returns text, confidence, record_id, adapter."""
+        body = {"model": "council", "messages": [{"role": "user", "content": question}],
+                "max_tokens": max_tokens, "temperature": 0}
+        reply = self._call("POST", "/v1/chat/completions", body, timeout=600.0)
+        council = reply.get("council") or {}
+        return {"text": reply["choices"][0]["message"]["content"] or "", "confidence": council.get("confidence"),
+                "record_id": council.get("record_id"), "adapter": council.get("adapter")}
+
+    def correct(self, record_id: str, correction: str) -> dict[str, Any]:
+        return self._call("POST", "/v1/feedback", {"record_id": record_id, "thumbs": "down",
+                                                   "correction": correction})
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cell(reply: dict[str, Any] | None) -> str:
+    if reply is None:
+        return "-"
+    confidence = reply.get("confidence")
+    return f"{'right' if reply['right'] else 'WRONG'} {confidence:.2f}" if confidence is not None else "?"
+
+
+def format_report(summary: dict[str, Any]) -> list[str]:
+    """The before/after table, the canary line, the totals and the timings, as text lines."""
+    lines = [f"{'#':>2}  {'question':<58} {'before':<11} {'after':<11} after answer", "-" * 120]
+    for number, row in enumerate(summary["rows"], start=1):
+        lines.append(f"{number:>2}  {_clip(row['question'], 58):<58} {_cell(row['before']):<11} "
+                     f"{_cell(row['after']):<11} {_clip((row['after'] or {}).get('text', ''), 36)}")
+    totals = summary["totals"]
+    lines.append("-" * 120)
+    lines.append(f"corrected questions right: before {totals['before_right']}/{totals['corrected']}, after "
+                 f"{totals['after_right']}/{totals['corrected']} ({totals['after_accuracy']:.0%}; target "
+                 f"{summary['target']:.0%}: {'met' if totals['after_accuracy'] >= summary['target'] else 'MISSED'})")
+    canary, night = summary.get("canary"), summary["night"]
+    if canary:
+        failed = f" — failing: {', '.join(canary['failed'])}" if canary["failed"] else ""
+        lines.append(f"canary on candidate {canary['version']}: {canary['passed']}/{canary['total']} passed, "
+                     f"{len(canary['failed'])} regression(s){failed}; deploy: {night['deploy']['decision']}")
+    else:
+        lines.append("canary: not run (no adapter reached the deploy checks)")
+    lines.append(f"night: {night['result']} ({_clip(str(night['reason']), 90)}); the server now serves "
+                 f"{summary['serving_adapter'] or 'the base model'}")
+    lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()))
+    lines.append(f"result: {'PASS' if summary['passed'] else 'FAIL'} — {summary['verdict']}")
+    return lines
