@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from council.atomic import fsync_path
 from council.errors import CouncilError
 from council.local_model import check_adapter_folder
 
@@ -23,14 +24,6 @@ log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".current-"
 LOCK_FILE = ".deploy.lock"
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sweep_temp_links(loras: Path) -> list[str]:
@@ -57,7 +50,7 @@ def point_current(loras: Path, version: str | None, link_name: str = "current") 
     if version is None:
         # unlink(2) is atomic: readers see the old link or no link (the base model).
         link.unlink(missing_ok=True)
-        _fsync_dir(loras)
+        fsync_path(loras)
         return
     check_adapter_folder(loras / version)
     tmp = loras / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
@@ -67,7 +60,7 @@ def point_current(loras: Path, version: str | None, link_name: str = "current") 
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(loras)
+    fsync_path(loras)
 
 
 def resolve_current(loras: Path, link_name: str = "current") -> Path | None:
