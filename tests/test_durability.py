@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
+from bench.common import free_port, start_server
 from council.memory import MemoryStore
-from tests.conftest import REPO
 
 CONFIG = """
 providers = { scripted = "tests.fakes:ScriptedLLM" }
@@ -24,28 +22,8 @@ heads = {}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start(home: Path, port: int) -> subprocess.Popen:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "council.toml").write_text(CONFIG)
-    env = dict(os.environ, PYTHONPATH=str(REPO), COUNCIL_HOME=str(home))
-    proc = subprocess.Popen([sys.executable, "-m", "council.cli", "--log-level", "WARNING", "serve", "--port",
-                             str(port)], env=env, cwd=REPO)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            assert proc.poll() is None, "server exited during start"
-            time.sleep(0.2)
-    proc.kill()
-    raise TimeoutError("server did not start")
+    return start_server(home, CONFIG, port)
 
 
 async def _burst(port: int, acknowledged: list[str], stop_after: float) -> None:
@@ -69,7 +47,7 @@ async def _burst(port: int, acknowledged: list[str], stop_after: float) -> None:
 
 
 async def test_sigkill_mid_burst_loses_no_acknowledged_record(tmp_path):
-    home, port = tmp_path / "home", _free_port()
+    home, port = tmp_path / "home", free_port()
     proc = _start(home, port)
     acknowledged: list[str] = []
     burst = asyncio.create_task(_burst(port, acknowledged, stop_after=3))
