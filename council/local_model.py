@@ -21,7 +21,8 @@ from typing import Any
 
 from safetensors import SafetensorError
 
-from council.errors import AdapterError, InvalidRequestError, OverloadedError
+from council.batched_generation import GenerationRequest, generate_batch
+from council.errors import AdapterError, OverloadedError
 from council.model_files import BaseModel
 
 log = logging.getLogger(__name__)
@@ -138,78 +139,20 @@ class LocalModel:
             ids = ids["input_ids"]
         return list(ids)
 
-    def generate(
-        self,
-        messages: list[dict[str, str]],
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-        on_text: Callable[[str, TokenLogprob], None] | None = None,
-        cancelled: threading.Event | None = None,
-    ) -> Generation:
-        """Sample up to ``max_new_tokens``; logprobs are from the model's untempered distribution."""
-        import torch
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int, **settings: Any) -> Generation:
+        """Sample up to ``max_new_tokens`` (settings: temperature, top_p, stop, seed, on_text, cancelled);
+        logprobs are from the model's untempered distribution."""
+        (result,) = self.generate_batch([GenerationRequest(messages, max_new_tokens, **settings)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-        started = time.perf_counter()
-        prompt_ids = self.encode_chat(messages)
-        if len(prompt_ids) + max_new_tokens > self.model.config.max_position_embeddings:
-            raise InvalidRequestError(
-                f"prompt is {len(prompt_ids)} tokens; with max_tokens={max_new_tokens} it exceeds the model's "
-                f"context of {self.model.config.max_position_embeddings} tokens",
-                code="context_length_exceeded",
-            )
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        stop = [s for s in (stop or []) if s]
-        model = self.active
-        out_ids: list[int] = []
-        logprobs: list[TokenLogprob] = []
-        text, emitted, finish = "", 0, "length"
-        past = None
-        current = torch.tensor([prompt_ids])
-        with torch.inference_mode():
-            for _ in range(max_new_tokens):
-                if cancelled is not None and cancelled.is_set():
-                    finish = "cancelled"
-                    break
-                output = model(input_ids=current, past_key_values=past, use_cache=True)
-                past = output.past_key_values
-                logits = output.logits[0, -1].float()
-                logp = torch.log_softmax(logits, dim=-1)
-                token = self._pick(logits, temperature, top_p, generator)
-                if token in self.eos_ids:
-                    finish = "stop"
-                    break
-                out_ids.append(token)
-                piece = self.tokenizer.decode([token])
-                logprobs.append(TokenLogprob(piece, float(logp[token])))
-                text = self.tokenizer.decode(out_ids, skip_special_tokens=True)
-                hit = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-                if hit >= 0:
-                    text, finish = text[:hit], "stop"
-                if on_text is not None and not text.endswith("\ufffd"):
-                    hold = max((len(s) - 1 for s in stop), default=0) if finish != "stop" else 0
-                    visible = len(text) - hold
-                    if visible > emitted:
-                        on_text(text[emitted:visible], logprobs[-1])
-                        emitted = visible
-                if finish == "stop":
-                    break
-                current = torch.tensor([[token]])
-        if on_text is not None and len(text) > emitted:
-            on_text(text[emitted:], logprobs[-1] if logprobs else TokenLogprob("", 0.0))
-        return Generation(
-            text=text,
-            finish_reason=finish,
-            logprobs=logprobs,
-            prompt_tokens=len(prompt_ids),
-            adapter=self.adapter_version,
-            seconds=time.perf_counter() - started,
-        )
+    def generate_batch(self, requests: list[GenerationRequest]) -> list[Generation | Exception]:
+        """Decode ``requests`` together (see council/batched_generation.py); per-request errors are returned."""
+        return generate_batch(self, requests)
 
     @staticmethod
-    def _pick(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
+    def pick(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
         import torch
 
         if temperature <= 0:

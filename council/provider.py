@@ -2,8 +2,8 @@
 
 ``register_local_provider(settings)`` loads the base model (converting the embedded GGUF once) and adds
 a ``litellm.CustomLLM`` under the name ``local`` to ``litellm.custom_provider_map``; from then on
-``litellm.acompletion(model="local/smollm2", ...)`` runs here, off the event loop, one generation at a
-time, with per-token logprobs in ``choices[0].logprobs`` (and in each stream chunk's
+``litellm.acompletion(model="local/smollm2", ...)`` runs here, off the event loop, requests that wait
+together decoded as one batch (``council/batched_generation.py``), with per-token logprobs in ``choices[0].logprobs`` (and in each stream chunk's
 ``provider_specific_fields["logprobs"]``).
 """
 
@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,8 +24,9 @@ import litellm  # noqa: E402
 from litellm import CustomLLM, ModelResponse  # noqa: E402
 from litellm.types.utils import Choices, GenericStreamingChunk, Message, Usage  # noqa: E402
 
+from council.batched_generation import GenerationRequest  # noqa: E402
 from council.config import Settings  # noqa: E402
-from council.errors import AdapterError, InvalidRequestError  # noqa: E402
+from council.errors import AdapterError, InvalidRequestError, OverloadedError  # noqa: E402
 from council.local_model import Generation, LocalModel, ModelWorker, TokenLogprob  # noqa: E402
 from council.model_files import resolve_base_model  # noqa: E402
 
@@ -55,6 +57,15 @@ def _generation_args(optional_params: dict[str, Any], max_new_tokens: int) -> di
     }
 
 
+def _settle(future: asyncio.Future[Generation], result: Generation | Exception) -> None:
+    if future.done():  # the caller went away (a closed stream)
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
 class LocalProvider(CustomLLM):
     """Serves ``local/<name>`` from one in-process model and keeps it on ``loras/current``."""
 
@@ -63,6 +74,9 @@ class LocalProvider(CustomLLM):
         self.settings = settings
         self.adapter_link = settings.paths.current_adapter
         self.worker = ModelWorker(settings.model.max_queue)
+        self._waiting: list[tuple[GenerationRequest, asyncio.Future[Generation], asyncio.AbstractEventLoop]] = []
+        self._waiting_lock = threading.Lock()
+        self.batch_sizes: Counter[int] = Counter()  # requests per decoded batch -> batches so far
         self.model: LocalModel | None = None
         self._load_lock = asyncio.Lock()
 
@@ -110,12 +124,38 @@ class LocalProvider(CustomLLM):
             )
 
     async def generate(self, messages: list[dict[str, str]], **kwargs: Any) -> Generation:
-        """Run one generation on the model thread (raises OverloadedError when the queue is full)."""
-        return await self.worker.run(self._generate, messages, **kwargs)
+        """One generation on the model thread, decoded in a batch with whatever else waits (OverloadedError
+        when the queue is full).
 
-    def _generate(self, messages: list[dict[str, str]], **kwargs: Any) -> Generation:
-        self._sync()  # a changed loras/current takes effect at the next generation, ahead of queued work
-        return self._require_model().generate(messages, **kwargs)
+        Each request queues itself and one drain job; the model thread's first drain takes up to
+        ``model.max_batch`` waiting requests, so by the time a request's own drain has run, it was served."""
+        loop = asyncio.get_running_loop()
+        entry = (GenerationRequest(messages, **kwargs), loop.create_future(), loop)
+        with self._waiting_lock:
+            self._waiting.append(entry)
+        try:
+            await self.worker.run(self._drain)
+        except OverloadedError:
+            with self._waiting_lock:
+                if entry in self._waiting:
+                    self._waiting.remove(entry)
+            raise
+        return await entry[1]
+
+    def _drain(self) -> None:
+        with self._waiting_lock:
+            batch = self._waiting[: self.settings.model.max_batch]
+            del self._waiting[: len(batch)]
+        if not batch:
+            return
+        self._sync()  # a changed loras/current takes effect at the next batch, ahead of queued work
+        self.batch_sizes[len(batch)] += 1
+        try:
+            results: list[Any] = self._require_model().generate_batch([request for request, _, _ in batch])
+        except Exception as exc:  # not hidden: every request of the batch receives it as its own error
+            results = [exc] * len(batch)
+        for (_, future, loop), result in zip(batch, results, strict=True):
+            loop.call_soon_threadsafe(_settle, future, result)
 
     def link_changed(self) -> bool:
         """Cheap check, safe on the event loop: does ``loras/current`` name something not yet tried?"""

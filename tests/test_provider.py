@@ -69,3 +69,40 @@ async def test_unknown_local_model_is_a_clear_error(provider):
     with pytest.raises(Exception) as caught:
         await litellm.acompletion(model="local/gpt-9", messages=ASK)
     assert council_error_in(caught.value).code == "model_not_found"
+
+
+async def test_concurrent_requests_share_batches_and_answer_as_if_alone(make_settings, base_model_dir):
+    settings = make_settings(**{"model.source": str(base_model_dir), "model.max_batch": 4})
+    handler = await register_local_provider(settings)
+    try:
+        asks = [[{"role": "user", "content": text}] for text in
+                ("What is the capital of France?", "Count from 1 to 10, separated by commas.",
+                 "Name three primary colors.", "What is the opposite of big?", "Say hello in French.")]
+        limits = [10, 24, 16, 6, 12]
+        alone = [await litellm.acompletion(model="local/smollm2", messages=m, max_tokens=n, temperature=0)
+                 for m, n in zip(asks, limits, strict=True)]
+        handler.batch_sizes.clear()
+        together = await asyncio.gather(*(
+            litellm.acompletion(model="local/smollm2", messages=m, max_tokens=n, temperature=0, stop=stop)
+            for m, n, stop in zip(asks, limits, [None, ["7"], None, None, None], strict=True)))
+        sizes = dict(handler.batch_sizes)
+        too_long = litellm.acompletion(model="local/smollm2", messages=[{"role": "user", "content": "hi " * 9000}],
+                                       max_tokens=4)
+        short = litellm.acompletion(model="local/smollm2", messages=asks[0], max_tokens=10, temperature=0)
+        mixed = await asyncio.gather(too_long, short, return_exceptions=True)
+    finally:
+        unregister_provider(PROVIDER, handler)
+        handler.close()
+    assert max(sizes) in (2, 3, 4) and sum(n * count for n, count in sizes.items()) == 5  # each decoded once
+    for index, (one, both) in enumerate(zip(alone, together, strict=True)):
+        text, batched = one.choices[0].message.content, both.choices[0].message.content
+        if index == 1:  # the same count, cut at its own stop string
+            assert "7" not in batched and text.startswith(batched) and both.choices[0].finish_reason == "stop"
+            continue
+        assert batched == text
+        assert len(both.choices[0].logprobs.content) == len(one.choices[0].logprobs.content)
+        assert [round(t.logprob, 3) for t in both.choices[0].logprobs.content] == pytest.approx(
+            [round(t.logprob, 3) for t in one.choices[0].logprobs.content], abs=2e-3)
+    # one bad request in a batch fails alone
+    assert council_error_in(mixed[0]).code == "context_length_exceeded"
+    assert mixed[1].choices[0].message.content == alone[0].choices[0].message.content
