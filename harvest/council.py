@@ -10,7 +10,9 @@ models overlap; members do not see each other's drafts, which keeps proposals in
 
 1. *propose*: ``harvest_task.j2`` (query, bad answer, correction if any) -> ``REASONING: ... ANSWER: ...``.
    Malformed replies are dropped and counted; with a correction, answers that do not agree with it are
-   dropped and counted; identical answers (same normalised tokens) merge into one candidate.
+   dropped and counted; identical answers (same normalised tokens) merge into one candidate. The user's
+   correction itself joins the candidates (agent 0, no reasoning; worded by ``phrase``) unless a member's
+   answer says exactly it, so a record with a correction always reaches the vote.
 2. *vote*: fresh agents (same prompts and models, no memory of their own draft) read ``harvest_vote.j2``
    listing the candidates by number and answer ``VOTE: <n>``. Most votes wins; ties go to the higher
    quality score (``harvest.quality``), then to the lower candidate number.
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
 from autogen_core.model_context import UnboundedChatCompletionContext
-from autogen_core.models import AssistantMessage, UserMessage
+from autogen_core.models import AssistantMessage, SystemMessage, UserMessage
 
 from council.errors import PromptError
 from council.prompts import PromptStore
@@ -38,6 +40,7 @@ from harvest.pii import redact
 from harvest.quality import Candidate, agrees, mean_probability, parse_candidate, parse_vote, score, tokens
 
 log = logging.getLogger(__name__)
+USER_CORRECTION = "user-correction"  # Candidate.model of the user's own correction (agent 0)
 _TEMPLATE = re.compile(r"harvest_rewriter_(\d+)\.j2")
 
 
@@ -127,6 +130,21 @@ class HarvestCouncil:
                 raise result
         return [_reply(result) for result in results]
 
+    async def phrase(self, query: str, correction: str) -> str:
+        """The correction as member 1's model answers the query with it in memory, or the correction verbatim.
+
+        Member 1 answers under the serving system prompt (``system.j2``) holding the correction as a judged-
+        correct past answer, i.e. the way the server answers once the correction is in its memory. Training
+        on that wording (context distillation) moves the model less than training on a terse "41 hours":
+        on the 135M model the terse targets turned "A week is approximately 7 days" into "31 days".
+        An answer that does not agree with the correction is not used."""
+        system = self.prompts.render("system.j2", context=[{"query": query, "answer": correction, "similarity": 1.0}],
+                                     client_system="")
+        result = await self.propose_clients[0].create([SystemMessage(content=system),
+                                                       UserMessage(content=query, source="user")])
+        text = result.content.strip() if isinstance(result.content, str) else ""
+        return text if text and agrees(text, correction) else correction
+
     async def deliberate(self, query: str, bad_answer: str, correction: str | None) -> Outcome:
         """Run both rounds for one (already redacted) record; ``outcome.winner`` is None if no candidate survived."""
         outcome = Outcome()
@@ -151,11 +169,18 @@ class HarvestCouncil:
             probability = mean_probability([t.logprob for t in last.logprobs or []]) if last is not None else None
             seen[key] = Candidate(agent=i + 1, model=self.models[i], reasoning=redact(reasoning),
                                   answer=redact(answer), strict=strict, probability=probability)
+        if correction and tuple(tokens(correction)) not in seen:
+            # The user's correction is always on the ballot: members that cannot phrase it (a small model
+            # often cannot) no longer lose the record, and strong members can still out-vote it with a
+            # reasoned rewrite that agrees with it.
+            seen[tuple(tokens(correction))] = Candidate(agent=0, model=USER_CORRECTION, reasoning="",
+                                                        answer=await self.phrase(query, correction), strict=True)
         outcome.candidates = list(seen.values())
         if not outcome.candidates:
             return outcome
         ballot = self.prompts.render("harvest_vote.j2", query=query, bad_answer=bad_answer, correction=correction,
-                                     candidates=_numbered([{"reasoning": c.reasoning, "answer": c.answer}
+                                     candidates=_numbered([{"reasoning": c.reasoning, "answer": c.answer,
+                                                            "from_user": c.agent == 0}
                                                            for c in outcome.candidates]))
         for text in await self._round(self.vote_clients, "vote", ballot):
             choice = parse_vote(text, len(outcome.candidates))
@@ -170,7 +195,8 @@ class HarvestCouncil:
 
 
 def _numbered(candidates: list[dict]) -> list[dict]:
-    return [{"number": n, "reasoning": c["reasoning"], "answer": c["answer"]} for n, c in enumerate(candidates, start=1)]
+    return [{"number": n, "reasoning": c["reasoning"], "answer": c["answer"], "from_user": c.get("from_user", False)}
+            for n, c in enumerate(candidates, start=1)]
 
 
 def _reply(result: TaskResult) -> str:

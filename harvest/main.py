@@ -52,6 +52,7 @@ class HarvestConfig:
     max_tokens: int = field(default=256, metadata={"help": "Token limit of one proposal."})
     vote_max_tokens: int = field(default=16, metadata={"help": "Token limit of one ballot."})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of every council call."})
+    concurrency: int = field(default=4, metadata={"help": "Records deliberated at once; their members' calls to a local model are decoded in shared batches (model.max_batch)."})
     timeout_seconds: float = field(default=120.0, metadata={"help": "Time limit of one model call; a timeout counts as a provider error."})
 
     def __post_init__(self) -> None:
@@ -69,6 +70,8 @@ class HarvestConfig:
             raise ValueError(f"--since ({self.since.isoformat()}) must be before --until ({self.until.isoformat()})")
         if self.max_records < 1:
             raise ValueError("--max-records must be >= 1")
+        if self.concurrency < 1:
+            raise ValueError("--concurrency must be >= 1 (records deliberated at once)")
         if self.agents < 1:
             raise ValueError("--agents must be >= 1 (3 is the default council)")
         self.models = [m.strip() for m in self.models if m and m.strip()]
@@ -122,7 +125,7 @@ async def _run(settings: Settings, config: HarvestConfig, report: Report) -> Non
                                        config.dedupe_similarity))
         if groups:
             provider = await ensure_local_provider(settings, config.member_models)
-            await harvester.run(groups)
+            await harvester.run(groups, config.concurrency)
     finally:
         if provider is not None:
             unregister_provider("local", provider)
@@ -155,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-quality", type=float, default=0.7, help="Quality a rewrite needs to be kept (default 0.7).")
     parser.add_argument("--dedupe-similarity", type=float, default=0.95, help="Collapse queries this similar (default 0.95).")
     parser.add_argument("--max-tokens", type=int, default=256, help="Token limit of one proposal (default 256).")
+    parser.add_argument("--concurrency", type=int, default=4, help="Records deliberated at once (default 4).")
     parser.add_argument("--home", help="State directory (only when run as python -m harvest.main).")
     parser.add_argument("--config", help="council.toml (only when run as python -m harvest.main).")
     return parser
@@ -171,7 +175,8 @@ def cli(argv: list[str], settings: Settings | None) -> int:
         models = [m for m in args.models.split(",") if m.strip()]
         config = HarvestConfig(settings=settings, since=args.since, until=args.until, max_records=args.max_records,
                                agents=args.agents or max(3, len(models)), models=models, min_quality=args.min_quality,
-                               dedupe_similarity=args.dedupe_similarity, max_tokens=args.max_tokens)
+                               dedupe_similarity=args.dedupe_similarity, max_tokens=args.max_tokens,
+                               concurrency=args.concurrency)
     except ValueError as exc:
         sys.stderr.write(f"council harvest: {exc}\n")
         return exitcodes.USAGE

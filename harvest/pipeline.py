@@ -16,6 +16,7 @@ The run holds ``logs/harvest.lock`` (flock), so two runs never rewrite the same 
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import sys
@@ -209,13 +210,23 @@ class Harvester:
             log.info("collapsed %d near-duplicate queries into their group leads", selection.collapsed)
         return selection.groups
 
-    async def run(self, groups: list[Group]) -> None:
+    async def run(self, groups: list[Group], concurrency: int = 1) -> None:
+        """Process ``groups``, ``concurrency`` at a time, starting them in priority order."""
         progress = Progress(len(groups))
-        try:
-            for group in groups:
+        pending = iter(groups)
+
+        async def worker() -> None:
+            for group in pending:  # one shared iterator: each group is taken by exactly one worker
                 await self.process(group)
                 progress.advance(self.report)
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(groups)))]
+        try:
+            await asyncio.gather(*tasks)  # the first error (a full disk) is raised as itself...
         finally:
+            for task in tasks:  # ...after the other workers stop: nothing writes once the store closes
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             progress.close()
 
 

@@ -20,8 +20,9 @@ logprobs) is left out and the remaining weights are re-normalised, so the score 
     confidence   0.10  mean token probability of the reply   (only when the provider gave logprobs)
 
 Rewrites scoring at least ``min_quality`` (default 0.7) are kept. With a correction, a candidate whose
-answer contains less than half of the correction's tokens (``AGREEMENT_GATE``) does not agree with it and
-is dropped before the vote.
+answer contains less than 80% of the correction's tokens (``AGREEMENT_GATE``; so all of them for
+corrections of up to four tokens: "Tallinn, Estonia" is not agreed with by "Estonia", nor "41 hours" by
+"41 days") does not agree with it and is dropped before the vote.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 WEIGHTS = {"vote_share": 0.30, "format": 0.10, "reasoning": 0.15, "improvement": 0.15, "agreement": 0.20,
            "confidence": 0.10}
 REASONING_WORDS = 20
-AGREEMENT_GATE = 0.5
+AGREEMENT_GATE = 0.8
 _STOP = frozenset("a an the is are was were be of to in on and or it this that for as with by at".split())
 _NUMBERS = {word: str(n) for n, word in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "

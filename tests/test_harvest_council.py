@@ -29,10 +29,18 @@ def is_ballot(messages) -> bool:
     return "VOTE:" in messages[-1]["content"]
 
 
-def scripted(proposals: dict[int, str], votes: dict[int, str], probability: float | None = 0.9):
-    """Member i proposes ``proposals[i]`` and then answers ``votes[i]`` on the ballot."""
+def is_phrasing(messages) -> bool:
+    return "judged correct" in messages[0]["content"]
+
+
+def scripted(proposals: dict[int, str], votes: dict[int, str], probability: float | None = 0.9,
+             phrasing: str = "I cannot say."):
+    """Member i proposes ``proposals[i]`` and then answers ``votes[i]`` on the ballot; asked to word a
+    correction (``HarvestCouncil.phrase``), member 1 answers ``phrasing``."""
 
     def respond(model, messages):
+        if is_phrasing(messages):
+            return Script(text=phrasing, probability=probability)
         i = member(messages)
         return Script(text=votes[i] if is_ballot(messages) else proposals[i], probability=probability)
 
@@ -126,6 +134,51 @@ async def test_correction_answers_must_agree(council):
     assert outcome.winner.parts["agreement"] == 1.0
     prompt = next(msgs[-1]["content"] for _, msgs in provider.calls if not is_ballot(msgs))
     assert "The user says the correct answer is: Canberra" in prompt
+
+
+async def test_the_users_correction_is_on_the_ballot_when_no_member_agrees(council):
+    provider = scripted(
+        {1: "REASONING: Estonia is a country. ANSWER: Estonia is a European country, not a planet.",
+         2: "REASONING: Hours are days. ANSWER: 41 days",
+         3: "no format at all"},
+        {1: "VOTE: 1", 2: "VOTE: 1", 3: "VOTE: 1"},
+        phrasing="It is built in Estonia.",  # disagrees: the correction is used verbatim
+    )
+    outcome = await council.deliberate("Where is it built?", "On Zorbla.", "Tallinn, Estonia")
+    # "Estonia" alone holds half of the correction's tokens: not enough to agree with "Tallinn, Estonia"
+    assert (outcome.malformed, outcome.disagreeing) == (1, 2)
+    (only,) = outcome.candidates
+    assert (only.agent, only.answer, only.reasoning) == (0, "Tallinn, Estonia", "")
+    assert outcome.winner is only and only.votes == 3 and only.parts["agreement"] == 1.0
+    assert only.quality >= 0.7  # kept by the default min_quality
+    ballot = next(msgs[-1]["content"] for _, msgs in provider.calls if is_ballot(msgs))
+    assert "[1] (the user's own correction)\nANSWER: Tallinn, Estonia" in ballot
+    (model, asked), = [(model, msgs) for model, msgs in provider.calls if is_phrasing(msgs)]
+    assert model == "m1" and asked[-1] == {"role": "user", "content": "Where is it built?"}
+    assert "Q: Where is it built?\nA: Tallinn, Estonia" in asked[0]["content"]  # the correction as memory
+
+
+async def test_the_correction_is_worded_the_way_the_model_answers_with_it_in_memory(council):
+    scripted({1: "nothing", 2: "nothing", 3: "nothing"}, {1: "VOTE: 1", 2: "VOTE: 1", 3: "VOTE: 1"},
+             phrasing="The Zorblax 3000 is built in Tallinn, Estonia.")
+    outcome = await council.deliberate("Where is it built?", "On Zorbla.", "Tallinn, Estonia")
+    assert outcome.winner.agent == 0 and outcome.winner.answer == "The Zorblax 3000 is built in Tallinn, Estonia."
+
+
+async def test_a_reasoned_rewrite_can_outvote_the_correction(council):
+    scripted(
+        {i: "REASONING: The product page lists Tallinn, Estonia as its factory. ANSWER: It is built in Tallinn, "
+            "Estonia." for i in (1, 2, 3)},
+        {1: "VOTE: 1", 2: "VOTE: 1", 3: "VOTE: 2"},
+    )
+    outcome = await council.deliberate("Where is it built?", "On Zorbla.", "Tallinn, Estonia")
+    assert [c.agent for c in outcome.candidates] == [1, 0]  # members merged; the correction last
+    assert outcome.winner.agent == 1 and outcome.winner.reasoning.startswith("The product page")
+    # a member whose answer is exactly the correction stands for it: no second copy on the ballot
+    scripted({i: "REASONING: It says so. ANSWER: Tallinn, Estonia" for i in (1, 2, 3)},
+             {1: "VOTE: 1", 2: "VOTE: 1", 3: "VOTE: 1"})
+    outcome = await council.deliberate("Where is it built?", "On Zorbla.", "Tallinn, Estonia")
+    assert [c.agent for c in outcome.candidates] == [1]
 
 
 async def test_identical_answers_merge_into_one_candidate(council):

@@ -54,9 +54,14 @@ async def test_real_model_council_end_to_end(make_settings, base_model_dir):
     path = settings.paths.training_data / "harvest_20261121.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     assert len(rows) == report.kept
+    corrected = {records[0].id: "paris"}
     for row in rows:
         assert set(row) == HARVEST_FIELDS
-        assert row["output"].strip() and row["reasoning"].strip()
+        assert row["output"].strip()
+        if row["record_id"] in corrected:  # a rewrite that agrees with the correction, or the correction itself
+            assert corrected[row["record_id"]] in row["output"].lower()
+        else:
+            assert row["reasoning"].strip()
         assert 0.7 <= row["quality_score"] <= 1.0
         assert row["models"] == [LOCAL_MODEL] * 3 and row["votes"]["cast"] == 3
     store = MemoryStore.open(settings.paths.memory)

@@ -63,6 +63,8 @@ def council_answers(fail_on: str | None = None, malformed: bool = False):
         prompt = messages[-1]["content"]
         if fail_on and fail_on in prompt:
             return Script(error="upstream 503")
+        if "judged correct" in messages[0]["content"]:  # asked to word a user's correction: it cannot
+            return Script("I am not sure.")
         if "VOTE:" in prompt:
             return Script("VOTE: 1")
         if malformed:
