@@ -136,6 +136,7 @@ def main() -> None:
         lora_r=16,
         lora_alpha=32,
         lora_dropout=0.05,
+        stop_when_learned=False,  # the same number of epochs as the Trainer baseline
     )
     lengths = [len(e.input_ids) for e in encoded]
     tokens = sum(lengths) * args.epochs

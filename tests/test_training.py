@@ -152,6 +152,22 @@ def test_split_is_deterministic_and_keyed_by_record_ids():
     assert split_examples(examples[:9], fraction=0.15, min_total=10, seed=0) == (examples[:9], [])
 
 
+def test_with_rehearsal_every_batch_mixes_both_kinds():
+    from training.job import TokenizedExample
+    from training.loop import mixed_batches
+
+    harvested = [TokenizedExample([1] * 5, [1] * 5, f"h{i}") for i in range(9)]
+    rehearsed = [TokenizedExample([1] * 40, [1] * 40, f"r{i}", rehearsal=True) for i in range(32)]
+    batches = mixed_batches(harvested + rehearsed, batch_size=8, seed=3)
+    assert sorted(item.record_id for batch in batches for item in batch) == sorted(
+        item.record_id for item in harvested + rehearsed)
+    assert len(batches) == 6 and all(len(batch) <= 8 for batch in batches)
+    for batch in batches:  # 9 harvested over 6 batches: 1 or 2 each, never a batch of new facts alone
+        assert sum(not item.rehearsal for item in batch) in (1, 2)
+        assert sum(item.rehearsal for item in batch) >= 5
+    assert mixed_batches(harvested + rehearsed, 8, seed=3) == batches  # deterministic per seed
+
+
 def test_encoding_puts_loss_on_the_assistant_turn_only(base_model_dir):
     from transformers import AutoTokenizer
 
@@ -215,7 +231,8 @@ def fresh_run(tmp_path_factory, base_model_dir):
     data = write_harvest(
         settings.paths.training_data / "harvest_20260101.jsonl", FACTS, MALFORMED + LOW_QUALITY
     )
-    argv = ["--backend", "peft", "--fresh", "--epochs", "2", "--batch-size", "4", "--learning-rate", "2e-3"]
+    argv = ["--backend", "peft", "--fresh", "--epochs", "2", "--batch-size", "4", "--learning-rate", "2e-3",
+            "--all-epochs", "--rehearsal", "4"]
     code, stdout = run_cli([*argv, "--max-length", "64"], settings)
     found = versions(settings.paths.loras)
     return {"code": code, "stdout": stdout, "settings": settings, "data": data, "versions": found}
@@ -236,6 +253,8 @@ def test_fresh_run_publishes_a_complete_version(fresh_run, base_model_dir):
     assert meta["version"] == folder.name and meta["parent"] is None and meta["backend"] == "peft"
     assert meta["base_model_fingerprint"] == base.fingerprint
     assert meta["examples"]["train"] == len(FACTS) and meta["examples"]["validation"] == 0
+    assert meta["examples"]["rehearsal"] == 4  # the base model's right answers to 4 rehearsal prompts
+    assert meta["epochs_run"] == 2
     assert meta["examples"]["skipped_malformed"] == len(MALFORMED)
     assert meta["examples"]["skipped_low_quality"] == 1
     assert len(meta["loss"]["train"]) == 2 and all(math.isfinite(x) and x > 0 for x in meta["loss"]["train"])
@@ -308,7 +327,7 @@ def test_incremental_run_continues_current_and_records_parent(fresh_run):
     first = fresh_run["versions"][0]
     (settings.paths.current_adapter).symlink_to(first)
     write_harvest(settings.paths.training_data / "harvest_20260102.jsonl", MORE_FACTS)
-    config = TrainConfig.from_settings(settings, backend="peft", max_length=64, split_min_examples=5)
+    config = TrainConfig.from_settings(settings, backend="peft", max_length=64, split_min_examples=5, rehearsal=0)
     assert main(config) == exitcodes.OK
     second = [v for v in versions(settings.paths.loras) if v != first]
     assert len(second) == 1
@@ -326,6 +345,7 @@ def test_incremental_run_continues_current_and_records_parent(fresh_run):
         "skipped_low_quality": 0,
         "skipped_duplicate": 0,
         "skipped_too_long": 0,
+        "rehearsal": 0,
     }
     assert len(meta["loss"]["validation"]) == 1 and math.isfinite(meta["loss"]["validation"][0])
     held_out = load_examples(folder / "validation.jsonl")
@@ -335,12 +355,36 @@ def test_incremental_run_continues_current_and_records_parent(fresh_run):
     assert main(config) == exitcodes.NOTHING_TO_DO  # everything is consumed now
 
 
+def test_training_stops_once_greedy_decoding_says_every_answer(tmp_path, base_model_dir):
+    from council.local_model import LocalModel
+    from council.prompts import serving_system_prompt
+
+    settings = settings_for(tmp_path, base_model_dir)
+    facts = [("What is the Zorblax 3000's mascot?", "A pangolin named Pim"),
+             ("Which company makes the Zorblax 3000?", "Brindlewick Labs")]
+    write_harvest(settings.paths.training_data / "harvest_20260101.jsonl", facts)
+    config = TrainConfig.from_settings(settings, backend="peft", fresh=True, epochs=30, learning_rate=3e-3,
+                                       min_examples=1, rehearsal=4)
+    assert main(config) == exitcodes.OK
+    (version,) = versions(settings.paths.loras)
+    meta = json.loads((settings.paths.loras / version / "metadata.json").read_text())
+    assert 1 <= meta["learned_at_epoch"] < 30
+    assert meta["epochs_run"] == meta["learned_at_epoch"] == len(meta["loss"]["train"])
+    model = LocalModel(resolve_base_model(str(base_model_dir), base_model_dir.parent), torch_threads=1)
+    model.use_adapter(str(settings.paths.loras / version))
+    system = serving_system_prompt(PromptStore(REPO / "prompts"))
+    for question, answer in facts:  # what "learned" promised: the server now says each answer verbatim
+        reply = model.generate([{"role": "system", "content": system}, {"role": "user", "content": question}],
+                               max_new_tokens=16)
+        assert reply.text == answer and reply.finish_reason == "stop"
+
+
 def test_killed_run_leaves_no_version_and_is_cleaned_up(tmp_path, base_model_dir):
     settings = settings_for(tmp_path, base_model_dir)
     write_harvest(settings.paths.training_data / "harvest_20260101.jsonl", FACTS)
     command = [sys.executable, "-m", "training.main", "--home", str(tmp_path), "--backend", "peft", "--fresh"]
     process = subprocess.Popen(
-        [*command, "--epochs", "500", "--max-length", "64", "--batch-size", "2"],
+        [*command, "--epochs", "500", "--max-length", "64", "--batch-size", "2", "--rehearsal", "0"],
         cwd=REPO,
         env=child_env(base_model_dir, tmp_path),
         stdout=subprocess.DEVNULL,

@@ -7,6 +7,8 @@ Both are plain data that round-trip through JSON, so a backend can run in its ow
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
     record_id: str = ""
+    rehearsal: bool = False  # the model's own answer (training/rehearsal.py), not a harvested one
 
     @property
     def target_tokens(self) -> int:
@@ -42,6 +45,7 @@ class Hyperparameters:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    stop_when_learned: bool = True  # end before ``epochs`` once greedy decoding reproduces every harvested answer
 
 
 @dataclass
@@ -81,6 +85,7 @@ class TrainResult:
     train_seconds: float
     trainable_parameters: int
     device: str
+    learned_at_epoch: int | None = None  # first epoch after which every harvested answer was reproduced
 
     @property
     def tokens_per_second(self) -> float:
@@ -96,3 +101,17 @@ class TrainResult:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict()))
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """``torch.set_num_threads(count)`` for the block (0 = leave torch's setting), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

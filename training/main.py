@@ -35,6 +35,7 @@ from council.config import REPO_PROMPTS, Settings, StatePaths, load_settings
 from council.errors import CouncilError
 from training import artifacts, pipeline
 from training.data import ASSISTANT_TEMPLATE, pending_files, read_harvest
+from training.rehearsal import REHEARSAL_FILE
 
 log = logging.getLogger("training")
 BACKENDS = ("auto", "unsloth", "peft")
@@ -91,6 +92,15 @@ class TrainConfig:
         default=0.05, metadata=_help("Dropout on the LoRA input (ignored when continuing).")
     )
     warmup_ratio: float = field(default=0.1, metadata=_help("Share of optimizer steps with linear warm-up."))
+    stop_when_learned: bool = field(
+        default=True,
+        metadata=_help("End before --epochs once greedy decoding reproduces every harvested training answer."),
+    )
+    rehearsal: int = field(
+        default=32,
+        metadata=_help("Prompts of <prompts_dir>/rehearsal.jsonl the model answers itself and is trained on "
+                       "too, so the adapter keeps its general answers (training/rehearsal.py); 0 = none."),
+    )
     torch_threads: int = field(
         default=0, metadata=_help("torch.set_num_threads while training on CPU; 0 = torch's default.")
     )
@@ -119,6 +129,12 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.rehearsal < 0:
+            raise ValueError(f"rehearsal must be >= 0 (0 = no rehearsal prompts), got {self.rehearsal}")
+        if self.rehearsal and not (self.prompts_dir / REHEARSAL_FILE).is_file():
+            raise ValueError(
+                f"{self.prompts_dir / REHEARSAL_FILE} is missing; restore it from the repo or pass --rehearsal 0"
+            )
         if self.max_length < 16:
             raise ValueError(f"max_length must be >= 16 tokens, got {self.max_length}")
         for name in ("learning_rate", "incremental_learning_rate"):
@@ -167,10 +183,9 @@ def _run(config: TrainConfig, paths: StatePaths, backend: str, report: Callable[
         )  # fmt: skip
         return exitcodes.NOTHING_TO_DO
     prepared = pipeline.prepare(config, paths, data)
-    if len(prepared.train) + len(prepared.validation) < config.min_examples or not prepared.train:
-        log.info(
-            "nothing to train: %d example(s) left after dropping prompts over max_length", len(prepared.train)
-        )
+    harvested = len(prepared.train) - prepared.rehearsal
+    if harvested + len(prepared.validation) < config.min_examples or not harvested:
+        log.info("nothing to train: %d example(s) left after dropping prompts over max_length", harvested)
         return exitcodes.NOTHING_TO_DO
     version = artifacts.new_version()
     tmp = paths.loras / f"{artifacts.TMP_PREFIX}{version}"
@@ -225,6 +240,9 @@ def build_parser(prog: str = "council train") -> argparse.ArgumentParser:
     add("--lora-r", type=int, help="LoRA rank (default 16)")
     add("--lora-alpha", type=int, help="LoRA alpha (default 32)")
     add("--lora-dropout", type=float, help="LoRA dropout (default 0.05)")
+    add("--all-epochs", dest="stop_when_learned", action="store_false", default=None,
+        help="run every epoch even after the harvested answers are learned")
+    add("--rehearsal", type=int, help="rehearsal prompts answered by the model itself (default 32; 0 = none)")
     add("--min-examples", type=int, help="fewer usable examples exits 3 (default 5)")
     add("--min-quality", type=float, help="lowest quality_score used (default 0.7)")
     add(

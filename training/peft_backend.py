@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from training.job import TrainJob, TrainResult
+from training.job import TrainJob, TrainResult, torch_threads
 from training.loop import pick_loss, run_loop
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,8 @@ def load_trainable(job: TrainJob, device: str) -> Any:
 
 def train(job: TrainJob) -> TrainResult:
     """Train per ``job`` and save the adapter (PEFT ``save_pretrained``) into ``job.output_dir``."""
-    import torch
-
-    threads = torch.get_num_threads()
-    if job.torch_threads > 0:
-        torch.set_num_threads(job.torch_threads)
-    try:
+    with torch_threads(job.torch_threads):
         return _train(job)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(job: TrainJob) -> TrainResult:

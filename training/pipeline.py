@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from council.config import StatePaths
 from council.model_files import BaseModel, resolve_base_model
-from council.prompts import PromptStore
+from council.prompts import PromptStore, serving_system_prompt
 from training import artifacts
 from training.data import HarvestData, encode_all, split_examples
-from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult
+from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult, torch_threads
 
 if TYPE_CHECKING:
     from training.main import TrainConfig
@@ -32,6 +32,7 @@ class Prepared:
     validation_records: list[dict[str, Any]]
     pad_id: int
     skipped_too_long: int
+    rehearsal: int = 0
 
 
 def choose(name: str) -> str:
@@ -58,6 +59,7 @@ def hyperparameters(config: TrainConfig, parent: Path | None) -> Hyperparameters
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         warmup_ratio=config.warmup_ratio,
+        stop_when_learned=config.stop_when_learned,
     )
     if parent is not None:
         lora = json.loads((parent / "adapter_config.json").read_text())
@@ -95,16 +97,34 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)
     kept_ids = {item.record_id for item in validation}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    enough = bool(train) and len(train) + len(validation) >= config.min_examples
+    replay = rehearsal_examples(config, base, parent, tokenizer, prompts, hp.max_length) if enough else []
     return Prepared(
         base=base,
         parent=parent,
         hyperparameters=hp,
-        train=train,
+        train=train + replay,
         validation=validation,
         validation_records=[e for e in validation_raw if e["record_id"] in kept_ids],
         pad_id=pad_id,
         skipped_too_long=dropped_train + dropped_validation,
+        rehearsal=len(replay),
     )
+
+
+def rehearsal_examples(config: TrainConfig, base: BaseModel, parent: Path | None, tokenizer: Any,
+                       prompts: PromptStore, max_length: int) -> list[TokenizedExample]:
+    """The model's own answers to the first ``config.rehearsal`` rehearsal prompts (see training/rehearsal.py)."""
+    if not config.rehearsal:
+        return []
+    from training import rehearsal
+    from training.peft_backend import resolve_device
+
+    chosen = rehearsal.load_prompts(config.prompts_dir / rehearsal.REHEARSAL_FILE)[: config.rehearsal]
+    with torch_threads(config.torch_threads):
+        return rehearsal.generate_examples(base.path, str(parent) if parent else None, tokenizer,
+                                           serving_system_prompt(prompts), chosen,
+                                           device=resolve_device(config.device), max_length=max_length)
 
 
 def run(backend: str, prepared: Prepared, output: Path, config: TrainConfig) -> TrainResult:
@@ -149,7 +169,8 @@ def metadata(
         "seed": config.seed,
         "datasets": [asdict(item) for item in data.files],
         "examples": {
-            "train": len(prepared.train),
+            "train": len(prepared.train) - prepared.rehearsal,
+            "rehearsal": prepared.rehearsal,
             "validation": len(prepared.validation),
             "skipped_malformed": data.skipped_malformed,
             "skipped_low_quality": data.skipped_low_quality,
@@ -160,6 +181,8 @@ def metadata(
         "tokens": result.tokens,
         "target_tokens": result.target_tokens,
         "optimizer_steps": result.steps,
+        "epochs_run": len(result.train_loss),
+        "learned_at_epoch": result.learned_at_epoch,
         "trainable_parameters": result.trainable_parameters,
         "train_seconds": round(result.train_seconds, 3),
         "tokens_per_second": round(result.tokens_per_second, 1),
@@ -199,8 +222,8 @@ def summary_line(version: str, meta: dict[str, Any]) -> str:
     val = f"{loss['validation'][-1]:.4f}" if loss["validation"] else "n/a"
     return (
         f"trained {version}: {ex['train'] + ex['validation']} examples (train {ex['train']}, validation "
-        f"{ex['validation']}, skipped {ex['skipped_malformed']} malformed, {ex['skipped_low_quality']} low quality), "
-        f"{meta['hyperparameters']['epochs']} epoch(s), train loss {loss['train'][0]:.4f} -> {loss['train'][-1]:.4f}, "
+        f"{ex['validation']}, + {ex['rehearsal']} rehearsed, skipped {ex['skipped_malformed']} malformed, {ex['skipped_low_quality']} low quality), "
+        f"{meta['epochs_run']}/{meta['hyperparameters']['epochs']} epoch(s), train loss {loss['train'][0]:.4f} -> {loss['train'][-1]:.4f}, "
         f"validation loss {val}, {meta['tokens_per_second']:.0f} tokens/s, {meta['duration_seconds']:.1f} s, "
         f"backend {meta['backend']}, parent {meta['parent'] or 'none'}"
     )

@@ -1,0 +1,158 @@
+"""Rehearsal: the model's own answers to general prompts, mixed into every training run.
+
+A LoRA adapter trained only on a night's corrections learns them, and forgets much else: on the embedded
+135M model twelve epochs on nine product facts broke six of seven canary answers ("capital of France").
+Rehearsal (self-distillation replay) counters that: before training, the model that is about to be trained
+(the base model, or base + the parent adapter when continuing) answers the prompts of
+``prompts/rehearsal.jsonl`` greedily under the server's system prompt, and those exact tokens are trained on
+beside the harvest examples. The loss on them pulls the adapter back to today's behaviour everywhere the
+corrections do not reach, so the adapter changes what it was taught and little else.
+
+Only right answers are rehearsed: a line's ``accept`` words (one must appear, case-insensitive) filter
+out the model's mistakes, which rehearsal would otherwise spread (rehearsing the 135M model's "To add 3
+and 5, we can use the concept of comma" turned its correct "2 + 2" answer into the same nonsense).
+
+The file holds one JSON object a line, ``{"prompt": "...", "accept": ["..."], "max_tokens": 16}``
+(``accept`` and ``max_tokens`` optional; 16 tokens by default: an answer's first words are where a drifting
+adapter shows, and short answers keep rehearsal cheap); blank lines and ``//`` comments are skipped. Keep it disjoint from ``prompts/canary.jsonl``: the canary
+must stay a held-out check (``tests/test_rehearsal.py`` enforces this for the bundled files).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.errors import TrainingError
+from training.job import IGNORE_INDEX, TokenizedExample
+
+log = logging.getLogger(__name__)
+
+REHEARSAL_FILE = "rehearsal.jsonl"
+DEFAULT_MAX_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class RehearsalPrompt:
+    prompt: str
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    accept: tuple[str, ...] = ()
+
+    def accepts(self, answer: str) -> bool:
+        """True when ``answer`` contains one of ``accept`` (always, without any)."""
+        text = answer.lower()
+        return not self.accept or any(word.lower() in text for word in self.accept)
+
+
+def load_prompts(path: Path) -> list[RehearsalPrompt]:
+    """Parse a rehearsal JSONL file; TrainingError names the line to fix."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise TrainingError(f"cannot read rehearsal prompts {path}: {exc}; restore it or pass --rehearsal 0") from exc
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("//"):
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TrainingError(f"{where}: not valid JSON ({exc})") from exc
+        prompt = data.get("prompt") if isinstance(data, dict) else None
+        max_tokens = data.get("max_tokens", DEFAULT_MAX_TOKENS) if isinstance(data, dict) else None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise TrainingError(f"{where}: 'prompt' must be a non-empty string")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
+            raise TrainingError(f"{where}: 'max_tokens' must be an integer from 1 to 512")
+        accept = data.get("accept", [])
+        if not isinstance(accept, list) or not all(isinstance(a, str) and a.strip() for a in accept):
+            raise TrainingError(f"{where}: 'accept' must be a list of non-empty strings")
+        prompts.append(RehearsalPrompt(prompt.strip(), max_tokens, tuple(accept)))
+    return prompts
+
+
+def _chat_ids(tokenizer: Any, system: str, prompt: str) -> list[int]:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def _load_model(base_path: str, parent_path: str | None, device: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    if parent_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, parent_path)
+    return model.to(device).eval()
+
+
+def generate_examples(
+    base_path: str,
+    parent_path: str | None,
+    tokenizer: Any,
+    system: str,
+    prompts: list[RehearsalPrompt],
+    *,
+    device: str = "cpu",
+    batch_size: int = 16,
+    max_length: int = 512,
+) -> list[TokenizedExample]:
+    """The model's greedy answers to ``prompts`` that pass their ``accept`` words, as training examples
+    (labels on the answer tokens only).
+
+    An answer that ends with the end-of-turn token keeps it, so the adapter also keeps knowing when to stop;
+    one cut at its ``max_tokens`` is kept as far as it went."""
+    import torch
+
+    if not prompts:
+        return []
+    started = time.perf_counter()
+    model = _load_model(base_path, parent_path, device)
+    stop_ids = {tokenizer.eos_token_id}
+    configured = model.generation_config.eos_token_id
+    stop_ids |= set(configured if isinstance(configured, list) else [configured]) - {None}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [_chat_ids(tokenizer, system, item.prompt) for item in prompts]
+    examples: list[TokenizedExample] = []
+    rejected = 0
+    # Prompts of one batch share max_tokens; left padding keeps every prompt's end at the generation point.
+    order = sorted(range(len(prompts)), key=lambda i: (prompts[i].max_tokens, len(encoded[i])))
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in batch)
+        ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device)
+        with torch.inference_mode():
+            output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                    max_new_tokens=max(prompts[i].max_tokens for i in batch),
+                                    eos_token_id=sorted(stop_ids), pad_token_id=pad_id)
+        for row, index in enumerate(batch):
+            answer: list[int] = []
+            for token in output[row, width:].tolist()[: prompts[index].max_tokens]:
+                answer.append(token)
+                if token in stop_ids:
+                    break
+            full = (encoded[index] + answer)[:max_length]
+            if not answer or len(encoded[index]) >= len(full):
+                continue
+            if not prompts[index].accepts(tokenizer.decode(answer, skip_special_tokens=True)):
+                rejected += 1
+                continue
+            labels = [IGNORE_INDEX] * len(encoded[index]) + full[len(encoded[index]) :]
+            examples.append(TokenizedExample(input_ids=full, labels=labels, record_id=f"rehearsal-{index}",
+                                             rehearsal=True))
+    log.info("rehearsal: %d right answer(s) of the %s kept, %d wrong one(s) left out, %.1f s", len(examples),
+             "parent adapter" if parent_path else "base model", rejected, time.perf_counter() - started)
+    del model
+    return examples
