@@ -58,6 +58,8 @@ class NightlyConfig:
     epochs: int = field(default=0, metadata={"help": "Training epochs; 0 = the trainer's default."})
     learning_rate: float = field(default=0.0, metadata={"help": "Training learning rate; 0 = the trainer's default."})
     min_examples: int = field(default=5, metadata={"help": "Fewest harvested examples worth a training run."})
+    train_threads: int = field(default=0, metadata={"help": "torch threads while training; 0 = model.torch_threads "
+                                                            "(raise it when the server is idle at night)."})
     window_seconds: float = field(default=60.0, metadata={"help": "Deploy monitoring window."})
     sample_seconds: float = field(default=10.0, metadata={"help": "Deploy monitoring sample interval."})
     max_p95_latency_ms: float = field(default=1000.0, metadata={"help": "Deploy rolls back above this p95."})
@@ -72,6 +74,8 @@ class NightlyConfig:
             self.server_url = default_server_url(self.settings)
         if self.keep_adapters < 2:
             raise ValueError("keep_adapters must be >= 2 so the current and previous adapters survive cleanup")
+        if self.train_threads < 0:
+            raise ValueError("train_threads must be >= 0 (0 = model.torch_threads)")
         if self.min_free_gb < 0 or self.log_days < 1:
             raise ValueError("min_free_gb must be >= 0 and log_days >= 1")
 
@@ -147,6 +151,8 @@ def _train(config: NightlyConfig) -> int:
         overrides.update(epochs=config.epochs, incremental_epochs=config.epochs)
     if config.learning_rate:
         overrides.update(learning_rate=config.learning_rate, incremental_learning_rate=config.learning_rate)
+    if config.train_threads:
+        overrides["torch_threads"] = config.train_threads
     return train_main(TrainConfig.from_settings(config.settings, **overrides))
 
 

@@ -42,7 +42,6 @@ conversion. Nothing else outside the demo's state directory is written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -58,6 +57,7 @@ from typing import Any
 
 from council import exitcodes
 from council.atomic import atomic_write_json
+from council.cliargs import add_config_arguments
 from council.config import Settings, load_settings
 from council.errors import CouncilError
 from deploy.demo_server import (
@@ -174,7 +174,7 @@ def run_night(config: DemoConfig, settings: Settings, url: str, since: datetime)
         settings=settings, server_url=url, since=since.isoformat(),
         until=(datetime.now(UTC) + timedelta(minutes=1)).isoformat(), max_records=count, agents=config.agents,
         harvest_models="local/smollm2", fresh=True, epochs=config.epochs, learning_rate=config.learning_rate,
-        min_examples=1, window_seconds=config.window_seconds, sample_seconds=2.0, max_p95_latency_ms=120_000.0,
+        min_examples=1, train_threads=os.cpu_count() or 1, window_seconds=config.window_seconds, sample_seconds=2.0, max_p95_latency_ms=120_000.0,
         min_success_rate=config.min_success_rate, probe_file=str(probes)))
     logs = settings.paths.logs
 
@@ -266,15 +266,7 @@ def main(config: DemoConfig, out: Callable[[str], None] | None = None) -> int:
 def cli(argv: list[str], settings: Settings) -> int:
     """``council demo [--option value ...]``; options mirror DemoConfig's fields."""
     parser = argparse.ArgumentParser(prog="council demo", description=__doc__.split("\n\n")[0])
-    for item in dataclasses.fields(DemoConfig):
-        if item.name == "settings":
-            continue
-        flag = "--" + item.name.replace("_", "-")
-        if isinstance(item.default, bool):
-            parser.add_argument(flag, action="store_true", help=item.metadata["help"])
-        else:
-            parser.add_argument(flag, type=type(item.default), default=item.default,
-                                help=item.metadata["help"].replace("%", "%%") + " (default: %(default)s)")
+    add_config_arguments(parser, DemoConfig)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
