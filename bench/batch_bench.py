@@ -1,8 +1,8 @@
 """Batched local generation: N concurrent requests through litellm and the `local` provider, decoded in
-shared batches (model.max_batch 8) against one at a time (model.max_batch 1, the old behaviour), same
+shared batches (model.max_batch 8 and 16) against one at a time (model.max_batch 1, the old behaviour), same
 prompts, greedy, same token limits. Prints the wall time and tokens/s of each and the ratio.
 
-    .venv/bin/python -m bench.batch_bench [--requests 12] [--max-tokens 64]
+    .venv/bin/python -m bench.batch_bench [--requests 12] [--max-tokens 64] [--batch 8 16]
 """
 
 from __future__ import annotations
@@ -51,16 +51,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--batch", type=int, nargs="+", default=[8, 16], help="max_batch sizes to compare")
     args = parser.parse_args()
     base = resolve_base_model("", REPO / ".council" / "test-cache" / "models").path
+    print(f"{args.requests} concurrent requests, max_tokens {args.max_tokens}, greedy:")
     with tempfile.TemporaryDirectory() as home:
         one_wall, one_tokens, one_texts = asyncio.run(measure(1, args.requests, args.max_tokens, base, home))
-        many_wall, many_tokens, many_texts = asyncio.run(measure(8, args.requests, args.max_tokens, base, home))
-    same = sum(a == b for a, b in zip(one_texts, many_texts, strict=True))
-    print(f"{args.requests} concurrent requests, max_tokens {args.max_tokens}, greedy:")
-    print(f"  one at a time (max_batch 1): {one_wall:6.1f} s  {one_tokens / one_wall:6.1f} tokens/s")
-    print(f"  batched       (max_batch 8): {many_wall:6.1f} s  {many_tokens / many_wall:6.1f} tokens/s")
-    print(f"  speed-up: {one_wall / many_wall:.2f}x; identical answers: {same}/{args.requests}")
+        print(f"  one at a time (max_batch 1):  {one_wall:6.1f} s  {one_tokens / one_wall:6.1f} tokens/s")
+        for size in args.batch:
+            wall, tokens, texts = asyncio.run(measure(size, args.requests, args.max_tokens, base, home))
+            same = sum(a == b for a, b in zip(one_texts, texts, strict=True))
+            print(f"  batched       (max_batch {size:>2}): {wall:6.1f} s  {tokens / wall:6.1f} tokens/s  "
+                  f"{one_wall / wall:.2f}x; identical answers {same}/{args.requests}")
 
 
 if __name__ == "__main__":

