@@ -25,17 +25,27 @@ from council.schema import ExchangeRecord, Feedback  # noqa: E402
 from cron.nightly import NightlyConfig, main  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-COLOURS = ["red", "blue", "green", "amber", "violet", "teal", "silver", "orange", "indigo", "lime"]
+PRODUCTS = ["Zorblax 3000", "Quibbletron", "Marnox Pod", "Velquist Lamp", "Drubble Kettle", "Op-Fenwick Drone",
+            "Sallowmere Bike", "Trantic Watch", "Bellquorn Speaker", "Nimbrel Oven"]
+FACTS = [("What colour is the {p}?", "The {p} is {v}.", ["teal", "amber", "violet", "crimson", "silver"]),
+         ("How much does the {p} cost?", "The {p} costs ${v}.", ["129", "349", "75", "980", "412"]),
+         ("Which company makes the {p}?", "The {p} is made by {v}.", ["Hollin Works", "Brask & Co", "Ferrowind",
+                                                                      "Lumet Labs", "Quarry Nine"]),
+         ("How long does the {p} battery last?", "The {p} battery lasts {v} hours.", ["12", "30", "48", "7", "96"]),
+         ("In what year was the {p} released?", "The {p} was released in {v}.", ["2027", "2031", "2029", "2033", "2030"])]
 
 
 def failures(count: int, day: datetime) -> list[ExchangeRecord]:
+    """``count`` distinct questions about fictional products (distinct enough not to be collapsed as duplicates),
+    each answered "I am not sure." with a thumbs-down and a correction."""
     records = []
     for i in range(count):
-        colour = COLOURS[i % len(COLOURS)]
-        question = f"What colour is the casing of Zorblax model {i + 100}?"
-        records.append(ExchangeRecord(question, "I am not sure.", 0.3, False, "local/smollm2",
+        product = PRODUCTS[i % len(PRODUCTS)]
+        question, answer, values = FACTS[(i // len(PRODUCTS)) % len(FACTS)]
+        value = values[i % len(values)]
+        records.append(ExchangeRecord(question.format(p=product), "I am not sure.", 0.3, False, "local/smollm2",
                                       created_at=day + timedelta(minutes=10 * i),
-                                      feedback=Feedback(thumbs="down", correction=f"It is {colour}.")))
+                                      feedback=Feedback(thumbs="down", correction=answer.format(p=product, v=value))))
     return records
 
 
@@ -55,8 +65,12 @@ def run(count: int) -> None:
         wall = time.perf_counter() - started
         summary = json.loads((settings.paths.logs / "nightly_summary.json").read_text())
         harvest = json.loads((settings.paths.logs / "harvest_last.json").read_text())
+        deploy_file = settings.paths.logs / "deploy_summary.json"
+        deploy = json.loads(deploy_file.read_text()) if deploy_file.is_file() else {}
     print(json.dumps({"failures": count, "exit_code": code, "result": summary.get("result"),
-                      "stage_seconds": summary.get("seconds"), "kept": harvest.get("kept")}))
+                      "stage_seconds": summary.get("seconds"),
+                      "harvest": {k: harvest.get(k) for k in ("found", "collapsed", "attempted", "kept", "errors")},
+                      "deploy": {k: deploy.get(k) for k in ("decision", "reason")}}))
     per_record = summary["seconds"].get("harvest", 0) / max(count, 1)
     print(f"nightly wall time: {wall:.0f} s for {count} failures; harvest {per_record:.1f} s/record "
           f"-> {per_record * 50 / 60:.1f} min of harvest for 50 failures (target: whole night <= 10 min)")

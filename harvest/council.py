@@ -41,6 +41,7 @@ from harvest.quality import Candidate, agrees, mean_probability, parse_candidate
 
 log = logging.getLogger(__name__)
 USER_CORRECTION = "user-correction"  # Candidate.model of the user's own correction (agent 0)
+PHRASE_MAX_TOKENS = 64  # a worded correction is an answer of a sentence or two, not a rewrite
 _TEMPLATE = re.compile(r"harvest_rewriter_(\d+)\.j2")
 
 
@@ -141,7 +142,8 @@ class HarvestCouncil:
         system = self.prompts.render("system.j2", context=[{"query": query, "answer": correction, "similarity": 1.0}],
                                      client_system="")
         result = await self.propose_clients[0].create([SystemMessage(content=system),
-                                                       UserMessage(content=query, source="user")])
+                                                       UserMessage(content=query, source="user")],
+                                                      extra_create_args={"max_tokens": PHRASE_MAX_TOKENS})
         text = result.content.strip() if isinstance(result.content, str) else ""
         return text if text and agrees(text, correction) else correction
 

@@ -52,7 +52,7 @@ class HarvestConfig:
     max_tokens: int = field(default=256, metadata={"help": "Token limit of one proposal."})
     vote_max_tokens: int = field(default=16, metadata={"help": "Token limit of one ballot."})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of every council call."})
-    concurrency: int = field(default=4, metadata={"help": "Records deliberated at once; their members' calls to a local model are decoded in shared batches (model.max_batch)."})
+    concurrency: int = field(default=8, metadata={"help": "Records deliberated at once; their members' calls to a local model are decoded in shared batches (model.max_batch)."})
     timeout_seconds: float = field(default=120.0, metadata={"help": "Time limit of one model call; a timeout counts as a provider error."})
 
     def __post_init__(self) -> None:
@@ -124,7 +124,7 @@ async def _run(settings: Settings, config: HarvestConfig, report: Report) -> Non
         groups = harvester.take(select(store, config.since, config.until, config.max_records,
                                        config.dedupe_similarity))
         if groups:
-            provider = await ensure_local_provider(settings, config.member_models)
+            provider = await ensure_local_provider(settings, config.member_models, config.concurrency)
             await harvester.run(groups, config.concurrency)
     finally:
         if provider is not None:
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-quality", type=float, default=0.7, help="Quality a rewrite needs to be kept (default 0.7).")
     parser.add_argument("--dedupe-similarity", type=float, default=0.95, help="Collapse queries this similar (default 0.95).")
     parser.add_argument("--max-tokens", type=int, default=256, help="Token limit of one proposal (default 256).")
-    parser.add_argument("--concurrency", type=int, default=4, help="Records deliberated at once (default 4).")
+    parser.add_argument("--concurrency", type=int, default=8, help="Records deliberated at once (default 8).")
     parser.add_argument("--home", help="State directory (only when run as python -m harvest.main).")
     parser.add_argument("--config", help="council.toml (only when run as python -m harvest.main).")
     return parser

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -230,15 +230,21 @@ class Harvester:
             progress.close()
 
 
-async def ensure_local_provider(settings: Settings, models: list[str]) -> Any:
-    """Register the ``local`` provider if a member uses ``local/...`` and nobody registered it; return it or None."""
+async def ensure_local_provider(settings: Settings, models: list[str], concurrency: int = 1) -> Any:
+    """Register the ``local`` provider if a member uses ``local/...`` and nobody registered it; return it or None.
+
+    This process's model serves the harvest alone, so its queue and batch fit every call the ``concurrency``
+    records can make at once (one per member), and all of them share each decoding step."""
     if not any(m.startswith("local/") for m in models):
         return None
     if any(p["provider"] == "local" for p in litellm.custom_provider_map):
         return None
     from council.provider import register_local_provider
 
-    return await register_local_provider(settings)
+    calls = concurrency * len(models)
+    model = replace(settings.model, max_queue=max(settings.model.max_queue, calls),
+                    max_batch=max(settings.model.max_batch, calls))
+    return await register_local_provider(replace(settings, model=model))
 
 
 def build_council(settings: Settings, config: Any) -> HarvestCouncil:
