@@ -6,7 +6,10 @@
    "Zorblax 3000", which the base model cannot know) through ``/v1/chat/completions`` and sends a
    thumbs-down with the correction through ``/v1/feedback`` for every answer that misses the fact.
 3. Night: ``cron.nightly.main`` against that server — harvest (a council of 3 x ``local/smollm2`` rewrites
-   the corrected exchanges), train (a fresh LoRA adapter), deploy (canary, swap, confirmation on the
+   the corrected exchanges; each user correction is on the ballot, worded the way the model answers with it
+   in memory), train (a fresh LoRA adapter on every core, with the model's own right answers to
+   ``prompts/rehearsal.jsonl`` mixed into every batch, stopped once it says every harvested answer),
+   deploy (canary, swap, confirmation on the
    server's ``/health``, a monitoring window probed with the demo's questions). The probes let the window
    judge real traffic for errors, latency and the served adapter; its success-rate floor is off
    (``--min-success-rate 0``) because SmolLM2-135M rarely reaches ``council.threshold`` confidence on these
@@ -88,8 +91,8 @@ class DemoConfig:
     max_new_tokens: int = field(default=64, metadata={"help": "model.max_new_tokens of the demo (caps harvest "
                                                                "rewrites too)."})
     agents: int = field(default=3, metadata={"help": "Harvest council members (local/smollm2 each)."})
-    epochs: int = field(default=12, metadata={"help": "Training epochs of the fresh adapter (a few examples "
-                                                      "make one optimizer step per epoch)."})
+    epochs: int = field(default=12, metadata={"help": "Most training epochs of the fresh adapter (it stops once "
+                                                      "it reproduces every harvested answer, ~7 here)."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Training learning rate."})
     min_success_rate: float = field(default=0.0, metadata={"help": "Deploy rolls back when a smaller share of the "
                                                                   "probe answers is confident; 0 = no floor."})
