@@ -16,7 +16,6 @@ split of an adapter (``loras/<version>/validation.jsonl``) is scored with the tr
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from council.errors import AdapterError, CouncilError
+from council.jsonl import json_objects
 from council.local_model import LocalModel
 from council.model_files import BaseModel, resolve_base_model
 from council.prompts import PromptStore, serving_system_prompt
@@ -129,19 +129,9 @@ def load_cases(path: Path, default_system: str | None = None) -> list[CanaryCase
 
     Cases without their own ``system`` get ``default_system`` (the server's system prompt, so the canary
     asks the way users' requests arrive)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise CanaryError(f"canary file {path} does not exist; create it or set --canary-file") from exc
     cases = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("//"):
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CanaryError(f"{path}:{number}: not valid JSON: {exc}") from exc
-        case = _parse_case(data, f"{path}:{number}")
+    for where, data in json_objects(path, CanaryError, "create it or set --canary-file"):
+        case = _parse_case(data, where)
         case.system = case.system or default_system
         cases.append(case)
     if not cases:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from council.errors import CouncilError
+from council.jsonl import json_objects
 
 log = logging.getLogger(__name__)
 BUNDLED_QUESTIONS = "demo_data.jsonl"
@@ -47,21 +48,10 @@ def bundled_questions_path() -> Path:
 
 def load_questions(path: Path) -> list[Question]:
     """Parse a questions JSONL file (``id, question, correction, accept``); ValueError says what to fix."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ValueError(f"cannot read demo questions {path}: {exc}") from exc
     questions: list[Question] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not valid JSON ({exc})") from exc
-        texts = [data.get(k) if isinstance(data, dict) else None for k in ("id", "question", "correction")]
-        accept = data.get("accept") if isinstance(data, dict) else None
+    for where, data in json_objects(path, ValueError, "give a questions JSONL file"):
+        texts = [data.get(k) for k in ("id", "question", "correction")]
+        accept = data.get("accept")
         if not all(isinstance(t, str) and t.strip() for t in texts):
             raise ValueError(f"{where}: 'id', 'question' and 'correction' must be non-empty strings")
         if not isinstance(accept, list) or not accept or not all(isinstance(a, str) and a.strip() for a in accept):

@@ -20,13 +20,13 @@ must stay a held-out check (``tests/test_rehearsal.py`` enforces this for the bu
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from council.jsonl import json_objects
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX, TokenizedExample
 
@@ -50,21 +50,9 @@ class RehearsalPrompt:
 
 def load_prompts(path: Path) -> list[RehearsalPrompt]:
     """Parse a rehearsal JSONL file; TrainingError names the line to fix."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise TrainingError(f"cannot read rehearsal prompts {path}: {exc}; restore it or pass --rehearsal 0") from exc
     prompts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("//"):
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TrainingError(f"{where}: not valid JSON ({exc})") from exc
-        prompt = data.get("prompt") if isinstance(data, dict) else None
-        max_tokens = data.get("max_tokens", DEFAULT_MAX_TOKENS) if isinstance(data, dict) else None
+    for where, data in json_objects(path, TrainingError, "restore it from the repo or pass --rehearsal 0"):
+        prompt, max_tokens = data.get("prompt"), data.get("max_tokens", DEFAULT_MAX_TOKENS)
         if not isinstance(prompt, str) or not prompt.strip():
             raise TrainingError(f"{where}: 'prompt' must be a non-empty string")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
