@@ -44,7 +44,7 @@ async def local_model_ctx(app: web.Application) -> AsyncIterator[None]:
         register_provider(name, handler)
     provider = None
     if uses_local_models(settings):
-        provider = await register_local_provider(settings)
+        provider = await register_local_provider(settings, app[keys.SENTENCE_MODEL].embed)
         app[keys.LOCAL] = provider
     yield
     for name, handler in extra.items():
@@ -54,13 +54,20 @@ async def local_model_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(provider.close)
 
 
-async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
+async def sentence_model_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The sentence embedder: memory lookups and adapter scopes (council/adapter_scope.py) share it."""
     settings = app[keys.SETTINGS]
     if settings.model.torch_threads:
         import torch
 
         torch.set_num_threads(settings.model.torch_threads)
-    embedder = await asyncio.to_thread(Embedder)
+    app[keys.SENTENCE_MODEL] = await asyncio.to_thread(Embedder)
+    yield
+
+
+async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    embedder = app[keys.SENTENCE_MODEL]
     memory = await asyncio.to_thread(MemoryStore.open, settings.paths.memory, embedder.dim)
     app[keys.EMBEDDER] = BatchingEmbedder(embedder)
     app[keys.MEMORY] = memory
@@ -103,6 +110,6 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.SETTINGS] = settings
     app[keys.PROMPTS] = PromptStore(settings.prompts_dir)
     app[keys.STATS] = ServerStats(settings.paths.logs / "loop_metrics.json")
-    app.cleanup_ctx.extend([local_model_ctx, memory_ctx, adapter_watch_ctx])
+    app.cleanup_ctx.extend([sentence_model_ctx, local_model_ctx, memory_ctx, adapter_watch_ctx])
     setup_routes(app)
     return app

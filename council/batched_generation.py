@@ -6,7 +6,8 @@ once, several records at a time) and concurrent chat requests therefore finish s
 their generations share steps (``bench/batch_bench.py`` measures it).
 
 Rows are left-padded to a common prompt length; each row keeps its own sampling settings, seed, stop
-strings, token limit, streaming callback and cancellation. A finished row rides along until the whole
+strings, token limit, streaming callback and cancellation, and is answered by the live adapter or by the
+base model, as the adapter's scope decides (``council/adapter_scope.py``). A finished row rides along until the whole
 batch is done (its tokens are ignored), so one long answer holds the batch's short ones back: batches are
 formed from requests that arrive together and are capped at ``model.max_batch``.
 """
@@ -22,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 from council.errors import InvalidRequestError
 
 if TYPE_CHECKING:
-    from council.local_model import Generation, LocalModel, TokenLogprob
+    from council.local_model import AdapterUse, Generation, LocalModel, TokenLogprob
+
+BASE_ROW = "__base__"  # PEFT's adapter name for "no adapter on this row" in a mixed batch
 
 
 @dataclass
@@ -46,6 +49,7 @@ class _Row:
     generator: Any
     stop: list[str]
     started: float
+    use: AdapterUse | None = None
     out_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     text: str = ""
@@ -82,8 +86,10 @@ class _Row:
         if on_text is not None and len(self.text) > self.emitted:
             on_text(self.text[self.emitted:], self.logprobs[-1] if self.logprobs else TokenLogprob("", 0.0))
         return Generation(text=self.text, finish_reason=self.finish or "length", logprobs=self.logprobs,
-                          prompt_tokens=len(self.prompt_ids), adapter=model.adapter_version,
-                          seconds=time.perf_counter() - self.started)
+                          prompt_tokens=len(self.prompt_ids),
+                          adapter=model.adapter_version if self.use is not None and self.use.applied else None,
+                          seconds=time.perf_counter() - self.started,
+                          scope_similarity=self.use.similarity if self.use is not None else None)
 
 
 def _row(model: LocalModel, request: GenerationRequest) -> _Row:
@@ -121,11 +127,15 @@ def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list
     ids = torch.tensor([[pad_id] * (width - len(rows[i].prompt_ids)) + rows[i].prompt_ids for i in order])
     mask = torch.tensor([[0] * (width - len(rows[i].prompt_ids)) + [1] * len(rows[i].prompt_ids) for i in order])
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    past, active = None, model.active
+    past, active, scoped = None, model.active, {}
+    for index, use in zip(order, model.adapter_uses([rows[i].request.messages for i in order]), strict=True):
+        rows[index].use = use
+    if model.adapter_version is not None and not all(rows[i].use.applied for i in order):
+        scoped = {"adapter_names": [model.adapter_version if rows[i].use.applied else BASE_ROW for i in order]}
     with torch.inference_mode():
         while order and any(rows[i].finish is None for i in order):
             output = active(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                            use_cache=True)
+                            use_cache=True, **scoped)
             past = output.past_key_values
             logits = output.logits[:, -1].float()
             logp = torch.log_softmax(logits, dim=-1)

@@ -48,6 +48,10 @@ class ModelSettings:
     max_new_tokens: int = field(default=128, metadata={"help": "Default and upper bound of max_tokens for local models."})
     max_batch: int = field(default=16, metadata={"help": "Local generations waiting together are decoded as one batch of "
                                                         "at most this many (1 = one at a time)."})
+    adapter_scope_similarity: float = field(default=0.75, metadata={
+        "help": "An adapter answers a request only when its last user message is at least this similar (cosine, "
+                "all-MiniLM-L6-v2) to a query the adapter was trained on; other requests get the base model, so "
+                "a night's corrections cannot change unrelated answers. 0 = the adapter answers every request."})
     torch_threads: int = field(default=1, metadata={
         "help": "torch intra-op threads of each Council process (0 = torch's default, one per core). 1 suits a "
                 "server that runs the model and the embedder on two threads side by side, and any machine whose "
@@ -62,6 +66,8 @@ class ModelSettings:
             raise ValueError("model.max_batch must be >= 1 (1 = no batching)")
         if self.torch_threads < 0:
             raise ValueError("model.torch_threads must be >= 0 (0 = torch's default)")
+        if not 0.0 <= self.adapter_scope_similarity <= 1.0:
+            raise ValueError("model.adapter_scope_similarity must be between 0 and 1 (0 = no scope)")
 
 
 def _default_heads() -> dict[str, str]:

@@ -3,7 +3,7 @@
 from aiohttp import web
 
 from council.config import Settings
-from council.embedder import BatchingEmbedder
+from council.embedder import BatchingEmbedder, Embedder
 from council.memory import MemoryStore
 from council.prompts import PromptStore
 from council.provider import LocalProvider
@@ -15,5 +15,6 @@ PROMPTS = web.AppKey("prompts", PromptStore)
 STATS = web.AppKey("stats", ServerStats)
 LOCAL = web.AppKey("local_provider", LocalProvider)
 MEMORY = web.AppKey("memory", MemoryStore)
+SENTENCE_MODEL = web.AppKey("sentence_model", Embedder)  # shared by memory and adapter scopes
 EMBEDDER = web.AppKey("embedder", BatchingEmbedder)
 SERVICE = web.AppKey("service", ChatService)

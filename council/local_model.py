@@ -21,6 +21,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 
+from council.adapter_scope import Embed, query_of, read_scope, similarities
 from council.batched_generation import GenerationRequest, generate_batch
 from council.errors import AdapterError, OverloadedError
 from council.model_files import BaseModel
@@ -42,8 +43,9 @@ class Generation:
     finish_reason: str
     logprobs: list[TokenLogprob] = field(default_factory=list)
     prompt_tokens: int = 0
-    adapter: str | None = None
+    adapter: str | None = None  # the adapter that answered; None = the base model
     seconds: float = 0.0
+    scope_similarity: float | None = None  # closeness to the adapter's trained queries, when it is scoped
 
     @property
     def completion_tokens(self) -> int:
@@ -64,10 +66,23 @@ def check_adapter_folder(folder: Path) -> None:
         raise AdapterError(f"{folder}/adapter_config.json is not valid JSON: {exc}") from exc
 
 
-class LocalModel:
-    """A transformers causal LM plus at most one active PEFT adapter."""
+@dataclass
+class AdapterUse:
+    """Whether the live adapter answers one request (see council/adapter_scope.py)."""
 
-    def __init__(self, base: BaseModel, torch_threads: int = 0) -> None:
+    applied: bool
+    similarity: float | None = None
+
+
+class LocalModel:
+    """A transformers causal LM plus at most one active PEFT adapter.
+
+    ``scope_similarity`` > 0 applies a scoped adapter (one with ``scope.npy``) only to requests
+    close to its trained queries; ``embed`` embeds queries for that (default: the bundled all-MiniLM-L6-v2, loaded
+    the first time a scoped adapter is)."""
+
+    def __init__(self, base: BaseModel, torch_threads: int = 0, scope_similarity: float = 0.0,
+                 embed: Embed | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -83,6 +98,9 @@ class LocalModel:
         self.adapter_error: str | None = None
         self.adapter_error_path: str | None = None
         self.adapter_changed_at = time.time()
+        self.scope_similarity = scope_similarity
+        self.adapter_scope: Any = None  # the live adapter's scope rows, or None = it answers every request
+        self._embed = embed
         self.eos_ids = {self.tokenizer.eos_token_id}
         if self.model.generation_config.eos_token_id is not None:
             eos = self.model.generation_config.eos_token_id
@@ -101,6 +119,9 @@ class LocalModel:
             return True
         path = Path(target)
         check_adapter_folder(path)
+        scope = read_scope(path) if self.scope_similarity > 0 else None
+        if scope is not None:
+            self.embedder()
         version = path.name
         try:
             if self.peft_model is None:
@@ -119,14 +140,31 @@ class LocalModel:
         for name in list(self.peft_model.peft_config):
             if name != version:
                 self.peft_model.delete_adapter(name)
-        self._set_live(version, target)
+        self._set_live(version, target, scope)
         return True
 
-    def _set_live(self, version: str | None, path: str | None) -> None:
-        self.adapter_version, self.adapter_path = version, path
+    def _set_live(self, version: str | None, path: str | None, scope: Any = None) -> None:
+        self.adapter_version, self.adapter_path, self.adapter_scope = version, path, scope
         self.adapter_error = self.adapter_error_path = None
         self.adapter_changed_at = time.time()
         log.info("serving adapter %s", version or "(base model)")
+
+    def embedder(self) -> Embed:
+        """The query embedder of adapter scopes (loaded on first use)."""
+        if self._embed is None:
+            from council.embedder import Embedder
+
+            self._embed = Embedder().embed
+        return self._embed
+
+    def adapter_uses(self, requests: list[list[dict[str, str]]]) -> list[AdapterUse]:
+        """For each request's messages: does the live adapter answer it?"""
+        if self.adapter_version is None:
+            return [AdapterUse(False) for _ in requests]
+        if self.adapter_scope is None:
+            return [AdapterUse(True) for _ in requests]
+        scores = similarities(self.adapter_scope, [query_of(m) for m in requests], self.embedder())
+        return [AdapterUse(score >= self.scope_similarity, round(score, 4)) for score in scores]
 
     @property
     def active(self) -> Any:

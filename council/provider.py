@@ -24,6 +24,7 @@ import litellm  # noqa: E402
 from litellm import CustomLLM, ModelResponse  # noqa: E402
 from litellm.types.utils import Choices, GenericStreamingChunk, Message, Usage  # noqa: E402
 
+from council.adapter_scope import Embed  # noqa: E402
 from council.batched_generation import GenerationRequest  # noqa: E402
 from council.config import Settings  # noqa: E402
 from council.errors import AdapterError, InvalidRequestError, OverloadedError  # noqa: E402
@@ -69,9 +70,10 @@ def _settle(future: asyncio.Future[Generation], result: Generation | Exception) 
 class LocalProvider(CustomLLM):
     """Serves ``local/<name>`` from one in-process model and keeps it on ``loras/current``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, embed: Embed | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self.embed = embed  # query embedder for adapter scopes; None = load one when a scoped adapter is
         self.adapter_link = settings.paths.current_adapter
         self.worker = ModelWorker(settings.model.max_queue)
         self._waiting: list[tuple[GenerationRequest, asyncio.Future[Generation], asyncio.AbstractEventLoop]] = []
@@ -87,7 +89,8 @@ class LocalProvider(CustomLLM):
                 base = await asyncio.to_thread(
                     resolve_base_model, self.settings.model.source, self.settings.paths.models
                 )
-                self.model = await asyncio.to_thread(LocalModel, base, self.settings.model.torch_threads)
+                self.model = await asyncio.to_thread(LocalModel, base, self.settings.model.torch_threads,
+                                                     self.settings.model.adapter_scope_similarity, self.embed)
         await self.sync_adapter()
 
     def _link_target(self) -> str | None:
@@ -227,9 +230,9 @@ def unregister_provider(name: str, handler: CustomLLM) -> None:
     ]
 
 
-async def register_local_provider(settings: Settings) -> LocalProvider:
-    """Create, start and register the ``local`` provider for ``settings``."""
-    provider = LocalProvider(settings)
+async def register_local_provider(settings: Settings, embed: Embed | None = None) -> LocalProvider:
+    """Create, start and register the ``local`` provider for ``settings`` (``embed``: see LocalProvider)."""
+    provider = LocalProvider(settings, embed)
     await provider.start()
     register_provider(PROVIDER, provider)
     return provider

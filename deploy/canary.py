@@ -78,6 +78,8 @@ class CaseResult:
     passed: bool
     output: str
     failed_checks: list[str] = field(default_factory=list)
+    adapter_applied: bool = True  # False: outside the adapter's scope, the base model answered
+    scope_similarity: float | None = None
 
 
 @dataclass
@@ -140,12 +142,13 @@ def load_cases(path: Path, default_system: str | None = None) -> list[CanaryCase
 
 
 def run_canary(model: LocalModel, cases: list[CanaryCase]) -> CanaryResult:
-    """Run every case greedily on the model's live adapter."""
+    """Run every case greedily, as the server would: on the live adapter, or the base model outside its scope."""
     results = []
     for case in cases:
         generation = model.generate(case.messages(), max_new_tokens=case.max_tokens, temperature=0.0)
         failed = [check.describe() for check in case.checks if not check.passes(generation.text)]
-        results.append(CaseResult(case.id, not failed, generation.text, failed))
+        results.append(CaseResult(case.id, not failed, generation.text, failed,
+                                  generation.adapter is not None, generation.scope_similarity))
         log.info("canary %s: %s %r", case.id, "pass" if not failed else f"FAIL {failed}", generation.text)
     return CanaryResult(results)
 
@@ -196,7 +199,9 @@ def load_validation(path: Path, limit: int) -> list[dict[str, Any]]:
 
 
 def validation_loss(model: LocalModel, examples: list[dict[str, Any]], prompts: PromptStore) -> float | None:
-    """Mean assistant-token loss under the model's live adapter, formatted as in training; None if unscorable."""
+    """Mean assistant-token loss under the model's live adapter, formatted as in training; None if unscorable.
+
+    The adapter is applied to every example, scope or not: this compares what two adapters learned."""
     from training.evaluate import validation_loss as training_loss
 
     loss = float(training_loss(model.active, model.tokenizer, examples, prompts))
@@ -219,7 +224,8 @@ def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry,
     base = resolve_base_model(settings.model.source, settings.paths.models)
     check_base(info.metadata, base)
     tensors = check_weights(info.path)
-    model = LocalModel(base, torch_threads=settings.model.torch_threads)
+    model = LocalModel(base, torch_threads=settings.model.torch_threads,
+                       scope_similarity=settings.model.adapter_scope_similarity)
     model.use_adapter(str(info.path))
     summary["validation"] = {"tensors": tensors, "base_model": base.model_id, "fingerprint": base.fingerprint}
     canary = run_canary(model, cases)

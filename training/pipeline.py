@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,7 @@ from council.config import StatePaths
 from council.model_files import BaseModel, resolve_base_model
 from council.prompts import PromptStore, serving_system_prompt
 from training import artifacts
-from training.data import HarvestData, encode_all, split_examples
+from training.data import HarvestData, encode_all, split_examples, user_message
 from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult, torch_threads
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ class Prepared:
     pad_id: int
     skipped_too_long: int
     rehearsal: int = 0
+    train_queries: list[str] = field(default_factory=list)  # the harvested user messages trained on
 
 
 def choose(name: str) -> str:
@@ -96,6 +97,7 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     train, dropped_train = encode_all(tokenizer, train_raw, prompts, hp.max_length)
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)
     kept_ids = {item.record_id for item in validation}
+    trained_ids = {item.record_id for item in train}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     enough = bool(train) and len(train) + len(validation) >= config.min_examples
     replay = rehearsal_examples(config, base, parent, tokenizer, prompts, hp.max_length) if enough else []
@@ -109,6 +111,7 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
         pad_id=pad_id,
         skipped_too_long=dropped_train + dropped_validation,
         rehearsal=len(replay),
+        train_queries=[user_message(e) for e in train_raw if e["record_id"] in trained_ids],
     )
 
 
@@ -204,6 +207,7 @@ def write_version(tmp: Path, config: TrainConfig, meta: dict[str, Any], prepared
         "base_model_path": prepared.base.path,
     }
     (tmp / "training_config.json").write_text(json.dumps(training_config, indent=2))
+    meta["scope_queries"] = write_scope(tmp, config, prepared)
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
     artifacts.write_validation(tmp / "validation.jsonl", prepared.validation_records)
     loss = meta["loss"]
@@ -214,6 +218,15 @@ def write_version(tmp: Path, config: TrainConfig, meta: dict[str, Any], prepared
         loss["steps"],
         f"council adapter {meta['version']}",
     )
+
+
+def write_scope(tmp: Path, config: TrainConfig, prepared: Prepared) -> int:
+    """``scope.npy``: embeddings of the queries trained on, the parent's included (council/adapter_scope.py)."""
+    from council import adapter_scope
+    from council.embedder import Embedder
+
+    with torch_threads(config.torch_threads):
+        return adapter_scope.write_scope(tmp, prepared.train_queries, Embedder().embed, prepared.parent)
 
 
 def summary_line(version: str, meta: dict[str, Any]) -> str:
