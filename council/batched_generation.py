@@ -5,17 +5,20 @@ sequences costs little more than a step that decodes one. The harvest council (t
 once, several records at a time) and concurrent chat requests therefore finish several times sooner when
 their generations share steps (``bench/batch_bench.py`` measures it).
 
-Rows are left-padded to a common prompt length; each row keeps its own sampling settings, seed, stop
-strings, token limit, streaming callback and cancellation, and is answered by the live adapter or by the
-base model, as the adapter's scope decides (``council/adapter_scope.py``). A finished row rides along until the whole
-batch is done (its tokens are ignored), so one long answer holds the batch's short ones back: batches are
-formed from requests that arrive together and are capped at ``model.max_batch``.
+Rows are left-padded to a common prompt length, after the part of each prompt whose keys and values are
+already cached (``council/prefix_cache.py``). Each row keeps its own sampling settings, seed, stop strings,
+token limit, streaming callback and cancellation, and is answered by the live adapter or by the base model,
+as the adapter's scope decides (``council/adapter_scope.py``). Once half of the rows have finished they
+leave the batch; the others go on, so one long answer costs the short ones little. Batches are formed from
+requests that arrive together and are capped at ``model.max_batch``.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +28,7 @@ from council.errors import InvalidRequestError
 if TYPE_CHECKING:
     from council.local_model import AdapterUse, Generation, LocalModel, TokenLogprob
 
+log = logging.getLogger(__name__)
 BASE_ROW = "__base__"  # PEFT's adapter name for "no adapter on this row" in a mixed batch
 
 
@@ -50,6 +54,8 @@ class _Row:
     stop: list[str]
     started: float
     use: AdapterUse | None = None
+    adapter_key: str | None = None  # the adapter answering this row (None = the base model)
+    history: list[int] = field(default_factory=list)  # prompt tokens before the last message
     out_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     text: str = ""
@@ -104,7 +110,61 @@ def _row(model: LocalModel, request: GenerationRequest) -> _Row:
             code="context_length_exceeded",
         )
     generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
-    return _Row(request, prompt_ids, generator, [s for s in (request.stop or []) if s], time.perf_counter())
+    return _Row(request, prompt_ids, generator, [s for s in (request.stop or []) if s], time.perf_counter(),
+                history=model.encode_history(request.messages, prompt_ids))
+
+
+def _fill_cache(model: LocalModel, rows: list[_Row]) -> None:
+    """Compute and cache the histories that repeat (see council/prefix_cache.py), each once."""
+    import torch
+
+    cache = model.prefix_cache
+    counts = Counter((row.adapter_key, tuple(row.history)) for row in rows)
+    for (adapter, history), count in counts.items():
+        if not cache.wants(adapter, list(history), count > 1):
+            continue
+        base_row = {"adapter_names": [BASE_ROW]} if adapter is None and model.adapter_version else {}
+        output = model.active(input_ids=torch.tensor([history]), use_cache=True, logits_to_keep=1, **base_row)
+        cache.store(adapter, list(history),
+                    [(layer.keys[0], layer.values[0]) for layer in output.past_key_values.layers])
+
+
+def _layout(model: LocalModel, rows: list[_Row], pad_id: int) -> tuple[Any, Any, Any, Any, int]:
+    """Prefill inputs: (ids, mask, positions, past, reused tokens).
+
+    A row whose history is cached (council/prefix_cache.py) brings its keys and values in ``past``, left-
+    padded to the longest cached history; only the rest of each prompt, left-padded to the longest rest, is
+    computed. The padding inside a row is masked and positions count its real tokens only."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = model.prefix_cache
+    if cache.max_entries:
+        _fill_cache(model, rows)
+    hits = [cache.lookup(row.adapter_key, row.prompt_ids) if cache.max_entries else None for row in rows]
+    cached = [hit.tokens if hit else 0 for hit in hits]
+    rests = [len(row.prompt_ids) - n for row, n in zip(rows, cached, strict=True)]
+    history, rest = max(cached), max(rests)
+    ids = torch.tensor([[pad_id] * (rest - r) + row.prompt_ids[n:] for row, n, r in zip(rows, cached, rests, strict=True)])
+    mask = torch.tensor([[0] * (history - n) + [1] * n + [0] * (rest - r) + [1] * r
+                         for n, r in zip(cached, rests, strict=True)])
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, history:]
+    if not history:
+        return ids, mask, positions, None, 0
+    reference = next(hit for hit in hits if hit is not None)
+    layers = []
+    for layer, (ref_keys, _) in enumerate(reference.layers):
+        shape = (len(rows), ref_keys.shape[0], history, ref_keys.shape[2])
+        keys, values = ref_keys.new_zeros(shape), ref_keys.new_zeros(shape)
+        for slot, (hit, n) in enumerate(zip(hits, cached, strict=True)):
+            if hit is not None:
+                keys[slot, :, history - n:] = hit.layers[layer][0]
+                values[slot, :, history - n:] = hit.layers[layer][1]
+        layers.append((keys, values))
+    for n in cached:
+        if n:
+            cache.note_hit(n)
+    return ids, mask, positions, DynamicCache(ddp_cache_data=layers), sum(cached)
 
 
 def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list[Generation | Exception]:
@@ -121,27 +181,26 @@ def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list
         else:
             if request.max_new_tokens <= 0:
                 rows[index].finish = "length"
-    order = list(rows)
-    width = max((len(rows[i].prompt_ids) for i in order), default=0)
+    live = [rows[i] for i in rows]
+    for row, use in zip(live, model.adapter_uses([row.request.messages for row in live]), strict=True):
+        row.use = use
+        row.adapter_key = model.adapter_version if use.applied else None
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([[pad_id] * (width - len(rows[i].prompt_ids)) + rows[i].prompt_ids for i in order])
-    mask = torch.tensor([[0] * (width - len(rows[i].prompt_ids)) + [1] * len(rows[i].prompt_ids) for i in order])
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    past, active, scoped = None, model.active, {}
-    for index, use in zip(order, model.adapter_uses([rows[i].request.messages for i in order]), strict=True):
-        rows[index].use = use
-    if model.adapter_version is not None and not all(rows[i].use.applied for i in order):
-        scoped = {"adapter_names": [model.adapter_version if rows[i].use.applied else BASE_ROW for i in order]}
+    active, names = model.active, None
+    if model.adapter_version is not None and not all(row.use.applied for row in live):
+        names = [row.adapter_key or BASE_ROW for row in live]
+    started, prefill, steps = time.perf_counter(), 0.0, 0
     with torch.inference_mode():
-        while order and any(rows[i].finish is None for i in order):
+        ids, mask, positions, past, reused = _layout(model, live, pad_id) if live else (None, None, None, None, 0)
+        while live and any(row.finish is None for row in live):
+            steps += 1
             output = active(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                            use_cache=True, **scoped)
+                            use_cache=True, logits_to_keep=1, **({"adapter_names": names} if names else {}))
             past = output.past_key_values
             logits = output.logits[:, -1].float()
             logp = torch.log_softmax(logits, dim=-1)
             next_ids = []
-            for slot, index in enumerate(order):
-                row = rows[index]
+            for slot, row in enumerate(live):
                 if row.finish is None and row.request.cancelled is not None and row.request.cancelled.is_set():
                     row.finish = "cancelled"
                 if row.finish is not None:
@@ -150,9 +209,21 @@ def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list
                 token = model.pick(logits[slot], row.request.temperature, row.request.top_p, row.generator)
                 row.accept(model, token, float(logp[slot, token]))
                 next_ids.append(token)
+            if steps == 1:
+                prefill = time.perf_counter() - started
             ids = torch.tensor(next_ids).unsqueeze(1)
-            mask = torch.cat([mask, torch.ones(len(order), 1, dtype=mask.dtype)], dim=1)
+            mask = torch.cat([mask, torch.ones(len(live), 1, dtype=mask.dtype)], dim=1)
             positions = positions[:, -1:] + 1
-    for index in order:
-        results[index] = rows[index].result(model)
+            going = [slot for slot, row in enumerate(live) if row.finish is None]
+            if going and len(going) <= len(live) // 2:  # drop finished rows: later steps cost less
+                keep = torch.tensor(going)
+                past.batch_select_indices(keep)
+                ids, mask, positions = ids[keep], mask[keep], positions[keep]
+                live = [live[slot] for slot in going]
+                names = [names[slot] for slot in going] if names else None
+    log.debug("batch of %d: %d prompt tokens, %d of them reused, prefill %.2f s, %d steps in %.2f s, "
+              "%d tokens kept", len(rows), sum(len(row.prompt_ids) for row in rows.values()), reused, prefill, steps,
+              time.perf_counter() - started, sum(len(row.out_ids) for row in rows.values()))
+    for index, row in rows.items():
+        results[index] = row.result(model)
     return [r for r in results if r is not None]

@@ -52,6 +52,10 @@ class ModelSettings:
         "help": "An adapter answers a request only when its last user message is at least this similar (cosine, "
                 "all-MiniLM-L6-v2) to a query the adapter was trained on; other requests get the base model, so "
                 "a night's corrections cannot change unrelated answers. 0 = the adapter answers every request."})
+    prefix_cache_entries: int = field(default=8, metadata={
+        "help": "Conversation prefixes (everything before a prompt's last message, 32+ tokens) whose keys and "
+                "values the local model keeps, so prompts that begin the same way skip recomputing them "
+                "(council/prefix_cache.py; about 15 MB per 320 tokens). 0 = off."})
     torch_threads: int = field(default=1, metadata={
         "help": "torch intra-op threads of each Council process (0 = torch's default, one per core). 1 suits a "
                 "server that runs the model and the embedder on two threads side by side, and any machine whose "
@@ -66,6 +70,8 @@ class ModelSettings:
             raise ValueError("model.max_batch must be >= 1 (1 = no batching)")
         if self.torch_threads < 0:
             raise ValueError("model.torch_threads must be >= 0 (0 = torch's default)")
+        if self.prefix_cache_entries < 0:
+            raise ValueError("model.prefix_cache_entries must be >= 0 (0 = off)")
         if not 0.0 <= self.adapter_scope_similarity <= 1.0:
             raise ValueError("model.adapter_scope_similarity must be between 0 and 1 (0 = no scope)")
 

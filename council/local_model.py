@@ -25,6 +25,7 @@ from council.adapter_scope import Embed, query_of, read_scope, similarities
 from council.batched_generation import GenerationRequest, generate_batch
 from council.errors import AdapterError, OverloadedError
 from council.model_files import BaseModel
+from council.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class LocalModel:
     the first time a scoped adapter is)."""
 
     def __init__(self, base: BaseModel, torch_threads: int = 0, scope_similarity: float = 0.0,
-                 embed: Embed | None = None) -> None:
+                 embed: Embed | None = None, prefix_cache_entries: int = 8) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -101,6 +102,7 @@ class LocalModel:
         self.scope_similarity = scope_similarity
         self.adapter_scope: Any = None  # the live adapter's scope rows, or None = it answers every request
         self._embed = embed
+        self.prefix_cache = PrefixCache(prefix_cache_entries)
         self.eos_ids = {self.tokenizer.eos_token_id}
         if self.model.generation_config.eos_token_id is not None:
             eos = self.model.generation_config.eos_token_id
@@ -145,6 +147,7 @@ class LocalModel:
 
     def _set_live(self, version: str | None, path: str | None, scope: Any = None) -> None:
         self.adapter_version, self.adapter_path, self.adapter_scope = version, path, scope
+        self.prefix_cache.clear()
         self.adapter_error = self.adapter_error_path = None
         self.adapter_changed_at = time.time()
         log.info("serving adapter %s", version or "(base model)")
@@ -176,6 +179,16 @@ class LocalModel:
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         return list(ids)
+
+    def encode_history(self, messages: list[dict[str, str]], prompt_ids: list[int]) -> list[int]:
+        """Token ids of ``messages`` before the last one, when they begin ``prompt_ids`` (else [])."""
+        if len(messages) < 2:
+            return []
+        ids = self.tokenizer.apply_chat_template(messages[:-1], tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        ids = list(ids)
+        return ids if ids and prompt_ids[: len(ids)] == ids and len(ids) < len(prompt_ids) else []
 
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int, **settings: Any) -> Generation:
         """Sample up to ``max_new_tokens`` (settings: temperature, top_p, stop, seed, on_text, cancelled);

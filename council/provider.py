@@ -89,8 +89,10 @@ class LocalProvider(CustomLLM):
                 base = await asyncio.to_thread(
                     resolve_base_model, self.settings.model.source, self.settings.paths.models
                 )
-                self.model = await asyncio.to_thread(LocalModel, base, self.settings.model.torch_threads,
-                                                     self.settings.model.adapter_scope_similarity, self.embed)
+                model = self.settings.model
+                self.model = await asyncio.to_thread(LocalModel, base, model.torch_threads,
+                                                     model.adapter_scope_similarity, self.embed,
+                                                     model.prefix_cache_entries)
         await self.sync_adapter()
 
     def _link_target(self) -> str | None:

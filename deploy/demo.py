@@ -237,7 +237,8 @@ def run(config: DemoConfig, home: Path) -> dict[str, Any]:
     nightly = night["nightly"]
     return {"home": str(home), "base_model": source, "server_url": server.url, "rows": rows, "totals": totals, "target": config.target,
             "canary": canary and {"passed": canary["passed"], "total": canary["total"], "version": deploy.get("version"),
-                                  "failed": [c["id"] for c in canary["cases"] if not c["passed"]]},
+                                  "failed": [c["id"] for c in canary["cases"] if not c["passed"]],
+                                  "adapter_answered": sum(1 for c in canary["cases"] if c.get("adapter_applied", True))},
             "night": {"result": nightly.get("result"), "reason": nightly.get("reason"),
                       "stages": nightly.get("stages"), "harvest": night["harvest"],
                       "deploy": {k: deploy.get(k) for k in ("decision", "reason", "version", "server", "monitor")}},

@@ -192,6 +192,10 @@ def format_report(summary: dict[str, Any]) -> list[str]:
         failed = f" — failing: {', '.join(canary['failed'])}" if canary["failed"] else ""
         lines.append(f"canary on candidate {canary['version']}: {canary['passed']}/{canary['total']} passed, "
                      f"{len(canary['failed'])} regression(s){failed}; deploy: {night['deploy']['decision']}")
+        answered = canary.get("adapter_answered", canary["total"])
+        if answered < canary["total"]:
+            lines.append(f"  the adapter answered {answered} of the {canary['total']} canary questions; the rest are "
+                         "outside its scope (model.adapter_scope_similarity), so the base model answered them")
     else:
         lines.append("canary: not run (no adapter reached the deploy checks)")
     lines.append(f"night: {night['result']} ({_clip(str(night['reason']), 90)}); the server now serves "
