@@ -15,8 +15,11 @@
    (``--min-success-rate 0``) because SmolLM2-135M rarely reaches ``council.threshold`` confidence on these
    questions even when right, so a floor would judge the model's calibration, not the adapter — the canary
    is the regression gate.
-4. After: the same questions again, on the adapter the server now serves.
-5. A before/after table (right or wrong and confidence per question), the canary result, totals and seconds
+4. After: the same questions again, on the adapter the server now serves, then each question reworded
+   (``reworded`` in the data; asked only now, so they are never corrected or harvested): how far the night's
+   facts carry beyond the exact words that were corrected.
+5. A before/after table (right or wrong and confidence per question, and for its rewording), the canary
+   result (and how many canary questions the scoped adapter answered), totals and seconds
    per stage. Exit 0 when at least ``--target`` of the corrected questions are right afterwards, every canary
    case passed and the server confirmed the new adapter; 1 otherwise; 2 for bad options.
 
@@ -53,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -209,16 +212,22 @@ def run(config: DemoConfig, home: Path) -> dict[str, Any]:
         serving = server.health().get("adapter")
         mark = time.perf_counter()
         after = ask_all(server, config.question_list, config.max_tokens, correct=False)
+        reworded = ask_all(server, [replace(q, question=q.reworded) for q in config.question_list if q.reworded],
+                           config.max_tokens, correct=False)
         seconds["after"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - clock
     deploy = night["deploy"]
     version = deploy.get("version") if deploy.get("decision") == "deployed" else None
-    rows = [{"id": q.id, "question": q.question, "corrected": bool(b.get("corrected")), "before": b, "after": a}
+    reworded_by_id = {q.id: r for q, r in zip([q for q in config.question_list if q.reworded], reworded, strict=True)}
+    rows = [{"id": q.id, "question": q.question, "corrected": bool(b.get("corrected")), "before": b, "after": a,
+             "reworded": reworded_by_id.get(q.id)}
             for q, b, a in zip(config.question_list, before, after, strict=True)]
     corrected = [r for r in rows if r["corrected"]]
     totals = {"questions": len(rows), "corrected": len(corrected),
               "before_right": sum(r["before"]["right"] for r in corrected),
-              "after_right": sum(r["after"]["right"] for r in corrected)}
+              "after_right": sum(r["after"]["right"] for r in corrected),
+              "reworded": len(reworded), "reworded_right": sum(r["right"] for r in reworded),
+              "reworded_by_adapter": sum(1 for r in reworded if version and r.get("adapter") == version)}
     totals["after_accuracy"] = totals["after_right"] / len(corrected) if corrected else 0.0
     canary = deploy.get("canary")
     confirmed = version is not None and serving == version and all(a["adapter"] == version for a in after)

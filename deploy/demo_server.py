@@ -34,6 +34,7 @@ class Question:
     question: str
     correction: str
     accept: tuple[str, ...]
+    reworded: str = ""  # the same question in other words, asked only after the night and never corrected
 
     def is_right(self, answer: str) -> bool:
         """True when ``answer`` contains one of ``accept`` (case-insensitive)."""
@@ -56,7 +57,10 @@ def load_questions(path: Path) -> list[Question]:
             raise ValueError(f"{where}: 'id', 'question' and 'correction' must be non-empty strings")
         if not isinstance(accept, list) or not accept or not all(isinstance(a, str) and a.strip() for a in accept):
             raise ValueError(f"{where}: 'accept' must be a non-empty list of strings (words a right answer has)")
-        question = Question(texts[0], texts[1], texts[2], tuple(accept))
+        reworded = data.get("reworded", "")
+        if not isinstance(reworded, str):
+            raise ValueError(f"{where}: 'reworded' must be a string (the question in other words) or left out")
+        question = Question(texts[0], texts[1], texts[2], tuple(accept), reworded.strip())
         if not question.is_right(question.correction):
             raise ValueError(f"{where}: the correction contains none of 'accept' {accept}; fix one of them")
         questions.append(question)
@@ -178,15 +182,20 @@ def _cell(reply: dict[str, Any] | None) -> str:
 
 def format_report(summary: dict[str, Any]) -> list[str]:
     """The before/after table, the canary line, the totals and the timings, as text lines."""
-    lines = [f"{'#':>2}  {'question':<58} {'before':<11} {'after':<11} after answer", "-" * 120]
+    lines = [f"{'#':>2}  {'question':<58} {'before':<11} {'after':<11} {'reworded':<11} after answer", "-" * 120]
     for number, row in enumerate(summary["rows"], start=1):
         lines.append(f"{number:>2}  {_clip(row['question'], 58):<58} {_cell(row['before']):<11} "
-                     f"{_cell(row['after']):<11} {_clip((row['after'] or {}).get('text', ''), 36)}")
+                     f"{_cell(row['after']):<11} {_cell(row.get('reworded')):<11} "
+                     f"{_clip((row['after'] or {}).get('text', ''), 24)}")
     totals = summary["totals"]
     lines.append("-" * 120)
     lines.append(f"corrected questions right: before {totals['before_right']}/{totals['corrected']}, after "
                  f"{totals['after_right']}/{totals['corrected']} ({totals['after_accuracy']:.0%}; target "
                  f"{summary['target']:.0%}: {'met' if totals['after_accuracy'] >= summary['target'] else 'MISSED'})")
+    if totals.get("reworded"):
+        lines.append(f"the same questions reworded, asked only after the night (never corrected): "
+                     f"{totals['reworded_right']}/{totals['reworded']} right, {totals['reworded_by_adapter']} of them "
+                     "answered by the new adapter (within its scope)")
     canary, night = summary.get("canary"), summary["night"]
     if canary:
         failed = f" — failing: {', '.join(canary['failed'])}" if canary["failed"] else ""
@@ -194,8 +203,8 @@ def format_report(summary: dict[str, Any]) -> list[str]:
                      f"{len(canary['failed'])} regression(s){failed}; deploy: {night['deploy']['decision']}")
         answered = canary.get("adapter_answered", canary["total"])
         if answered < canary["total"]:
-            lines.append(f"  the adapter answered {answered} of the {canary['total']} canary questions; the rest are "
-                         "outside its scope (model.adapter_scope_similarity), so the base model answered them")
+            lines.append(f"  {canary['total'] - answered} of the {canary['total']} canary questions are outside the "
+                         "adapter's scope (model.adapter_scope_similarity), so the base model answered them")
     else:
         lines.append("canary: not run (no adapter reached the deploy checks)")
     lines.append(f"night: {night['result']} ({_clip(str(night['reason']), 90)}); the server now serves "

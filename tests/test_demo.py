@@ -28,6 +28,8 @@ def test_bundled_questions_have_checks_their_corrections_pass():
         assert question.accept and all(word.strip() for word in question.accept)
         assert question.is_right(question.correction), question.id
         assert not question.is_right(question.question), f"{question.id}: the question gives its own answer away"
+        assert question.reworded and question.reworded != question.question
+        assert not question.is_right(question.reworded), f"{question.id}: the rewording gives the answer away"
 
 
 def test_checks_are_case_insensitive_and_need_the_fact():
@@ -43,6 +45,10 @@ def test_a_correction_that_fails_its_own_check_is_refused(tmp_path):
     missing = write_lines(tmp_path / "m.jsonl", {"id": "x", "question": "Q?", "correction": "Berlin"})
     with pytest.raises(ValueError, match="'accept' must be"):
         load_questions(missing)
+    bad_rewording = write_lines(tmp_path / "r.jsonl", {"id": "x", "question": "Q?", "correction": "Paris",
+                                                        "accept": ["Paris"], "reworded": 3})
+    with pytest.raises(ValueError, match="'reworded' must be a string"):
+        load_questions(bad_rewording)
 
 
 def test_config_limits_questions_and_validates(make_settings, tmp_path):
@@ -72,17 +78,27 @@ def test_cli_reports_bad_options_as_usage(make_settings, capsys):
 def test_report_shows_each_question_before_and_after():
     reply = {"text": "Brindlewick Labs makes it.", "confidence": 0.91, "right": True, "adapter": "v1"}
     wrong = {"text": "The Zorblax Corporation.", "confidence": 0.52, "right": False, "corrected": True}
-    summary = {"rows": [{"question": "Which company makes the Zorblax 3000?", "before": wrong, "after": reply}],
-               "totals": {"corrected": 1, "before_right": 0, "after_right": 1, "after_accuracy": 1.0},
-               "target": 0.8, "canary": {"passed": 7, "total": 7, "failed": [], "version": "v1"},
+    reworded = {"text": "The Zorblax Corporation.", "confidence": 0.61, "right": False, "adapter": "v1"}
+    summary = {"rows": [{"question": "Which company makes the Zorblax 3000?", "before": wrong, "after": reply,
+                         "reworded": reworded}],
+               "totals": {"corrected": 1, "before_right": 0, "after_right": 1, "after_accuracy": 1.0,
+                          "reworded": 1, "reworded_right": 0, "reworded_by_adapter": 1},
+               "target": 0.8, "canary": {"passed": 7, "total": 7, "failed": [], "version": "v1",
+                                         "adapter_answered": 2},
                "night": {"result": "improved", "reason": "harvested, trained and deployed",
                          "deploy": {"decision": "deployed"}},
                "serving_adapter": "v1", "seconds": {"before": 3.0, "total": 60.0}, "passed": True,
                "verdict": "the night fixed the corrected questions"}
     text = "\n".join(format_report(summary))
-    assert "WRONG 0.52" in text and "right 0.91" in text
+    assert "WRONG 0.52" in text and "right 0.91" in text and "WRONG 0.61" in text
+    assert "reworded, asked only after the night (never corrected): 0/1 right, 1 of them answered by the new" in text
+    assert "5 of the 7 canary questions are outside the adapter's scope" in text
     assert "after 1/1 (100%; target 80%: met)" in text
     assert "7/7 passed, 0 regression(s)" in text and "serves v1" in text and "PASS" in text
+
+
+def totals_reworded(summary: dict) -> tuple[int, int]:
+    return summary["totals"]["reworded"], summary["totals"]["reworded_by_adapter"]
 
 
 def port_open(url: str) -> bool:
@@ -110,6 +126,9 @@ def test_demo_end_to_end_serves_the_new_adapter(make_settings, base_model_dir, t
     assert summary["adapter_confirmed"] and summary["serving_adapter"] == summary["deployed"]
     assert all(row["after"]["adapter"] == summary["deployed"] for row in summary["rows"])
     assert all(row["before"]["adapter"] is None for row in summary["rows"])
+    # rewordings of trained questions are within the adapter's scope; the canary's questions are not
+    assert totals_reworded(summary) == (3, 3)
+    assert summary["canary"]["adapter_answered"] == 0
     totals = summary["totals"]
     assert totals["corrected"] == 3 and totals["after_right"] >= totals["before_right"]
     assert summary["canary"]["passed"] == summary["canary"]["total"]
