@@ -22,11 +22,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(home: Path, config: str, port: int) -> subprocess.Popen:
+def start_server(home: Path, config: str, port: int, log_level: str = "WARNING") -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     (home / "council.toml").write_text(config)
     env = dict(os.environ, PYTHONPATH=str(REPO), COUNCIL_HOME=str(home), LITELLM_LOCAL_MODEL_COST_MAP="True")
-    proc = subprocess.Popen([sys.executable, "-m", "council.cli", "--log-level", "WARNING", "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "council.cli", "--log-level", log_level, "serve",
                              "--port", str(port)], env=env, cwd=REPO)
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -38,7 +38,7 @@ def make_adapters(base_dir: str, loras: Path, names: list[str]) -> None:
         peft_model.save_pretrained(loras / name)
 
 
-async def main(swaps: int, clients: int) -> None:
+async def main(swaps: int, clients: int, log_level: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         base = resolve_base_model("", REPO / ".council" / "test-cache" / "models")
@@ -47,7 +47,7 @@ async def main(swaps: int, clients: int) -> None:
         make_adapters(base.path, loras, names)
         port = free_port()
         config = f'[model]\nsource = "{base.path}"\n[council]\nheads = {{}}\n'
-        server = start_server(home, config, port)
+        server = start_server(home, config, port, log_level)
         url = f"http://127.0.0.1:{port}"
         failures, answers = 0, []
         stop = asyncio.Event()
@@ -109,5 +109,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--swaps", type=int, default=6)
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--log-level", default="WARNING", help="the server's; INFO shows each swap's load time")
     args = parser.parse_args()
-    asyncio.run(main(args.swaps, args.clients))
+    asyncio.run(main(args.swaps, args.clients, args.log_level))

@@ -188,7 +188,7 @@ def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     active, names = model.active, None
     if model.adapter_version is not None and not all(row.use.applied for row in live):
-        names = [row.adapter_key or BASE_ROW for row in live]
+        names = [model.peft_name if row.adapter_key else BASE_ROW for row in live]
     started, prefill, steps = time.perf_counter(), 0.0, 0
     with torch.inference_mode():
         ids, mask, positions, past, reused = _layout(model, live, pad_id) if live else (None, None, None, None, 0)

@@ -94,11 +94,14 @@ class LocalModel:
         self.model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
         self.model.eval()
         self.peft_model: Any = None
+        self.peft_name = ""  # the PEFT adapter name of the loaded weights (stays put across hot swaps)
+        self._peft_loads = 0
         self.adapter_version: str | None = None
         self.adapter_path: str | None = None
         self.adapter_error: str | None = None
         self.adapter_error_path: str | None = None
         self.adapter_changed_at = time.time()
+        self._swap_started = time.perf_counter()
         self.scope_similarity = scope_similarity
         self.adapter_scope: Any = None  # the live adapter's scope rows, or None = it answers every request
         self._embed = embed
@@ -114,6 +117,7 @@ class LocalModel:
         target = os.path.realpath(folder) if folder else None
         if target == self.adapter_path:
             return False
+        self._swap_started = time.perf_counter()
         if target is None:
             if self.peft_model is not None:
                 self.peft_model.base_model.disable_adapter_layers()
@@ -129,28 +133,45 @@ class LocalModel:
             if self.peft_model is None:
                 from peft import PeftModel
 
-                self.peft_model = PeftModel.from_pretrained(self.model, target, adapter_name=version)
-            else:
-                if version in self.peft_model.peft_config:
-                    self.peft_model.delete_adapter(version)
-                self.peft_model.load_adapter(target, adapter_name=version)
-            self.peft_model.set_adapter(version)
+                self.peft_name = self._next_peft_name()
+                self.peft_model = PeftModel.from_pretrained(self.model, target, adapter_name=self.peft_name)
+            elif not self._hotswap(target, version):
+                self.peft_name = self._next_peft_name()
+                self.peft_model.load_adapter(target, adapter_name=self.peft_name)
+            self.peft_model.set_adapter(self.peft_name)
             self.peft_model.base_model.enable_adapter_layers()
         except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
             raise AdapterError(f"adapter {version} failed to load: {exc}") from exc
         self.peft_model.eval()
         for name in list(self.peft_model.peft_config):
-            if name != version:
+            if name != self.peft_name:
                 self.peft_model.delete_adapter(name)
         self._set_live(version, target, scope)
         return True
+
+    def _hotswap(self, target: str, version: str) -> bool:
+        """Copy ``target``'s weights into the loaded adapter's tensors (about 3x faster than loading it beside
+        it); False when the two are not the same shape (rank, target modules), which loading handles."""
+        from peft.utils.hotswap import hotswap_adapter
+
+        try:  # hotswap checks every key and shape before it changes any weight
+            hotswap_adapter(self.peft_model, target, adapter_name=self.peft_name, torch_device="cpu")
+        except (RuntimeError, ValueError) as exc:
+            log.info("adapter %s cannot be hot-swapped into the loaded one (%s); loading it beside", version, exc)
+            return False
+        return True
+
+    def _next_peft_name(self) -> str:
+        self._peft_loads += 1
+        return f"live-{self._peft_loads}"
 
     def _set_live(self, version: str | None, path: str | None, scope: Any = None) -> None:
         self.adapter_version, self.adapter_path, self.adapter_scope = version, path, scope
         self.prefix_cache.clear()
         self.adapter_error = self.adapter_error_path = None
         self.adapter_changed_at = time.time()
-        log.info("serving adapter %s", version or "(base model)")
+        log.info("serving adapter %s (swapped in %.0f ms)", version or "(base model)",
+                 1000 * (time.perf_counter() - self._swap_started))
 
     def embedder(self) -> Embed:
         """The query embedder of adapter scopes (loaded on first use)."""
