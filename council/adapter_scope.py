@@ -61,8 +61,9 @@ def write_scope(folder: Path, queries: list[str], embed: Embed, parent: Path | N
     A parent without a scope file was served to every query; its child is scoped to its own queries."""
     inherited = read_scope(parent) if parent is not None else None
     vectors = embed(sorted(set(queries))) if queries else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    if inherited is not None:
-        vectors = np.concatenate([inherited, vectors])
+    if inherited is not None and len(inherited):
+        repeated = (vectors @ inherited.T).max(axis=1) > 0.9999 if len(vectors) else np.zeros(0, dtype=bool)
+        vectors = np.concatenate([inherited, vectors[~repeated]])  # a query asked again adds no row
     tmp = folder / f".{SCOPE_FILE}.tmp"
     with tmp.open("wb") as handle:
         np.save(handle, vectors.astype(np.float32), allow_pickle=False)

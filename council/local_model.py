@@ -13,8 +13,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from council.prefix_cache import PrefixCache
 log = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, SafetensorError)
 
 
 @dataclass
@@ -51,6 +53,13 @@ class Generation:
     @property
     def completion_tokens(self) -> int:
         return len(self.logprobs)
+
+
+def full_attention(config: Any) -> bool:
+    """True when every layer attends to the whole context: prefix reuse needs every cached key (a sliding-
+    window layer keeps only the last ``sliding_window`` of them)."""
+    types = getattr(config, "layer_types", None) or []
+    return not getattr(config, "sliding_window", None) and all(kind == "full_attention" for kind in types)
 
 
 def check_adapter_folder(folder: Path) -> None:
@@ -105,7 +114,7 @@ class LocalModel:
         self.scope_similarity = scope_similarity
         self.adapter_scope: Any = None  # the live adapter's scope rows, or None = it answers every request
         self._embed = embed
-        self.prefix_cache = PrefixCache(prefix_cache_entries)
+        self.prefix_cache = PrefixCache(prefix_cache_entries if full_attention(self.model.config) else 0)
         self.eos_ids = {self.tokenizer.eos_token_id}
         if self.model.generation_config.eos_token_id is not None:
             eos = self.model.generation_config.eos_token_id
@@ -133,33 +142,62 @@ class LocalModel:
             if self.peft_model is None:
                 from peft import PeftModel
 
-                self.peft_name = self._next_peft_name()
-                self.peft_model = PeftModel.from_pretrained(self.model, target, adapter_name=self.peft_name)
-            elif not self._hotswap(target, version):
-                self.peft_name = self._next_peft_name()
-                self.peft_model.load_adapter(target, adapter_name=self.peft_name)
+                name = self._next_peft_name()
+                self.peft_model = PeftModel.from_pretrained(self.model, target, adapter_name=name)
+                self.peft_name = name
+            else:
+                self._replace_weights(target, version)
             self.peft_model.set_adapter(self.peft_name)
             self.peft_model.base_model.enable_adapter_layers()
-        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+        except LOAD_ERRORS as exc:
             raise AdapterError(f"adapter {version} failed to load: {exc}") from exc
         self.peft_model.eval()
-        for name in list(self.peft_model.peft_config):
-            if name != self.peft_name:
-                self.peft_model.delete_adapter(name)
+        self._drop_other_slots()
         self._set_live(version, target, scope)
         return True
 
-    def _hotswap(self, target: str, version: str) -> bool:
-        """Copy ``target``'s weights into the loaded adapter's tensors (about 3x faster than loading it beside
-        it); False when the two are not the same shape (rank, target modules), which loading handles."""
+    def _replace_weights(self, target: str, version: str) -> None:
+        """Make ``target``'s weights the loaded adapter's: copied into its tensors (PEFT hotswap, ~50 ms), or
+        loaded beside it (~175 ms) when hotswap refuses the pair. Raises LOAD_ERRORS with the live adapter
+        intact: a hotswap that stopped half way is repaired by reloading the live adapter's folder."""
         from peft.utils.hotswap import hotswap_adapter
 
-        try:  # hotswap checks every key and shape before it changes any weight
+        try:
             hotswap_adapter(self.peft_model, target, adapter_name=self.peft_name, torch_device="cpu")
-        except (RuntimeError, ValueError) as exc:
+            return
+        except (RuntimeError, ValueError) as exc:  # may have stopped after changing some weights
             log.info("adapter %s cannot be hot-swapped into the loaded one (%s); loading it beside", version, exc)
-            return False
-        return True
+        name = self._next_peft_name()
+        try:
+            self.peft_model.load_adapter(target, adapter_name=name)
+        except LOAD_ERRORS:
+            if name in self.peft_model.peft_config:
+                self.peft_model.delete_adapter(name)
+            self._reload_live()
+            raise
+        self.peft_name = name
+
+    def _reload_live(self) -> None:
+        """Load the live adapter's folder again into a fresh slot (or fall back to the base model)."""
+        if self.adapter_path is None:  # the base model is live; the adapter slot's weights are not used
+            return
+        name = self._next_peft_name()
+        try:
+            self.peft_model.load_adapter(self.adapter_path, adapter_name=name)
+            self.peft_model.set_adapter(name)
+        except LOAD_ERRORS as exc:
+            log.error("adapter %s cannot be reloaded after a failed swap (%s); serving the base model",
+                      self.adapter_version, exc)
+            self.peft_model.base_model.disable_adapter_layers()
+            self._set_live(None, None)
+            return
+        self.peft_name = name
+        self._drop_other_slots()
+
+    def _drop_other_slots(self) -> None:
+        for name in list(self.peft_model.peft_config):
+            if name != self.peft_name:
+                self.peft_model.delete_adapter(name)
 
     def _next_peft_name(self) -> str:
         self._peft_loads += 1
@@ -180,6 +218,15 @@ class LocalModel:
 
             self._embed = Embedder().embed
         return self._embed
+
+    @contextmanager
+    def scope_off(self) -> Iterator[None]:
+        """Within the block the live adapter answers every request, in scope or not."""
+        scope, self.adapter_scope = self.adapter_scope, None
+        try:
+            yield
+        finally:
+            self.adapter_scope = scope
 
     def adapter_uses(self, requests: list[list[dict[str, str]]]) -> list[AdapterUse]:
         """For each request's messages: does the live adapter answer it?"""

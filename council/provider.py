@@ -153,9 +153,9 @@ class LocalProvider(CustomLLM):
             del self._waiting[: len(batch)]
         if not batch:
             return
-        self._sync()  # a changed loras/current takes effect at the next batch, ahead of queued work
         self.batch_sizes[len(batch)] += 1
         try:
+            self._sync()  # a changed loras/current takes effect at the next batch, ahead of queued work
             results: list[Any] = self._require_model().generate_batch([request for request, _, _ in batch])
         except Exception as exc:  # not hidden: every request of the batch receives it as its own error
             results = [exc] * len(batch)

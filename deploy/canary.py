@@ -153,6 +153,18 @@ def run_canary(model: LocalModel, cases: list[CanaryCase]) -> CanaryResult:
     return CanaryResult(results)
 
 
+def unscoped_canary(model: LocalModel, cases: list[CanaryCase]) -> dict[str, Any]:
+    """The canary with the adapter answering every case, scope or not: how far the adapter drifts outside its
+    scope. Reported, not required (the server applies the scope)."""
+    with model.scope_off():
+        drift = run_canary(model, cases)
+    failed = [c.id for c in drift.cases if not c.passed]
+    if failed:
+        log.warning("without its scope the adapter would fail canary case(s) %s; it is served scoped, so the "
+                    "base model answers them", ", ".join(failed))
+    return {"passed": drift.passed, "total": len(drift.cases), "failed": failed}
+
+
 def check_weights(folder: Path) -> int:
     """Read every adapter tensor; AdapterError when the file is corrupt or holds NaN/inf. Returns the count."""
     import torch
@@ -230,6 +242,8 @@ def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry,
     summary["validation"] = {"tensors": tensors, "base_model": base.model_id, "fingerprint": base.fingerprint}
     canary = run_canary(model, cases)
     summary["canary"] = canary.to_dict()
+    if model.adapter_scope is not None:
+        summary["canary_unscoped"] = unscoped_canary(model, cases)
     if canary.pass_rate < config.min_canary_pass_rate:
         failed = [f"{c.id}: {', '.join(c.failed_checks)} (got {c.output!r})" for c in canary.cases if not c.passed]
         return (f"canary {canary.passed}/{len(canary.cases)} passed, below {config.min_canary_pass_rate:.0%}: "

@@ -205,6 +205,11 @@ def format_report(summary: dict[str, Any]) -> list[str]:
         if answered < canary["total"]:
             lines.append(f"  {canary['total'] - answered} of the {canary['total']} canary questions are outside the "
                          "adapter's scope (model.adapter_scope_similarity), so the base model answered them")
+        unscoped = canary.get("unscoped")
+        if unscoped:
+            lines.append(f"  with the adapter answering every canary question (no scope): {unscoped['passed']}/"
+                         f"{unscoped['total']} would pass" + (f" — {', '.join(unscoped['failed'])} would flip"
+                                                               if unscoped["failed"] else ""))
     else:
         lines.append("canary: not run (no adapter reached the deploy checks)")
     lines.append(f"night: {night['result']} ({_clip(str(night['reason']), 90)}); the server now serves "

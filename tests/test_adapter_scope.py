@@ -96,7 +96,8 @@ def test_a_broken_scope_file_refuses_the_adapter_and_keeps_the_live_one(base_mod
 
 
 def test_child_scope_keeps_the_parents_queries(tmp_path, embedder, scrambling_adapter):
-    rows = write_scope(tmp_path, ["What colour is the Zorblax 3000?"], embedder.embed, parent=scrambling_adapter)
+    rows = write_scope(tmp_path, ["What colour is the Zorblax 3000?", TRAINED], embedder.embed,
+                       parent=scrambling_adapter)
     scope = read_scope(tmp_path)
     assert rows == 2 and scope.shape == (2, 384)
     assert float(scope[0] @ embedder.embed([TRAINED])[0]) == pytest.approx(1.0, abs=1e-4)
