@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,14 @@ SCOPE_FILE = "scope.npy"
 EMBEDDING_DIM = 384
 
 Embed = Callable[[list[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class AdapterUse:
+    """Who answers one request: ``adapter`` (a version) or the base model (None)."""
+
+    adapter: str | None = None
+    similarity: float | None = None  # closeness to the adapter's trained queries, when it is scoped
 
 
 def query_of(messages: list[dict[str, Any]]) -> str:

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from council.adapter_scope import AdapterUse
 from council.errors import InvalidRequestError
 
 if TYPE_CHECKING:
-    from council.local_model import AdapterUse, Generation, LocalModel, TokenLogprob
+    from council.local_model import Generation, LocalModel, TokenLogprob
 
 log = logging.getLogger(__name__)
 BASE_ROW = "__base__"  # PEFT's adapter name for "no adapter on this row" in a mixed batch
@@ -53,8 +54,7 @@ class _Row:
     generator: Any
     stop: list[str]
     started: float
-    use: AdapterUse | None = None
-    adapter_key: str | None = None  # the adapter answering this row (None = the base model)
+    use: AdapterUse = field(default_factory=AdapterUse)  # who answers this row
     history: list[int] = field(default_factory=list)  # prompt tokens before the last message
     out_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
@@ -93,9 +93,8 @@ class _Row:
             on_text(self.text[self.emitted:], self.logprobs[-1] if self.logprobs else TokenLogprob("", 0.0))
         return Generation(text=self.text, finish_reason=self.finish or "length", logprobs=self.logprobs,
                           prompt_tokens=len(self.prompt_ids),
-                          adapter=model.adapter_version if self.use is not None and self.use.applied else None,
-                          seconds=time.perf_counter() - self.started,
-                          scope_similarity=self.use.similarity if self.use is not None else None)
+                          adapter=self.use.adapter, seconds=time.perf_counter() - self.started,
+                          scope_similarity=self.use.similarity)
 
 
 def _row(model: LocalModel, request: GenerationRequest) -> _Row:
@@ -111,7 +110,7 @@ def _row(model: LocalModel, request: GenerationRequest) -> _Row:
         )
     generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
     return _Row(request, prompt_ids, generator, [s for s in (request.stop or []) if s], time.perf_counter(),
-                history=model.encode_history(request.messages, prompt_ids))
+                history=model.encode_history(request.messages, prompt_ids) if model.prefix_cache.max_entries else [])
 
 
 def _fill_cache(model: LocalModel, rows: list[_Row]) -> None:
@@ -119,7 +118,7 @@ def _fill_cache(model: LocalModel, rows: list[_Row]) -> None:
     import torch
 
     cache = model.prefix_cache
-    counts = Counter((row.adapter_key, tuple(row.history)) for row in rows)
+    counts = Counter((row.use.adapter, tuple(row.history)) for row in rows)
     for (adapter, history), count in counts.items():
         if not cache.wants(adapter, list(history), count > 1):
             continue
@@ -141,7 +140,7 @@ def _layout(model: LocalModel, rows: list[_Row], pad_id: int) -> tuple[Any, Any,
     cache = model.prefix_cache
     if cache.max_entries:
         _fill_cache(model, rows)
-    hits = [cache.lookup(row.adapter_key, row.prompt_ids) if cache.max_entries else None for row in rows]
+    hits = [cache.lookup(row.use.adapter, row.prompt_ids) if cache.max_entries else None for row in rows]
     cached = [hit.tokens if hit else 0 for hit in hits]
     rests = [len(row.prompt_ids) - n for row, n in zip(rows, cached, strict=True)]
     history, rest = max(cached), max(rests)
@@ -184,11 +183,10 @@ def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list
     live = [rows[i] for i in rows]
     for row, use in zip(live, model.adapter_uses([row.request.messages for row in live]), strict=True):
         row.use = use
-        row.adapter_key = model.adapter_version if use.applied else None
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     active, names = model.active, None
-    if model.adapter_version is not None and not all(row.use.applied for row in live):
-        names = [model.peft_name if row.adapter_key else BASE_ROW for row in live]
+    if model.adapter_version is not None and not all(row.use.adapter for row in live):
+        names = [model.peft_name if row.use.adapter else BASE_ROW for row in live]
     started, prefill, steps = time.perf_counter(), 0.0, 0
     with torch.inference_mode():
         ids, mask, positions, past, reused = _layout(model, live, pad_id) if live else (None, None, None, None, 0)

@@ -22,8 +22,9 @@ from typing import Any
 
 from safetensors import SafetensorError
 
-from council.adapter_scope import Embed, query_of, read_scope, similarities
+from council.adapter_scope import AdapterUse, Embed, query_of, read_scope, similarities
 from council.batched_generation import GenerationRequest, generate_batch
+from council.config import ModelSettings
 from council.errors import AdapterError, OverloadedError
 from council.model_files import BaseModel
 from council.prefix_cache import PrefixCache
@@ -55,6 +56,14 @@ class Generation:
         return len(self.logprobs)
 
 
+def chat_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    """``messages`` through the tokenizer's chat template, as a plain list of token ids."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
 def full_attention(config: Any) -> bool:
     """True when every layer attends to the whole context: prefix reuse needs every cached key (a sliding-
     window layer keeps only the last ``sliding_window`` of them)."""
@@ -74,14 +83,6 @@ def check_adapter_folder(folder: Path) -> None:
         json.loads((folder / "adapter_config.json").read_text())
     except json.JSONDecodeError as exc:
         raise AdapterError(f"{folder}/adapter_config.json is not valid JSON: {exc}") from exc
-
-
-@dataclass
-class AdapterUse:
-    """Whether the live adapter answers one request (see council/adapter_scope.py)."""
-
-    applied: bool
-    similarity: float | None = None
 
 
 class LocalModel:
@@ -119,6 +120,12 @@ class LocalModel:
         if self.model.generation_config.eos_token_id is not None:
             eos = self.model.generation_config.eos_token_id
             self.eos_ids |= set(eos if isinstance(eos, list) else [eos])
+
+    @classmethod
+    def from_settings(cls, base: BaseModel, settings: ModelSettings, embed: Embed | None = None) -> LocalModel:
+        """The local model as ``[model]`` configures it (threads, adapter scope, prefix cache)."""
+        return cls(base, settings.torch_threads, settings.adapter_scope_similarity, embed,
+                   settings.prefix_cache_entries)
 
     # ---------- adapters ----------
     def use_adapter(self, folder: str | None) -> bool:
@@ -231,11 +238,12 @@ class LocalModel:
     def adapter_uses(self, requests: list[list[dict[str, str]]]) -> list[AdapterUse]:
         """For each request's messages: does the live adapter answer it?"""
         if self.adapter_version is None:
-            return [AdapterUse(False) for _ in requests]
+            return [AdapterUse() for _ in requests]
         if self.adapter_scope is None:
-            return [AdapterUse(True) for _ in requests]
+            return [AdapterUse(self.adapter_version) for _ in requests]
         scores = similarities(self.adapter_scope, [query_of(m) for m in requests], self.embedder())
-        return [AdapterUse(score >= self.scope_similarity, round(score, 4)) for score in scores]
+        return [AdapterUse(self.adapter_version if score >= self.scope_similarity else None, round(score, 4))
+                for score in scores]
 
     @property
     def active(self) -> Any:
@@ -243,19 +251,13 @@ class LocalModel:
 
     # ---------- generation ----------
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_ids(self.tokenizer, messages)
 
     def encode_history(self, messages: list[dict[str, str]], prompt_ids: list[int]) -> list[int]:
         """Token ids of ``messages`` before the last one, when they begin ``prompt_ids`` (else [])."""
         if len(messages) < 2:
             return []
-        ids = self.tokenizer.apply_chat_template(messages[:-1], tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        ids = list(ids)
+        ids = chat_ids(self.tokenizer, messages[:-1], add_generation_prompt=False)
         return ids if ids and prompt_ids[: len(ids)] == ids and len(ids) < len(prompt_ids) else []
 
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int, **settings: Any) -> Generation:

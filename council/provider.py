@@ -3,8 +3,8 @@
 ``register_local_provider(settings)`` loads the base model (converting the embedded GGUF once) and adds
 a ``litellm.CustomLLM`` under the name ``local`` to ``litellm.custom_provider_map``; from then on
 ``litellm.acompletion(model="local/smollm2", ...)`` runs here, off the event loop, requests that wait
-together decoded as one batch (``council/batched_generation.py``), with per-token logprobs in ``choices[0].logprobs`` (and in each stream chunk's
-``provider_specific_fields["logprobs"]``).
+together decoded as one batch (``council/batched_generation.py``), with per-token logprobs in
+``choices[0].logprobs`` (and in each stream chunk's ``provider_specific_fields["logprobs"]``).
 """
 
 from __future__ import annotations
@@ -89,10 +89,8 @@ class LocalProvider(CustomLLM):
                 base = await asyncio.to_thread(
                     resolve_base_model, self.settings.model.source, self.settings.paths.models
                 )
-                model = self.settings.model
-                self.model = await asyncio.to_thread(LocalModel, base, model.torch_threads,
-                                                     model.adapter_scope_similarity, self.embed,
-                                                     model.prefix_cache_entries)
+                self.model = await asyncio.to_thread(LocalModel.from_settings, base, self.settings.model,
+                                                     self.embed)
         await self.sync_adapter()
 
     def _link_target(self) -> str | None:

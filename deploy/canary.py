@@ -236,8 +236,7 @@ def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry,
     base = resolve_base_model(settings.model.source, settings.paths.models)
     check_base(info.metadata, base)
     tensors = check_weights(info.path)
-    model = LocalModel(base, torch_threads=settings.model.torch_threads,
-                       scope_similarity=settings.model.adapter_scope_similarity)
+    model = LocalModel.from_settings(base, settings.model)
     model.use_adapter(str(info.path))
     summary["validation"] = {"tensors": tensors, "base_model": base.model_id, "fingerprint": base.fingerprint}
     canary = run_canary(model, cases)

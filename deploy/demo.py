@@ -212,13 +212,14 @@ def run(config: DemoConfig, home: Path) -> dict[str, Any]:
         serving = server.health().get("adapter")
         mark = time.perf_counter()
         after = ask_all(server, config.question_list, config.max_tokens, correct=False)
-        reworded = ask_all(server, [replace(q, question=q.reworded) for q in config.question_list if q.reworded],
-                           config.max_tokens, correct=False)
+        rewordable = [q for q in config.question_list if q.reworded]
+        reworded = ask_all(server, [replace(q, question=q.reworded) for q in rewordable], config.max_tokens,
+                           correct=False)
         seconds["after"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - clock
     deploy = night["deploy"]
     version = deploy.get("version") if deploy.get("decision") == "deployed" else None
-    reworded_by_id = {q.id: r for q, r in zip([q for q in config.question_list if q.reworded], reworded, strict=True)}
+    reworded_by_id = {q.id: r for q, r in zip(rewordable, reworded, strict=True)}
     rows = [{"id": q.id, "question": q.question, "corrected": bool(b.get("corrected")), "before": b, "after": a,
              "reworded": reworded_by_id.get(q.id)}
             for q, b, a in zip(config.question_list, before, after, strict=True)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from council.local_model import chat_ids
 from council.prompts import PromptStore, serving_system_prompt
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX, TokenizedExample
@@ -173,12 +174,6 @@ def assistant_message(example: dict[str, Any], prompts: PromptStore) -> str:
     )
 
 
-def _ids(encoded: Any) -> list[int]:
-    if isinstance(encoded, dict) or hasattr(encoded, "input_ids"):
-        encoded = encoded["input_ids"]
-    return list(encoded)
-
-
 def encode_example(
     tokenizer: Any, example: dict[str, Any], prompts: PromptStore, max_length: int
 ) -> TokenizedExample | None:
@@ -187,9 +182,9 @@ def encode_example(
     None when the prompt leaves no room."""
     messages = [{"role": "system", "content": serving_system_prompt(prompts)},
                 {"role": "user", "content": user_message(example)}]
-    prompt = _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    prompt = chat_ids(tokenizer, messages)
     reply = {"role": "assistant", "content": assistant_message(example, prompts)}
-    full = _ids(tokenizer.apply_chat_template([*messages, reply], tokenize=True))
+    full = chat_ids(tokenizer, [*messages, reply], add_generation_prompt=False)
     boundary = 0
     while boundary < min(len(prompt), len(full)) and prompt[boundary] == full[boundary]:
         boundary += 1

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from council.jsonl import json_objects
+from council.local_model import chat_ids
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX, TokenizedExample
 
@@ -62,14 +63,6 @@ def load_prompts(path: Path) -> list[RehearsalPrompt]:
             raise TrainingError(f"{where}: 'accept' must be a list of non-empty strings")
         prompts.append(RehearsalPrompt(prompt.strip(), max_tokens, tuple(accept)))
     return prompts
-
-
-def _chat_ids(tokenizer: Any, system: str, prompt: str) -> list[int]:
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    return list(ids)
 
 
 def _load_model(base_path: str, parent_path: str | None, device: str) -> Any:
@@ -111,7 +104,8 @@ def generate_examples(
     configured = model.generation_config.eos_token_id
     stop_ids |= set(configured if isinstance(configured, list) else [configured]) - {None}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [_chat_ids(tokenizer, system, item.prompt) for item in prompts]
+    encoded = [chat_ids(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": item.prompt}])
+               for item in prompts]
     examples: list[TokenizedExample] = []
     rejected = 0
     # Prompts of one batch share max_tokens; left padding keeps every prompt's end at the generation point.
