@@ -4,19 +4,29 @@ Lookup order (later wins):
 1. built-in defaults (the dataclasses below);
 2. the TOML file: ``--config PATH``, else ``$COUNCIL_CONFIG``, else ``$COUNCIL_HOME/council.toml`` if it exists;
 3. environment: ``COUNCIL_HOME``, ``COUNCIL_HOST``, ``COUNCIL_PORT``, ``COUNCIL_API_KEY``,
-   ``COUNCIL_WEBHOOK_URL`` and, for any field, ``COUNCIL__SECTION__FIELD=value`` (value parsed as TOML,
-   falling back to a plain string), e.g. ``COUNCIL__COUNCIL__THRESHOLD=0.6``;
+   ``COUNCIL_WEBHOOK_URL``, ``COUNCIL_MODEL_SOURCE`` and, for any field, ``COUNCIL__SECTION__FIELD=value``,
+   e.g. ``COUNCIL__COUNCIL__THRESHOLD=0.6``: the raw text for string and path fields (``API_KEY=123456``
+   stays the string "123456"), else parsed as a TOML value (``8080``, ``true``, ``{ math = "m" }``);
 4. command-line flags such as ``--home``, ``--host`` and ``--port``.
+
+Every value, from every layer, is checked against its field's declared type with pydantic (strict: no
+``true`` or ``80.5`` or ``"80"`` for an int; a path also takes a string) before the dataclasses are built, so
+their ``__post_init__`` range checks see the right types. A wrong value raises ValueError naming the
+setting, the type it needs and where it came from, never the value itself (some are secrets).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 REPO_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_HOME = Path("~/.council")
@@ -175,38 +185,101 @@ _SHORT_ENV = {
     "COUNCIL_WEBHOOK_URL": ("alerts", "webhook_url"),
     "COUNCIL_MODEL_SOURCE": ("model", "source"),
 }
+_NOUNS = {str: "string", int: "integer", float: "finite number", bool: "boolean", Path: "path"}
+_GOT = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array", dict: "a table"}
 
 
-def _parse_env_value(raw: str) -> Any:
+@functools.cache
+def _types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    """Strict: no bool for int, no string for a number, no float for int; a Path also takes a string."""
+    return TypeAdapter(tp, config=ConfigDict(strict=tp is not Path, allow_inf_nan=False))
+
+
+def _noun(tp: Any, plural: bool = False) -> str:
+    """``dict[str, list[str]]`` -> "table of arrays of strings"."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (dict, list):
+        return f"{'table' if origin is dict else 'array'}{'s' if plural else ''} of {_noun(args[-1], plural=True)}"
+    return _NOUNS.get(tp, getattr(tp, "__name__", str(tp))) + ("s" if plural else "")
+
+
+def _from_env(section: str | None, key: str, raw: str) -> Any:
+    """An environment value as its field's type: str and Path fields keep the raw text; others parse as TOML."""
+    if _types(_SECTIONS.get(section or "", Settings)).get(key) in (str, Path):
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        return raw
+        return raw  # the type check below names the setting and the type it needs
 
 
-def _set(tree: dict[str, Any], section: str | None, key: str, value: Any) -> None:
+def _check(cls: type, section: str | None, key: str, value: Any, origin: str) -> Any:
+    """``value`` validated (and Path-coerced) as field ``key`` of ``cls``; never quotes the value (secrets)."""
+    tp = _types(cls)[key]
+    try:
+        return _adapter(tp).validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+    # raised outside the except so the pydantic error, which quotes the value, is not chained to it
+    dotted, noun = (f"{section}.{key}" if section else key), _noun(tp)
+    got = type(error["input"])
+    bad = "inf or nan" if error["type"] == "finite_number" else _GOT.get(got, got.__name__)
+    at = f" at {dotted}" + "".join(f"[{part!r}]" for part in error["loc"]) if error["loc"] else ""
+    article = "an" if noun[0] in "aeiou" else "a"
+    raise ValueError(f"{dotted} must be {cls.__dataclass_fields__[key].type} ({article} {noun}), got {bad}{at} "
+                     f"(from {origin})")
+
+
+def _set(tree: dict[str, Any], sources: dict[str, str], section: str | None, key: str, value: Any,
+         origin: str) -> None:
+    if section is not None and section not in tree:
+        sources[section] = origin
     target = tree if section is None else tree.setdefault(section, {})
+    if not isinstance(target, dict):
+        raise ValueError(f"[{section}] must be a table (from {sources.get(section, origin)})")
     target[key] = value
+    sources[f"{section}.{key}" if section else key] = origin
 
 
-def _build(tree: dict[str, Any]) -> Settings:
+def _build(tree: dict[str, Any], sources: dict[str, str], default_origin: str) -> Settings:
     kwargs: dict[str, Any] = {}
     known_top = {f.name for f in dataclasses.fields(Settings)}
     for key, value in tree.items():
         if key not in known_top:
-            raise ValueError(f"unknown setting {key!r}; known: {sorted(known_top)}")
-        if key in _SECTIONS:
-            if not isinstance(value, dict):
-                raise ValueError(f"[{key}] must be a table")
-            cls = _SECTIONS[key]
-            names = {f.name for f in dataclasses.fields(cls)}
-            unknown = set(value) - names
-            if unknown:
-                raise ValueError(f"unknown setting(s) {sorted(unknown)} in [{key}]; known: {sorted(names)}")
-            kwargs[key] = cls(**value)
-        else:
-            kwargs[key] = value
+            raise ValueError(f"unknown setting {key!r} (from {sources.get(key, default_origin)}); "
+                             f"known: {sorted(known_top)}")
+        if key not in _SECTIONS:
+            kwargs[key] = _check(Settings, None, key, value, sources.get(key, default_origin))
+            continue
+        if not isinstance(value, dict):
+            raise ValueError(f"[{key}] must be a table (from {sources.get(key, default_origin)})")
+        cls = _SECTIONS[key]
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            origin = sources.get(f"{key}.{unknown[0]}", default_origin)
+            raise ValueError(f"unknown setting(s) {unknown} in [{key}] (from {origin}); known: {sorted(names)}")
+        kwargs[key] = cls(**{name: _check(cls, key, name, item, sources.get(f"{key}.{name}", default_origin))
+                             for name, item in value.items()})
     return Settings(**kwargs)
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ValueError(f"config file {path} does not exist; create it or drop --config") from exc
+    except OSError as exc:
+        raise ValueError(f"config file {path} cannot be read ({exc.strerror}); point --config at a TOML file") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config file {path} is not UTF-8 text; save it as UTF-8 TOML") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
 
 
 def load_settings(
@@ -214,35 +287,32 @@ def load_settings(
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> Settings:
-    """Build Settings from defaults, TOML, environment and ``overrides`` ({"home": ..., "server.port": ...})."""
+    """Build Settings from defaults, TOML, environment and ``overrides`` ({"home": ..., "server.port": ...}).
+
+    Every value is checked against its field's declared type; a wrong one raises ValueError naming the
+    setting, the type it needs and where it came from (never the value itself: some are secrets).
+    """
     env = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     home = Path(overrides.get("home") or env.get("COUNCIL_HOME") or DEFAULT_HOME).expanduser()
     path = config_path or env.get("COUNCIL_CONFIG")
     if path is None and (home / "council.toml").is_file():
         path = home / "council.toml"
-    tree: dict[str, Any] = {}
-    if path is not None:
-        try:
-            tree = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ValueError(f"config file {path} does not exist; create it or drop --config") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
-    tree["home"] = str(home)
+    tree: dict[str, Any] = {} if path is None else _read_toml(path)
+    file_origin = "defaults" if path is None else f"config file {path}"
+    sources = dict.fromkeys(tree, file_origin)
+    _set(tree, sources, None, "home", str(home), "--home or COUNCIL_HOME")
     for name, (section, key) in _SHORT_ENV.items():
         if env.get(name):
-            _set(tree, section, key, _parse_env_value(env[name]) if key == "port" else env[name])
+            _set(tree, sources, section, key, _from_env(section, key, env[name]), f"environment {name}")
     for name, raw in env.items():
         if name.startswith("COUNCIL__"):
             parts = name[len("COUNCIL__"):].lower().split("__")
-            if len(parts) == 1:
-                _set(tree, None, parts[0], _parse_env_value(raw))
-            elif len(parts) == 2:
-                _set(tree, parts[0], parts[1], _parse_env_value(raw))
-            else:
+            if len(parts) > 2:
                 raise ValueError(f"{name}: use COUNCIL__SECTION__FIELD, e.g. COUNCIL__SERVER__PORT=8080")
+            section, key = (None, parts[0]) if len(parts) == 1 else parts
+            _set(tree, sources, section, key, _from_env(section, key, raw), f"environment {name}")
     for dotted, value in overrides.items():
         section, _, key = dotted.rpartition(".")
-        _set(tree, section or None, key, str(value) if key == "home" else value)
-    return _build(tree)
+        _set(tree, sources, section or None, key, str(value) if key == "home" else value, f"override {dotted}")
+    return _build(tree, sources, file_origin)
