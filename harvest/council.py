@@ -17,6 +17,10 @@ models overlap; members do not see each other's drafts, which keeps proposals in
    listing the candidates by number and answer ``VOTE: <n>``. Most votes wins; ties go to the higher
    quality score (``harvest.quality``), then to the lower candidate number.
 
+A proposal's confidence is the mean token probability of the very model call that wrote it: every agent run
+gets a ``LiteLLMChatClient`` of its own, and the round hands back each reply with that client's logprobs
+(``Reply``), so records deliberated concurrently never read each other's calls.
+
 A failed model call raises ``ModelCallError`` for the whole record (the caller retries it on a later run).
 """
 
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import TaskResult
 from autogen_core.model_context import UnboundedChatCompletionContext
-from autogen_core.models import AssistantMessage, SystemMessage, UserMessage
+from autogen_core.models import AssistantMessage, ChatCompletionTokenLogprob, SystemMessage, UserMessage
 
 from council.errors import PromptError
 from council.prompts import PromptStore
@@ -43,6 +47,14 @@ log = logging.getLogger(__name__)
 USER_CORRECTION = "user-correction"  # Candidate.model of the user's own correction (agent 0)
 PHRASE_MAX_TOKENS = 64  # a worded correction is an answer of a sentence or two, not a rewrite
 _TEMPLATE = re.compile(r"harvest_rewriter_(\d+)\.j2")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One member's reply in a round, with the token logprobs of the model call that wrote it (None: none)."""
+
+    text: str
+    logprobs: list[ChatCompletionTokenLogprob] | None = None
 
 
 @dataclass
@@ -83,12 +95,14 @@ class HarvestCouncil:
         templates = rewriter_templates(prompts)
         self.templates = [templates[i % len(templates)] for i in range(len(models))]
 
-        def client(model: str, tokens_: int) -> LiteLLMChatClient:
-            return LiteLLMChatClient(model, max_tokens=tokens_, temperature=temperature,
-                                     timeout_seconds=timeout_seconds)
+        self.max_tokens = {"rewrite": max_tokens, "vote": vote_max_tokens}
+        self.temperature = temperature
+        self.timeout_seconds = timeout_seconds
 
-        self.propose_clients = [client(m, max_tokens) for m in models]
-        self.vote_clients = [client(m, vote_max_tokens) for m in models]
+    def client(self, model: str, kind: str) -> LiteLLMChatClient:
+        """A fresh client for one agent run (or one call): its ``results`` hold that run's calls only."""
+        return LiteLLMChatClient(model, max_tokens=self.max_tokens[kind], temperature=self.temperature,
+                                 timeout_seconds=self.timeout_seconds)
 
     def examples(self, kind: str) -> list[tuple[str, str]]:
         """(user turn, assistant turn) pairs from ``harvest_examples.j2`` for ``kind`` "rewrite" or "vote"."""
@@ -121,15 +135,16 @@ class HarvestCouncil:
                                          description=f"harvest council member {i} ({template})"))
         return agents
 
-    async def _round(self, clients: list[LiteLLMChatClient], kind: str, task: str) -> list[str]:
-        for client in clients:
-            client.last_result = None
+    async def _round(self, kind: str, task: str) -> list[Reply]:
+        """Every member answers ``task`` once, concurrently; each reply carries its own call's logprobs."""
+        clients = [self.client(model, kind) for model in self.models]  # one per run, never shared
         results = await asyncio.gather(*(agent.run(task=task) for agent in self._agents(clients, kind)),
                                        return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return [_reply(result) for result in results]
+        return [Reply(_reply(result), client.results[-1].logprobs if client.results else None)
+                for result, client in zip(results, clients, strict=True)]
 
     async def phrase(self, query: str, correction: str) -> str:
         """The correction as member 1's model answers the query with it in memory, or the correction verbatim.
@@ -141,9 +156,9 @@ class HarvestCouncil:
         An answer that does not agree with the correction is not used."""
         system = self.prompts.render("system.j2", context=[{"query": query, "answer": correction, "similarity": 1.0}],
                                      client_system="")
-        result = await self.propose_clients[0].create([SystemMessage(content=system),
-                                                       UserMessage(content=query, source="user")],
-                                                      extra_create_args={"max_tokens": PHRASE_MAX_TOKENS})
+        result = await self.client(self.models[0], "rewrite").create(
+            [SystemMessage(content=system), UserMessage(content=query, source="user")],
+            extra_create_args={"max_tokens": PHRASE_MAX_TOKENS})
         text = result.content.strip() if isinstance(result.content, str) else ""
         return text if text and agrees(text, correction) else correction
 
@@ -151,13 +166,13 @@ class HarvestCouncil:
         """Run both rounds for one (already redacted) record; ``outcome.winner`` is None if no candidate survived."""
         outcome = Outcome()
         task = self.prompts.render("harvest_task.j2", query=query, bad_answer=bad_answer, correction=correction)
-        replies = await self._round(self.propose_clients, "rewrite", task)
+        replies = await self._round("rewrite", task)
         seen: dict[tuple[str, ...], Candidate] = {}
-        for i, text in enumerate(replies):
-            parsed = parse_candidate(text)
+        for i, reply in enumerate(replies):
+            parsed = parse_candidate(reply.text)
             if parsed is None:
                 outcome.malformed += 1
-                log.debug("member %d (%s) reply is malformed: %.120r", i + 1, self.models[i], text)
+                log.debug("member %d (%s) reply is malformed: %.120r", i + 1, self.models[i], reply.text)
                 continue
             reasoning, answer, strict = parsed
             if not agrees(answer, correction):
@@ -167,8 +182,7 @@ class HarvestCouncil:
             if key in seen:
                 outcome.merged += 1
                 continue
-            last = self.propose_clients[i].last_result
-            probability = mean_probability([t.logprob for t in last.logprobs or []]) if last is not None else None
+            probability = mean_probability([t.logprob for t in reply.logprobs or []])
             seen[key] = Candidate(agent=i + 1, model=self.models[i], reasoning=redact(reasoning),
                                   answer=redact(answer), strict=strict, probability=probability)
         if correction and tuple(tokens(correction)) not in seen:
@@ -184,8 +198,8 @@ class HarvestCouncil:
                                      candidates=_numbered([{"reasoning": c.reasoning, "answer": c.answer,
                                                             "from_user": c.agent == 0}
                                                            for c in outcome.candidates]))
-        for text in await self._round(self.vote_clients, "vote", ballot):
-            choice = parse_vote(text, len(outcome.candidates))
+        for reply in await self._round("vote", ballot):
+            choice = parse_vote(reply.text, len(outcome.candidates))
             outcome.ballots.append(choice)
             if choice is not None:
                 outcome.candidates[choice - 1].votes += 1
@@ -207,4 +221,4 @@ def _reply(result: TaskResult) -> str:
     return content if isinstance(content, str) else ""
 
 
-__all__ = ["HarvestCouncil", "ModelCallError", "Outcome", "rewriter_templates"]
+__all__ = ["HarvestCouncil", "ModelCallError", "Outcome", "Reply", "rewriter_templates"]

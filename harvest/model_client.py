@@ -1,10 +1,12 @@
 """An autogen ``ChatCompletionClient`` over ``litellm.acompletion``, so council agents reach every model
 (``local/smollm2``, ``openai/...``, ``anthropic/...``, the test provider ``scripted/...``) one way.
 
-It asks for token logprobs (``drop_params=True`` lets providers without them ignore the request), returns
-them in ``CreateResult.logprobs`` and keeps the newest result in ``last_result`` so the council can read a
-proposal's confidence. Text only: no tools, images, JSON mode or structured output. Provider failures and
-timeouts are raised as ``ModelCallError`` (a ``ModelUnavailableError``) with the model string, never keys.
+It asks for token logprobs (``drop_params=True`` lets providers without them ignore the request) and returns
+them in ``CreateResult.logprobs``. An autogen agent passes on only the text of that result, so a client also
+lists every result it returned in ``results``; the harvest council gives each agent run a client of its own
+and reads that run's logprobs from it, so concurrent runs never see each other's calls. Text only: no tools,
+images, JSON mode or structured output. Provider failures and timeouts are raised as ``ModelCallError`` (a
+``ModelUnavailableError``) with the model string, never keys.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class LiteLLMChatClient(ChatCompletionClient):
         self.temperature = temperature
         self.timeout_seconds = timeout_seconds
         self.context_window = context_window
-        self.last_result: CreateResult | None = None
+        self.results: list[CreateResult] = []  # what this client's create() returned, oldest first
         self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._actual = RequestUsage(prompt_tokens=0, completion_tokens=0)
 
@@ -101,7 +103,7 @@ class LiteLLMChatClient(ChatCompletionClient):
         result = CreateResult(finish_reason=_FINISH.get(choice.finish_reason or "", "unknown"),
                               content=choice.message.content or "", usage=used, cached=False,
                               logprobs=_logprobs(getattr(choice, "logprobs", None)))
-        self.last_result = result
+        self.results.append(result)
         return result
 
     async def create_stream(self, messages: Sequence[LLMMessage], **kwargs: Any) -> AsyncGenerator[str | CreateResult, None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 
@@ -189,6 +190,34 @@ async def test_identical_answers_merge_into_one_candidate(council):
     assert outcome.winner.parts["vote_share"] == 1.0
 
 
+async def test_concurrent_records_score_proposals_with_their_own_calls_logprobs(council):
+    """Two records through one council at once: each proposal's confidence is the probability of the call that
+    wrote it. Member 1 answers record A at once and record B a little later, while A waits for its slower
+    members, so a client's newest call when A's round ends is B's (what the old ``last_result`` handed A)."""
+    probability = {("2+2", 1): 0.91, ("2+2", 2): 0.92, ("2+2", 3): 0.93,
+                   ("3+3", 1): 0.21, ("3+3", 2): 0.22, ("3+3", 3): 0.23}
+    delay = {("2+2", 1): 0.0, ("2+2", 2): 0.2, ("2+2", 3): 0.2, ("3+3", 1): 0.1, ("3+3", 2): 0.3, ("3+3", 3): 0.3}
+    answers = {"2+2": "4", "3+3": "6"}
+
+    def respond(model, messages):
+        i, record = member(messages), "2+2" if "What is 2+2?" in messages[-1]["content"] else "3+3"
+        if is_ballot(messages):
+            return Script(text="VOTE: 1", probability=0.5)
+        return Script(text=f"REASONING: member {i} adds for {record}. ANSWER: {answers[record]} (member {i})",
+                      probability=probability[record, i], delay=delay[record, i])
+
+    install_scripted(respond=respond)
+    a, b = await asyncio.gather(council.deliberate("What is 2+2?", "5", None),
+                                council.deliberate("What is 3+3?", "7", None))
+    for record, outcome in (("2+2", a), ("3+3", b)):
+        assert [c.agent for c in outcome.candidates] == [1, 2, 3]
+        for candidate in outcome.candidates:
+            own = probability[record, candidate.agent]
+            assert candidate.answer == f"{answers[record]} (member {candidate.agent})"
+            assert candidate.probability == pytest.approx(own)
+            assert candidate.parts["confidence"] == pytest.approx(own, abs=1e-4)  # the score used it
+
+
 async def test_provider_error_raises_model_call_error(council):
     install_scripted(respond=lambda model, messages: Script(error="upstream 500") if member(messages) == 2
                      else Script(text="REASONING: r. ANSWER: a"))
@@ -203,7 +232,7 @@ async def test_model_client_returns_logprobs_usage_and_info():
     assert result.content == "hello there world" and result.finish_reason == "stop"
     assert [t.token for t in result.logprobs] == ["hello", "there", "world"]
     assert result.logprobs[0].logprob == pytest.approx(-0.6931, abs=1e-3)
-    assert client.last_result is result
+    assert client.results == [result]  # a client lists its own calls only
     info = client.model_info
     assert (info["vision"], info["function_calling"], info["json_output"], info["family"],
             info["structured_output"]) == (False, False, False, "unknown", False)
