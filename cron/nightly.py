@@ -5,12 +5,15 @@ Run by cron through ``cron/nightly_improvement.sh`` (crontab example in the READ
     council nightly                          # yesterday's failures, server at server.host:server.port
     council nightly --since 2026-11-21 --fresh --window-seconds 120
 
-Each stage is its package's own ``main(config)``; this module only sequences them. A lock
+Each stage is its package's own ``main(config)`` (``cron.stages``); this module sequences them. A lock
 (``<home>/nightly.lock``) refuses a second run while one is going. Preflight needs ``--min-free-gb`` of free
 disk and, when a server URL answers nothing, says so (deploy then runs without monitoring). Every stage logs
-to ``<home>/logs/nightly-<stamp>/<stage>.log``. "Nothing to do" (exit 3) from a stage is normal and ends
-the loop early with exit 0; a real failure exits 1 and alerts. Loop figures go to
-``<home>/logs/loop_metrics.json``, which the server exposes on ``/metrics``.
+to ``<home>/logs/nightly-<stamp>/<stage>.log``. "Nothing to do" (exit 3) from a stage is normal: the later
+stages run only on work an earlier night left pending (harvest files never trained on, an adapter trained but
+never deployed), else the night ends with exit 0. A stage that fails, or raises instead of returning an exit
+code, fails the night: its traceback goes to its log once, the summary names the stage and the error, the
+alert says so, and the exit code is 1; cleanup still runs. The summary, loop figures and alerts are
+``cron.summary``'s (``<home>/logs/nightly_summary.json``, ``loop_metrics.json`` for ``/metrics``).
 
 Exit codes: 0 done (also when there was nothing to do), 1 a stage failed, 2 bad arguments,
 4 another nightly run holds the lock.
@@ -20,23 +23,32 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from council import exitcodes
-from council.atomic import atomic_write_json
 from council.cliargs import add_config_arguments
 from council.config import Settings
-from deploy.alerts import PIPELINE_ERROR, TRAINING_DONE, Alerter
+from council.errors import CouncilError
+from cron.stages import STAGES, Stage, cleanup
+from cron.summary import (
+    SUMMARY_FILE,
+    alert_training_done,
+    crash_record,
+    read_json,
+    update_loop_metrics,
+    write_and_alert,
+)
+from deploy.alerts import Alerter
 from deploy.monitor import ServerClient, default_server_url
 from deploy.registry import utc_now
 
@@ -132,157 +144,138 @@ def preflight(config: NightlyConfig) -> tuple[str | None, dict[str, Any]]:
     return None, checks
 
 
-def _harvest(config: NightlyConfig) -> int:
-    from harvest.main import HarvestConfig
-    from harvest.main import main as harvest_main
+class Night:
+    """One run of the loop: its summary, its log folder, and the guard that turns a crash into a failed stage."""
 
-    extra = {"models": [m.strip() for m in config.harvest_models.split(",") if m.strip()]}
-    return harvest_main(HarvestConfig(settings=config.settings, since=config.since or None,
-                                      until=config.until or None, max_records=config.max_records,
-                                      agents=config.agents, **(extra if extra["models"] else {})))
+    def __init__(self, config: NightlyConfig) -> None:
+        self.config = config
+        self.started = time.time()
+        self.summary: dict[str, Any] = {"started_at": utc_now(), "stages": {}, "seconds": {}, "pending": {},
+                                        "errors": []}
+        self.logs = config.settings.paths.logs / f"nightly-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
 
-
-def _train(config: NightlyConfig) -> int:
-    from training.main import TrainConfig
-    from training.main import main as train_main
-
-    overrides: dict[str, Any] = {"fresh": config.fresh, "min_examples": config.min_examples}
-    if config.epochs:
-        overrides.update(epochs=config.epochs, incremental_epochs=config.epochs)
-    if config.learning_rate:
-        overrides.update(learning_rate=config.learning_rate, incremental_learning_rate=config.learning_rate)
-    if config.train_threads:
-        overrides["torch_threads"] = config.train_threads
-    return train_main(TrainConfig.from_settings(config.settings, **overrides))
-
-
-def _deploy(config: NightlyConfig) -> int:
-    from deploy.main import DeployConfig
-    from deploy.main import main as deploy_main
-
-    return deploy_main(DeployConfig(settings=config.settings, server_url=config.server_url,
-                                    window_seconds=config.window_seconds, sample_seconds=config.sample_seconds,
-                                    max_p95_latency_ms=config.max_p95_latency_ms,
-                                    min_success_rate=config.min_success_rate, probe_file=config.probe_file))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _newest_metadata(loras: Path) -> dict[str, Any]:
-    folders = sorted(p for p in loras.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "current")
-    return _read_json(folders[-1] / "metadata.json") if folders else {}
-
-
-def update_loop_metrics(paths: Any, stages: dict[str, int], started: float) -> dict[str, Any]:
-    """Fold tonight's figures into ``logs/loop_metrics.json`` (counters accumulate, gauges overwrite)."""
-    metrics = _read_json(paths.logs / "loop_metrics.json")
-    harvest = _read_json(paths.logs / "harvest_last.json")
-    if "harvest" in stages and harvest:
-        attempted = harvest.get("attempted") or harvest.get("rewritten") or 0
-        kept = harvest.get("kept", 0)
-        if attempted:
-            metrics["agent0_rewrite_success_rate"] = round(kept / attempted, 4)
-        if harvest.get("mean_quality") is not None:
-            metrics["harvest_mean_quality"] = harvest["mean_quality"]
-    if stages.get("train") == exitcodes.OK:
-        meta = _newest_metadata(paths.loras)
-        metrics["training_completed_total"] = metrics.get("training_completed_total", 0) + 1
-        metrics["training_duration_seconds"] = meta.get("duration_seconds", 0.0)
-        losses = (meta.get("loss") or {}).get("train") or []
-        if losses:
-            metrics["training_loss"] = losses[-1]
-    if "deploy" in stages:
-        summary = _read_json(paths.logs / "deploy_summary.json")
-        decision = summary.get("decision")
-        if decision == "deployed":
-            metrics["deployment_success_total"] = metrics.get("deployment_success_total", 0) + 1
-        if decision == "rolled_back":
-            metrics["rollbacks_triggered_total"] = metrics.get("rollbacks_triggered_total", 0) + 1
-        evaluation = summary.get("eval") or {}
-        if evaluation.get("candidate_loss") and evaluation.get("baseline_loss"):
-            metrics["quality_improvement_ratio"] = round(evaluation["baseline_loss"] / evaluation["candidate_loss"], 4)
-    metrics["nightly_last_run_seconds"] = round(time.time() - started, 2)
-    metrics["nightly_last_run_timestamp"] = time.time()
-    atomic_write_json(paths.logs / "loop_metrics.json", metrics)
-    return metrics
-
-
-def cleanup(config: NightlyConfig) -> dict[str, Any]:
-    """Keep the newest ``keep_adapters`` versions (never current/previous) and ``log_days`` of nightly logs."""
-    from deploy.registry import Registry
-
-    registry = Registry(config.settings.paths.loras)
-    state = registry.load()
-    protected = {state.current, state.previous}
-    versions = sorted(info.version for info in registry.versions())
-    removed = [v for v in versions[: max(0, len(versions) - config.keep_adapters)] if v not in protected]
-    for version in removed:
-        shutil.rmtree(registry.folder(version), ignore_errors=True)
-    cutoff = time.time() - config.log_days * 86400
-    old_logs = [p for p in config.settings.paths.logs.glob("nightly-*") if p.is_dir() and p.stat().st_mtime < cutoff]
-    for folder in old_logs:
-        shutil.rmtree(folder, ignore_errors=True)
-    return {"adapters_removed": removed, "log_folders_removed": len(old_logs)}
-
-
-STAGES: list[tuple[str, Callable[[NightlyConfig], int]]] = [("harvest", _harvest), ("train", _train),
-                                                            ("deploy", _deploy)]
-
-
-def _run(config: NightlyConfig, summary: dict[str, Any]) -> int:
-    paths = config.settings.paths.ensure()
-    logs = paths.logs / f"nightly-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    reason, summary["preflight"] = preflight(config)
-    if reason:
-        summary.update(result="failed", reason=f"preflight: {reason}")
-        return exitcodes.FAILURE
-    for stage, run in STAGES:
+    def guarded(self, stage: str, action: Callable[[], int | None]) -> int | None:
+        """``action()`` with its log in ``<stage>.log``; an exception it raises fails the stage (exit 1)."""
         started = time.perf_counter()
-        with stage_log(logs, stage):
-            code = run(config)
-        summary["stages"][stage] = code
-        summary["seconds"][stage] = round(time.perf_counter() - started, 1)
-        if stage == "train" and code == exitcodes.OK:
-            meta = _newest_metadata(paths.loras)
-            Alerter(config.settings.alerts).send(TRAINING_DONE, f"Trained adapter {meta.get('version')}", {
-                "examples": (meta.get("examples") or {}).get("train"), "loss": (meta.get("loss") or {}).get("train"),
-                "seconds": meta.get("duration_seconds")})
-        if code == exitcodes.NOTHING_TO_DO:
-            summary.update(result="nothing_to_do", reason=f"{stage}: nothing to do")
-            return exitcodes.OK
-        if code != exitcodes.OK:
-            summary.update(result="failed", reason=f"{stage} exited {code}; see {logs / (stage + '.log')}")
+        try:
+            with stage_log(self.logs, stage):
+                try:
+                    code = action()
+                except Exception as exc:  # a bug or OS failure the stage did not turn into an exit code
+                    code = self.crashed(stage, exc)
+        except OSError as exc:  # the stage's log file could not be opened
+            code = self.crashed(stage, exc, logged_in="the command's stderr")
+        if code is not None:
+            self.summary["seconds"][stage] = round(time.perf_counter() - started, 1)
+        return code
+
+    def crashed(self, stage: str, exc: BaseException, logged_in: str = "") -> int:
+        """Log ``exc`` with its traceback (once), record it in the summary, and fail the night."""
+        log.exception("nightly stage %s raised %s; the night fails", stage, type(exc).__name__)
+        logged_in = logged_in or str(self.logs / f"{stage}.log")
+        record = crash_record(stage, exc, logged_in, Alerter(self.config.settings.alerts).url)
+        self.summary["errors"].append(record)
+        self.fail(f"{stage} raised {record['type']}: {record['message']}; traceback in {record['log']}")
+        return exitcodes.FAILURE
+
+    def fail(self, reason: str) -> None:
+        """Mark the night failed; the first failure gives the reason."""
+        if self.summary.get("result") != "failed":
+            self.summary.update(result="failed", reason=reason)
+
+    def run(self, stages: Sequence[Stage]) -> int:
+        """Preflight, the stages, then cleanup and the loop figures (those two whatever happened before)."""
+        code = self.guarded("preflight", self._preflight)
+        if code == exitcodes.OK:
+            code = self._run_stages(stages)
+        for name, action in (("cleanup", self._cleanup), ("metrics", self._update_metrics)):
+            if self.guarded(name, action) != exitcodes.OK:
+                code = exitcodes.FAILURE
+        return exitcodes.OK if code == exitcodes.OK else exitcodes.FAILURE
+
+    def finish(self, code: int) -> int:
+        self.summary.update(exit_code=code, finished_at=utc_now(), seconds_total=round(time.time() - self.started, 1))
+        return write_and_alert(self.config.settings, self.summary, code)
+
+    def _preflight(self) -> int:
+        self.config.settings.paths.ensure()
+        reason, self.summary["preflight"] = preflight(self.config)
+        if reason:
+            self.fail(f"preflight: {reason}")
             return exitcodes.FAILURE
-    summary.update(result="improved", reason="harvested, trained and deployed")
-    return exitcodes.OK
+        return exitcodes.OK
+
+    def _run_stages(self, stages: Sequence[Stage]) -> int:
+        idle: list[str] = []  # stages that found nothing new to do
+        waiting = False  # the last stage run found nothing new: the next runs only on work left pending
+        for stage in stages:
+            code = self.guarded(stage.name, partial(self._stage, stage, after_idle=waiting))
+            if code is None:
+                continue
+            self.summary["stages"][stage.name] = code
+            waiting = code == exitcodes.NOTHING_TO_DO
+            if waiting:
+                idle.append(stage.name)
+            elif code != exitcodes.OK:
+                self.fail(f"{stage.name} exited {code}; see {self.logs / (stage.name + '.log')}")
+                return exitcodes.FAILURE
+        caught_up = ", ".join(self.summary["pending"])
+        if not idle:
+            self.summary.update(result="improved", reason="harvested, trained and deployed")
+        elif stages and self.summary["stages"].get(stages[-1].name) == exitcodes.OK:
+            self.summary.update(result="improved", reason=f"{idle[0]}: nothing new; ran {caught_up} on work "
+                                                          "an earlier night left pending")
+        else:
+            self.summary.update(result="nothing_to_do", reason=f"{idle[0]}: nothing to do")
+        return exitcodes.OK
+
+    def _stage(self, stage: Stage, after_idle: bool) -> int | None:
+        """The stage's exit code; None when an earlier stage found nothing new and this one has nothing pending."""
+        if after_idle:
+            why = self._pending_work(stage)
+            if why is None:
+                log.info("%s skipped: nothing new came in and no earlier night left it work", stage.name)
+                return None
+            self.summary["pending"][stage.name] = why
+            log.info("%s runs on work an earlier night left pending: %s", stage.name, why)
+        code = stage.run(self.config)
+        if stage.name == "train" and code == exitcodes.OK:
+            alert_training_done(self.config.settings)
+        return code
+
+    def _pending_work(self, stage: Stage) -> str | None:
+        if stage.pending is None:
+            return None
+        try:
+            return stage.pending(self.config)
+        except (CouncilError, OSError) as exc:  # the stage itself reports the broken state with its exit code
+            log.warning("cannot tell whether %s has pending work (%s); running it so it reports the problem",
+                        stage.name, exc)
+            return f"unknown ({type(exc).__name__}: {exc})"
+
+    def _cleanup(self) -> int:
+        self.summary["cleanup"] = cleanup(self.config)
+        return exitcodes.OK
+
+    def _update_metrics(self) -> int:
+        self.summary["metrics"] = update_loop_metrics(self.config.settings.paths, self.summary["stages"],
+                                                      self.started)
+        return exitcodes.OK
 
 
-def main(config: NightlyConfig) -> int:
+def main(config: NightlyConfig, stages: Sequence[Stage] = STAGES) -> int:
     """Run the loop once under the lock; writes logs/nightly_summary.json and sends one summary alert."""
-    started = time.time()
-    summary: dict[str, Any] = {"started_at": utc_now(), "stages": {}, "seconds": {}}
-    with nightly_lock(config.settings.home) as held:
-        if not held:
-            log.error("another `council nightly` is running (lock %s); not starting a second one",
-                      config.settings.home / "nightly.lock")
-            return BUSY
-        code = _run(config, summary)
-        summary["cleanup"] = cleanup(config)
-        summary["metrics"] = update_loop_metrics(config.settings.paths, summary["stages"], started)
-    summary.update(exit_code=code, finished_at=utc_now(), seconds_total=round(time.time() - started, 1))
-    atomic_write_json(config.settings.paths.logs / "nightly_summary.json", summary)
-    alerter = Alerter(config.settings.alerts)
-    fields = {"stages": summary["stages"], "seconds": summary["seconds"], "reason": summary.get("reason")}
-    if code == exitcodes.OK:
-        alerter.send("nightly_summary", f"Nightly loop: {summary.get('result')}", fields)
-    else:
-        alerter.send(PIPELINE_ERROR, "Nightly loop failed", fields)
-    return code
+    night = Night(config)
+    try:
+        with nightly_lock(config.settings.home) as held:
+            if not held:
+                log.error("another `council nightly` is running (lock %s); not starting a second one",
+                          config.settings.home / "nightly.lock")
+                return BUSY
+            code = night.run(stages)
+    except OSError as exc:  # the lock file could not be opened: the state directory is missing or read-only
+        code = night.crashed("lock", exc, logged_in="the command's stderr")
+    return night.finish(code)
 
 
 def cli(argv: list[str], settings: Settings) -> int:
@@ -295,7 +288,7 @@ def cli(argv: list[str], settings: Settings) -> int:
         sys.stderr.write(f"council nightly: {exc}\n")
         return exitcodes.USAGE
     code = main(config)
-    summary = _read_json(settings.paths.logs / "nightly_summary.json")
+    summary = read_json(settings.paths.logs / SUMMARY_FILE)
     if code == BUSY:
         sys.stderr.write("council nightly: another nightly run is in progress; refusing to start a second one\n")
     else:

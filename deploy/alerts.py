@@ -5,9 +5,13 @@
 discord.com / discordapp.com, or any URL whose path starts with ``/api/webhooks/``, gets Discord's
 ``{"content", "embeds"}``; every other URL gets Slack's ``{"text", "blocks"}``.
 
-Each alert is tried ``retries`` times with exponential backoff and a per-attempt timeout. A webhook that
-fails never fails the caller: ``send`` logs a warning and returns False. The URL is a secret: it never
-appears in a log line or an exception message (``redact``).
+Each alert is tried up to ``retries`` times with exponential backoff and a per-attempt timeout, all within
+a time budget (``budget_seconds``; by default ``retries x timeout_seconds``, the time the attempts alone may
+take). HTTP 429 and 5xx are retried, other 4xx are not. A ``Retry-After`` header (RFC 9110 §10.2.3: delta
+seconds or an HTTP-date, ``retry_after_seconds``) sets the wait before the next attempt; when it asks for
+more than the budget has left, the alert gives up at once rather than retry early. A webhook that fails never
+fails the caller: ``send`` logs a warning and returns False. The URL is a secret: it never appears in a log
+line or an exception message (``redact``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -101,6 +106,24 @@ def discord_payload(event: str, title: str, fields: dict[str, Any]) -> dict[str,
     return {"content": title[:2000], "embeds": [embed]}
 
 
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or HTTP-date); None when absent or invalid.
+
+    A date in the past means no wait (0.0). Delta-seconds may carry a fraction, which some servers send."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" in the date: UTC with no offset information
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
 class Alerter:
     """Sends pipeline events; never raises for webhook trouble."""
 
@@ -109,12 +132,17 @@ class Alerter:
         settings: AlertSettings,
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        budget_seconds: float | None = None,
     ) -> None:
         self.url = settings.webhook_url or os.environ.get("COUNCIL_WEBHOOK_URL", "")
         self.timeout = settings.timeout_seconds
         self.retries = max(1, settings.retries)
         self.backoff = backoff_seconds
         self.sleep = sleep
+        if budget_seconds is not None and not budget_seconds > 0:
+            raise ValueError(f"budget_seconds must be > 0 (the most time one alert may take, retries included), "
+                             f"got {budget_seconds}; pass None to use timeout_seconds x retries")
+        self.budget = self.timeout * self.retries if budget_seconds is None else budget_seconds
         self.last_attempts = 0
 
     def payload(self, event: str, title: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -133,29 +161,47 @@ class Alerter:
         if not self.url:
             return True
         body = json.dumps(self.payload(event, title, fields)).encode("utf-8")
+        deadline = time.monotonic() + self.budget
         error = ""
         for attempt in range(self.retries):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                hint = "" if self.budget > 0 else " (set alerts.timeout_seconds > 0)"
+                error = f"{error + '; ' if error else ''}the {self.budget:g} s alert budget is spent{hint}"
+                break
             self.last_attempts = attempt + 1
             retry_after = None
             try:
-                request = urllib.request.Request(
-                    self.url, data=body, method="POST",
-                    headers={"Content-Type": "application/json", "User-Agent": "council-alerts/1"},
-                )
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    response.read()
+                self._post(body, timeout=min(self.timeout, remaining))
                 return True
             except urllib.error.HTTPError as exc:
                 error = f"HTTP {exc.code}"
                 if exc.code != 429 and exc.code < 500:
                     break  # a client error will not go away by retrying
-                header = exc.headers.get("Retry-After") if exc.headers else None
-                retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
+                retry_after = retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
                 error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            if attempt + 1 < self.retries:
-                delay = self.backoff * (2 ** attempt)
-                self.sleep(min(max(delay, retry_after or 0.0), 30.0))
+            if attempt + 1 == self.retries:
+                break
+            delay = max(self.backoff * (2 ** attempt), retry_after or 0.0)
+            remaining = deadline - time.monotonic()
+            if delay >= remaining:
+                rate_limited = retry_after is not None and retry_after >= delay
+                asked = f"Retry-After {delay:.0f} s" if rate_limited else f"backoff {delay:.1f} s"
+                log.warning("webhook alert [%s] not delivered: %s (%s) is beyond the %.1f s left of its %g s "
+                            "budget; giving up after %d attempt(s) instead of retrying early",
+                            event, asked, redact(error, self.url), max(remaining, 0.0), self.budget,
+                            self.last_attempts)
+                return False
+            self.sleep(delay)
         log.warning("webhook alert [%s] not delivered after %d attempt(s): %s",
                     event, self.last_attempts, redact(error, self.url))
         return False
+
+    def _post(self, body: bytes, timeout: float) -> None:
+        request = urllib.request.Request(
+            self.url, data=body, method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "council-alerts/1"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()

@@ -1,12 +1,15 @@
-"""Webhook alerts against a real local HTTP receiver: Slack and Discord payloads, retries, redaction."""
+"""Webhook alerts against a real local HTTP receiver: Slack and Discord payloads, retries, rate limits, redaction."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,7 +17,15 @@ import pytest
 
 from council.config import AlertSettings
 from council.exitcodes import OK
-from deploy.alerts import DEPLOY_FAILURE, DEPLOY_SUCCESS, ROLLBACK, Alerter, is_discord, redact
+from deploy.alerts import (
+    DEPLOY_FAILURE,
+    DEPLOY_SUCCESS,
+    ROLLBACK,
+    Alerter,
+    is_discord,
+    redact,
+    retry_after_seconds,
+)
 from deploy.registry import Registry, RegistryState
 from deploy.rollback import RollbackConfig
 from deploy.rollback import main as rollback_main
@@ -57,7 +68,7 @@ def receiver() -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state
     server.shutdown()
@@ -105,16 +116,110 @@ def test_failing_webhook_retries_and_never_leaks_url(receiver, caplog):
     assert url not in caplog.text and "slacksecret123" not in caplog.text
 
 
-def test_client_error_is_not_retried(receiver):
-    receiver.status = 404
-    assert alerter(receiver.url(DISCORD_PATH)).send(DEPLOY_FAILURE, "x", {}) is False
-    assert len(receiver.posts) == 1
-
-
 def test_rate_limit_is_retried(receiver):
     receiver.status, receiver.headers = 429, {"Retry-After": "0.01"}
     sender = alerter(receiver.url(SLACK_PATH), retries=2)
     assert sender.send(DEPLOY_SUCCESS, "x", {}) is False and len(receiver.posts) == 2
+
+
+@dataclass
+class Naps:
+    """Stands in for time.sleep: records each wait instead of sleeping it."""
+
+    taken: list[float] = field(default_factory=list)
+
+    def __call__(self, seconds: float) -> None:
+        self.taken.append(seconds)
+
+
+def http_date(seconds_from_now: float) -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_from_now), usegmt=True)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_server_errors_and_rate_limits_are_retried(receiver, status):
+    receiver.status = status
+    assert alerter(receiver.url(SLACK_PATH), retries=3).send(DEPLOY_FAILURE, "x", {}) is False
+    assert len(receiver.posts) == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 413])
+def test_other_client_errors_are_not_retried(receiver, status):
+    receiver.status = status
+    assert alerter(receiver.url(DISCORD_PATH), retries=3).send(DEPLOY_FAILURE, "x", {}) is False
+    assert len(receiver.posts) == 1
+
+
+def test_retry_after_delta_seconds_sets_the_wait(receiver):
+    receiver.status, receiver.headers = 429, {"Retry-After": "7"}
+    naps = Naps()
+    sender = Alerter(AlertSettings(webhook_url=receiver.url(SLACK_PATH), timeout_seconds=2, retries=2),
+                     backoff_seconds=0.01, sleep=naps, budget_seconds=60)
+    assert sender.send(DEPLOY_SUCCESS, "x", {}) is False
+    assert naps.taken == [7.0] and len(receiver.posts) == 2
+
+
+def test_retry_after_http_date_sets_the_wait(receiver):
+    receiver.status, receiver.headers = 429, {"Retry-After": http_date(120)}
+    naps = Naps()
+    sender = Alerter(AlertSettings(webhook_url=receiver.url(SLACK_PATH), timeout_seconds=2, retries=2),
+                     backoff_seconds=0.01, sleep=naps, budget_seconds=600)
+    assert sender.send(DEPLOY_SUCCESS, "x", {}) is False
+    assert len(naps.taken) == 1 and 110 < naps.taken[0] <= 120  # the date has whole seconds
+    assert len(receiver.posts) == 2
+
+
+def test_a_short_retry_after_is_slept_for_real(receiver):
+    receiver.status, receiver.headers = 503, {"Retry-After": "0.3"}
+    started = time.monotonic()
+    assert alerter(receiver.url(SLACK_PATH), retries=2).send(DEPLOY_SUCCESS, "x", {}) is False
+    assert time.monotonic() - started >= 0.3 and len(receiver.posts) == 2
+
+
+@pytest.mark.parametrize("header", ["86400", "http-date"])
+def test_retry_after_beyond_the_budget_gives_up_at_once(receiver, caplog, header):
+    """A day-long Retry-After (either form) ends the alert now: no sleep, no second request, a warning."""
+    receiver.status = 429
+    receiver.headers = {"Retry-After": http_date(86400) if header == "http-date" else header}
+    url = receiver.url(SLACK_PATH)
+    sender = alerter(url, retries=3)  # budget: 3 attempts x 2 s
+    started = time.monotonic()
+    with caplog.at_level(logging.DEBUG):
+        assert sender.send(DEPLOY_FAILURE, "Deploy refused", {"reason": "x"}) is False
+    assert time.monotonic() - started < 1.5
+    assert len(receiver.posts) == 1 and sender.last_attempts == 1
+    assert "not delivered: Retry-After 86" in caplog.text and "giving up after 1 attempt(s)" in caplog.text
+    assert "HTTP 429" in caplog.text
+    assert url not in caplog.text and "slacksecret123" not in caplog.text
+
+
+def test_budget_parameter_caps_the_waits(receiver):
+    receiver.status, receiver.headers = 429, {"Retry-After": "2"}
+    naps = Naps()
+    sender = Alerter(AlertSettings(webhook_url=receiver.url(SLACK_PATH), timeout_seconds=5, retries=5),
+                     backoff_seconds=0.01, sleep=naps, budget_seconds=1.0)
+    assert sender.send(DEPLOY_SUCCESS, "x", {}) is False
+    assert naps.taken == [] and len(receiver.posts) == 1
+
+
+def test_budget_must_be_positive(receiver, caplog):
+    with pytest.raises(ValueError, match="budget_seconds must be > 0"):
+        Alerter(AlertSettings(webhook_url=receiver.url(SLACK_PATH)), budget_seconds=0)
+    sender = Alerter(AlertSettings(webhook_url=receiver.url(SLACK_PATH), timeout_seconds=0))  # never raises
+    with caplog.at_level(logging.WARNING):
+        assert sender.send(DEPLOY_FAILURE, "x", {}) is False
+    assert "set alerts.timeout_seconds > 0" in caplog.text and not receiver.posts
+
+
+def test_retry_after_parsing():
+    now = datetime(2015, 10, 21, 7, 27, tzinfo=UTC)
+    assert retry_after_seconds("120", now) == 120.0
+    assert retry_after_seconds(" 0 ", now) == 0.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now) == 60.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 -0000", now) == 60.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:00:00 GMT", now) == 0.0  # already past: no wait
+    for bad in (None, "", "-5", "soon", "1e3", "Wed, 99 Foo 2015"):
+        assert retry_after_seconds(bad, now) is None, bad
 
 
 def test_unreachable_or_malformed_url_is_a_warning_only(caplog):
