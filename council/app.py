@@ -91,9 +91,12 @@ async def adapter_watch_ctx(app: web.Application) -> AsyncIterator[None]:
         interval = app[keys.SETTINGS].server.adapter_poll_seconds
         while True:
             await asyncio.sleep(interval)
-            if provider.link_changed():
-                await provider.sync_adapter()
-            note_adapter(app)
+            try:
+                if provider.link_changed():
+                    await provider.sync_adapter()
+                note_adapter(app)
+            except Exception:  # noqa: BLE001 - logged; the watcher must outlive any one bad poll
+                log.exception("adapter watch: poll failed; trying again in %.2f s", interval)
 
     task = asyncio.create_task(watch(), name="council-adapter-watch")
     yield

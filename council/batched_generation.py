@@ -45,6 +45,10 @@ class GenerationRequest:
     seed: int | None = None
     on_text: Callable[[str, TokenLogprob], None] | None = None
     cancelled: threading.Event | None = None
+    top_logprobs: int = 0  # alternatives reported per token (OpenAI top_logprobs, 0-20)
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit (OpenAI logit_bias)
+    frequency_penalty: float = 0.0  # subtracted per earlier occurrence of a token in the answer
+    presence_penalty: float = 0.0  # subtracted once from any token already in the answer
 
 
 @dataclass
@@ -61,16 +65,37 @@ class _Row:
     text: str = ""
     emitted: int = 0
     finish: str | None = None
+    error: Exception | None = None  # what this row alone failed with; its batch-mates go on
 
-    def accept(self, model: LocalModel, token: int, logprob: float) -> None:
-        """Take the sampled ``token``: update text, stop strings, streaming and the finish reason."""
+    def adjust(self, logits: Any) -> Any:
+        """The row's logits with its logit bias and frequency/presence penalties applied (OpenAI's
+        definitions: ``logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty``)."""
+        import torch
+
+        request = self.request
+        if not (request.logit_bias or request.frequency_penalty or request.presence_penalty):
+            return logits
+        logits = logits.clone()
+        if request.logit_bias:
+            ids = torch.tensor(list(request.logit_bias))
+            logits[ids] += torch.tensor(list(request.logit_bias.values()), dtype=logits.dtype)
+        if self.out_ids and (request.frequency_penalty or request.presence_penalty):
+            counts = torch.bincount(torch.tensor(self.out_ids), minlength=logits.shape[0])[: logits.shape[0]]
+            logits -= counts * request.frequency_penalty + (counts > 0) * request.presence_penalty
+        return logits
+
+    def accept(self, model: LocalModel, token: int, logprob: float,
+               top: list[tuple[int, float]] | None = None) -> None:
+        """Take the sampled ``token`` (``top``: the most likely (id, logprob) pairs): update text, stop strings,
+        streaming and the finish reason."""
         from council.local_model import TokenLogprob
 
         if token in model.eos_ids:
             self.finish = "stop"
             return
         self.out_ids.append(token)
-        self.logprobs.append(TokenLogprob(model.tokenizer.decode([token]), logprob))
+        self.logprobs.append(TokenLogprob(model.tokenizer.decode([token]), logprob, model.token_bytes(token),
+                                          [model.alternative(i, lp) for i, lp in top or []]))
         self.text = model.tokenizer.decode(self.out_ids, skip_special_tokens=True)
         hit = min((i for i in (self.text.find(s) for s in self.stop) if i >= 0), default=-1)
         if hit >= 0:
@@ -85,9 +110,11 @@ class _Row:
         if self.finish is None and len(self.out_ids) >= self.request.max_new_tokens:
             self.finish = "length"
 
-    def result(self, model: LocalModel) -> Generation:
+    def result(self, model: LocalModel) -> Generation | Exception:
         from council.local_model import Generation, TokenLogprob
 
+        if self.error is not None:
+            return self.error
         on_text = self.request.on_text
         if on_text is not None and len(self.text) > self.emitted:
             on_text(self.text[self.emitted:], self.logprobs[-1] if self.logprobs else TokenLogprob("", 0.0))
@@ -108,7 +135,12 @@ def _row(model: LocalModel, request: GenerationRequest) -> _Row:
             f"model's context of {limit} tokens",
             code="context_length_exceeded",
         )
-    generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+    vocab = model.model.get_output_embeddings().weight.shape[0]
+    if request.logit_bias and max(request.logit_bias) >= vocab:
+        raise InvalidRequestError(f"logit_bias names token {max(request.logit_bias)}; this model's tokens are "
+                                  f"0-{vocab - 1}", code="invalid_value", param="logit_bias")
+    # torch seeds are unsigned 64-bit; OpenAI's are signed, so map them one to one
+    generator = torch.Generator().manual_seed(request.seed % 2**64) if request.seed is not None else None
     return _Row(request, prompt_ids, generator, [s for s in (request.stop or []) if s], time.perf_counter(),
                 history=model.encode_history(request.messages, prompt_ids) if model.prefix_cache.max_entries else [])
 
@@ -166,47 +198,50 @@ def _layout(model: LocalModel, rows: list[_Row], pad_id: int) -> tuple[Any, Any,
     return ids, mask, positions, DynamicCache(ddp_cache_data=layers), sum(cached)
 
 
-def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list[Generation | Exception]:
-    """Decode ``requests`` together; each entry is its Generation, or the error that request alone caused."""
+def _step(model: LocalModel, live: list[_Row], logits: Any, logp: Any, pad_id: int) -> list[int]:
+    """Pick each row's next token; a row whose sampling fails finishes with its own error."""
     import torch
 
-    results: list[Generation | Exception | None] = [None] * len(requests)
-    rows: dict[int, _Row] = {}
-    for index, request in enumerate(requests):
+    next_ids = []
+    for slot, row in enumerate(live):
+        if row.finish is None and row.request.cancelled is not None and row.request.cancelled.is_set():
+            row.finish = "cancelled"
+        if row.finish is not None:
+            next_ids.append(pad_id)
+            continue
         try:
-            rows[index] = _row(model, request)
-        except InvalidRequestError as exc:
-            results[index] = exc
-        else:
-            if request.max_new_tokens <= 0:
-                rows[index].finish = "length"
-    live = [rows[i] for i in rows]
-    for row, use in zip(live, model.adapter_uses([row.request.messages for row in live]), strict=True):
-        row.use = use
+            token = model.pick(row.adjust(logits[slot]), row.request.temperature, row.request.top_p, row.generator)
+            top = None
+            if row.request.top_logprobs:
+                values, ids = torch.topk(logp[slot], row.request.top_logprobs)
+                top = list(zip(ids.tolist(), values.tolist(), strict=True))
+            row.accept(model, token, float(logp[slot, token]), top)
+        except Exception as exc:  # noqa: BLE001 - not hidden: it becomes this request's own error
+            log.warning("a generation failed on its own (%s: %s); its batch goes on", type(exc).__name__, exc)
+            row.finish, row.error = "error", exc
+            token = pad_id
+        next_ids.append(token)
+    return next_ids
+
+
+def _decode(model: LocalModel, live: list[_Row]) -> tuple[int, float, int]:
+    """Run the batch's forward passes until every row has finished; returns (steps, prefill s, reused)."""
+    import torch
+
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    active, names = model.active, None
+    names = None
     if model.adapter_version is not None and not all(row.use.adapter for row in live):
         names = [model.peft_name if row.use.adapter else BASE_ROW for row in live]
     started, prefill, steps = time.perf_counter(), 0.0, 0
     with torch.inference_mode():
-        ids, mask, positions, past, reused = _layout(model, live, pad_id) if live else (None, None, None, None, 0)
-        while live and any(row.finish is None for row in live):
+        ids, mask, positions, past, reused = _layout(model, live, pad_id)
+        while any(row.finish is None for row in live):
             steps += 1
-            output = active(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                            use_cache=True, logits_to_keep=1, **({"adapter_names": names} if names else {}))
+            output = model.active(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
+                                  use_cache=True, logits_to_keep=1, **({"adapter_names": names} if names else {}))
             past = output.past_key_values
             logits = output.logits[:, -1].float()
-            logp = torch.log_softmax(logits, dim=-1)
-            next_ids = []
-            for slot, row in enumerate(live):
-                if row.finish is None and row.request.cancelled is not None and row.request.cancelled.is_set():
-                    row.finish = "cancelled"
-                if row.finish is not None:
-                    next_ids.append(pad_id)
-                    continue
-                token = model.pick(logits[slot], row.request.temperature, row.request.top_p, row.generator)
-                row.accept(model, token, float(logp[slot, token]))
-                next_ids.append(token)
+            next_ids = _step(model, live, logits, torch.log_softmax(logits, dim=-1), pad_id)
             if steps == 1:
                 prefill = time.perf_counter() - started
             ids = torch.tensor(next_ids).unsqueeze(1)
@@ -219,9 +254,72 @@ def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list
                 ids, mask, positions = ids[keep], mask[keep], positions[keep]
                 live = [live[slot] for slot in going]
                 names = [names[slot] for slot in going] if names else None
+    return steps, prefill, reused
+
+
+def _assign_adapters(model: LocalModel, live: list[_Row]) -> None:
+    """Decide who answers each row; when the queries cannot be embedded together, each row is tried alone
+    and only the one that breaks the embedder fails."""
+    try:
+        uses = model.adapter_uses([row.request.messages for row in live])
+    except Exception as exc:  # noqa: BLE001 - not hidden: it becomes the failing request's own error
+        if len(live) == 1:
+            live[0].finish, live[0].error = "error", exc
+            return
+        for row in live:
+            _assign_adapters(model, [row])
+        return
+    for row, use in zip(live, uses, strict=True):
+        row.use = use
+
+
+def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list[Generation | Exception]:
+    """Decode ``requests`` together; each entry is its Generation, or the error that request alone caused.
+
+    Isolation: a request that cannot be prepared (too long, bad logit bias, text the tokenizer or embedder
+    rejects) or sampled fails alone. If a forward pass of the whole batch fails, the requests that have not
+    yet produced a token are decoded again one by one, so only the one that breaks the model fails."""
+    results: list[Generation | Exception | None] = [None] * len(requests)
+    rows: dict[int, _Row] = {}
+    for index, request in enumerate(requests):
+        try:
+            rows[index] = _row(model, request)
+        except InvalidRequestError as exc:
+            results[index] = exc
+        except Exception as exc:  # noqa: BLE001 - the tokenizer refused this request's text: its error alone
+            results[index] = _invalid(exc)
+        else:
+            if request.max_new_tokens <= 0:
+                rows[index].finish = "length"
+    if rows:
+        _assign_adapters(model, list(rows.values()))
+    live = [row for row in rows.values() if row.error is None]
+    started = time.perf_counter()
+    try:
+        steps, prefill, reused = _decode(model, live) if live else (0, 0.0, 0)
+    except Exception as exc:  # noqa: BLE001 - isolated below; a lone request gets it as its own error
+        if len(live) == 1:
+            live[0].finish, live[0].error = "error", exc
+        else:
+            log.warning("a batch of %d failed (%s: %s); decoding its requests one by one", len(live),
+                        type(exc).__name__, exc)
+        for index, row in rows.items():
+            if row.error is None:
+                (results[index],) = generate_batch(model, [row.request]) if not row.out_ids else (exc,)
+            else:
+                results[index] = row.error
+        return [r for r in results if r is not None]
     log.debug("batch of %d: %d prompt tokens, %d of them reused, prefill %.2f s, %d steps in %.2f s, "
               "%d tokens kept", len(rows), sum(len(row.prompt_ids) for row in rows.values()), reused, prefill, steps,
               time.perf_counter() - started, sum(len(row.out_ids) for row in rows.values()))
     for index, row in rows.items():
         results[index] = row.result(model)
     return [r for r in results if r is not None]
+
+
+def _invalid(exc: Exception) -> InvalidRequestError:
+    """A request the tokenizer or embedder could not take, as the client's error (HTTP 400)."""
+    error = InvalidRequestError(f"the request's text could not be processed ({type(exc).__name__}: {exc})",
+                                code="unprocessable_text", param="messages")
+    error.__cause__ = exc
+    return error

@@ -52,8 +52,9 @@ def _serve(settings) -> int:  # noqa: ANN001
 
     logging.getLogger(__name__).info("serving on http://%s:%d (home %s)", settings.server.host,
                                      settings.server.port, settings.home)
+    # handler_cancellation: a client that hangs up cancels its handler, which stops its generation
     web.run_app(create_app(settings), host=settings.server.host, port=settings.server.port, print=None,
-                access_log=None)
+                access_log=None, handler_cancellation=True)
     return exitcodes.OK
 
 

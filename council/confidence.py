@@ -53,3 +53,8 @@ def from_self_rating(text: str) -> float | None:
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Linear-interpolated percentile of ``values`` (0 for none)."""
     return _percentile(sorted(values), fraction) if values else 0.0
+
+
+def percentile_of_sorted(values: Sequence[float], fraction: float) -> float:
+    """``percentile`` of values already in ascending order (no sort)."""
+    return _percentile(values, fraction) if values else 0.0

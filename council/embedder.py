@@ -132,13 +132,19 @@ class BatchingEmbedder:
             await self._embed_batch(loop, batch)
 
     async def _embed_batch(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
+        """Embed ``batch`` together; if that fails, embed each text alone so only the culprit gets the error."""
         texts = [text for text, _ in batch]
         try:
             vectors = await loop.run_in_executor(self._executor, self.embedder.embed, texts)
-        except Exception as exc:  # handed to every waiting caller, never swallowed
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+        except Exception as exc:  # never swallowed: retried one by one, the failing caller receives it
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            log.warning("an embedding batch of %d failed (%s); embedding its texts one by one", len(batch),
+                        type(exc).__name__)
+            for item in batch:
+                await self._embed_batch(loop, [item])
             return
         for (_, future), vector in zip(batch, vectors, strict=True):
             if not future.done():

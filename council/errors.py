@@ -61,6 +61,14 @@ class ModelUnavailableError(CouncilError):
     code = "models_unavailable"
 
 
+class RequestTimeoutError(CouncilError):
+    """No answer within ``server.request_timeout_seconds``; the generation was stopped."""
+
+    status = 504
+    type = "timeout_error"
+    code = "request_timeout"
+
+
 class StorageError(CouncilError):
     """The memory store could not durably write (disk full, read-only disk)."""
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -12,7 +14,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from council import keys
-from council.errors import AuthenticationError, CouncilError, InvalidRequestError, PayloadTooLargeError
+from council.errors import (
+    AuthenticationError,
+    CouncilError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+)
 from council.schema import THUMBS
 from council.service import Answer
 from council.validation import ChatRequest, parse_chat_request
@@ -28,7 +36,8 @@ def error_response(exc: CouncilError) -> web.Response:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every failure leaves as an OpenAI-style ``{"error": {...}}``; nothing leaks a traceback."""
+    """Every failure leaves as an OpenAI-style ``{"error": {...}}``; nothing leaks a traceback. An unexpected
+    exception is logged once, with its traceback, under a request id that the 500 answer also carries."""
     try:
         return await handler(request)
     except CouncilError as exc:
@@ -45,6 +54,13 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         err = CouncilError(exc.reason, code=exc.reason.lower().replace(" ", "_"))
         err.status, err.type = exc.status, "invalid_request_error"
         return error_response(err)
+    except Exception:  # noqa: BLE001 - logged with its traceback; the client gets JSON, not text/plain
+        request_id = f"req_{secrets.token_hex(8)}"
+        log.exception("%s %s failed unexpectedly (request id %s)", request.method, request.path, request_id)
+        request.app[keys.STATS].errors.labels("500").inc()
+        err = CouncilError(f"internal error; the server log has the details under request id {request_id}",
+                           code="internal_error")
+        return web.json_response(err.to_openai(), status=500, headers={"x-request-id": request_id})
 
 
 @web.middleware
@@ -74,58 +90,97 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat: ChatRequest = parse_chat_request(raw)
     user = chat.user or request.headers.get("x-council-user")
     session = request.headers.get("x-council-session")
-    answer = await request.app[keys.SERVICE].answer(chat, user, session)
+    limit = request.app[keys.SETTINGS].server.request_timeout_seconds
+    try:
+        async with asyncio.timeout(limit):
+            answer = await request.app[keys.SERVICE].answer(chat, user, session)
+    except TimeoutError as exc:
+        raise RequestTimeoutError(f"no answer within server.request_timeout_seconds ({limit:g} s)") from exc
+    except asyncio.CancelledError:  # the client hung up: its generation was stopped, nothing recorded
+        request.app[keys.STATS].cancelled.inc()
+        raise
     if chat.stream:
         return await _stream(request, chat, answer)
     winner = answer.decision.winner
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": winner.text},
                               "finish_reason": winner.finish_reason, "logprobs": None}
     if chat.logprobs and winner.logprobs is not None:
-        choice["logprobs"] = {"content": winner.logprobs}
-    usage = dict(winner.usage, total_tokens=sum(winner.usage.values()))
+        choice["logprobs"] = {"content": [_entry(t, chat.top_logprobs) for t in winner.logprobs]}
     body = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion", "created": int(time.time()),
-            "model": chat.model, "choices": [choice], "usage": usage, "council": _council_field(answer)}
+            "model": chat.model, "choices": [choice], "usage": _usage(winner.usage), "council": _council_field(answer)}
     return web.json_response(body, headers=_council_headers(answer))
 
 
-def _pieces(answer: Answer) -> list[str]:
-    """The answer cut at token boundaries when the provider gave tokens, else at words."""
+def _usage(usage: dict[str, int]) -> dict[str, int]:
+    return dict(usage, total_tokens=sum(usage.values()))
+
+
+def _entry(token: dict[str, Any], top: int) -> dict[str, Any]:
+    """One token's logprobs as OpenAI sends it: at most ``top`` alternatives, most likely first."""
+    alternatives = sorted(token.get("top_logprobs") or [], key=lambda t: -t["logprob"])[:top]
+    return {"token": token["token"], "logprob": token["logprob"], "bytes": token.get("bytes"),
+            "top_logprobs": [{"token": t["token"], "logprob": t["logprob"], "bytes": t.get("bytes")}
+                             for t in alternatives]}
+
+
+def _pieces(answer: Answer) -> list[tuple[str, dict[str, Any] | None]]:
+    """The answer cut at token boundaries, each with its token's logprobs, when the provider gave tokens;
+    else at words."""
     winner = answer.decision.winner
-    tokens = [t["token"] for t in winner.logprobs or []]
-    if tokens and "".join(tokens) == winner.text:
-        return tokens
+    tokens = winner.logprobs or []
+    if tokens and "".join(t["token"] for t in tokens) == winner.text:
+        return [(t["token"], t) for t in tokens]
     words = winner.text.split(" ")
-    return [w if i == 0 else " " + w for i, w in enumerate(words)] if winner.text else []
+    return [(w if i == 0 else " " + w, None) for i, w in enumerate(words)] if winner.text else []
 
 
 async def _stream(request: web.Request, chat: ChatRequest, answer: Answer) -> web.StreamResponse:
-    """SSE stream of the chosen answer; sent once the council has decided, so the headers carry its confidence."""
+    """SSE stream of the chosen answer; sent once the council has decided, so the headers carry its confidence.
+    With ``stream_options.include_usage`` every chunk carries ``usage: null`` and a last chunk with no choices
+    carries the usage, as OpenAI sends it."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            **_council_headers(answer)})
     await response.prepare(request)
     base = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion.chunk", "created": int(time.time()),
             "model": chat.model}
+    if chat.include_usage:
+        base["usage"] = None
 
-    async def send(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
-        chunk = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra)
+    async def send(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, **extra: Any) -> None:
+        chunk = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
+                     **extra)
         await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
     await send({"role": "assistant", "content": ""})
-    for piece in _pieces(answer):
-        await send({"content": piece})
+    for piece, token in _pieces(answer):
+        logprobs = {"content": [_entry(token, chat.top_logprobs)]} if chat.logprobs and token else None
+        await send({"content": piece}, logprobs=logprobs)
     winner = answer.decision.winner
-    usage = dict(winner.usage, total_tokens=sum(winner.usage.values()))
-    await send({}, winner.finish_reason, usage=usage, council=_council_field(answer))
+    await send({}, winner.finish_reason, council=_council_field(answer))
+    if chat.include_usage:
+        chunk = dict(base, choices=[], usage=_usage(winner.usage))
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
 
 
+def _model_object(model: str, created: int) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": created, "owned_by": "council"}
+
+
 async def list_models(request: web.Request) -> web.Response:
-    now = int(time.time())
-    data = [{"id": m, "object": "model", "created": now, "owned_by": "council"}
-            for m in request.app[keys.SERVICE].models()]
+    service = request.app[keys.SERVICE]
+    data = [_model_object(m, service.started) for m in service.models()]
     return web.json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{id}``; ids may hold slashes (``local/smollm2``)."""
+    model = request.match_info["model_id"]
+    service = request.app[keys.SERVICE]
+    service.check_model(model)
+    return web.json_response(_model_object(model, service.started))
 
 
 def health_body(app: web.Application) -> dict[str, Any]:
@@ -140,7 +195,7 @@ def health_body(app: web.Application) -> dict[str, Any]:
         "base_model": {"id": model.base.model_id, "fingerprint": model.base.fingerprint} if model else None,
         "queue": {"pending": provider.worker.pending, "max": provider.worker.max_queue} if provider else None,
         "window": stats.window.to_dict(),
-        "memory": {"records": app[keys.MEMORY].count()},
+        "memory": {"records": app[keys.MEMORY].count()},  # kept in memory: no query on the event loop
         "prompt_errors": app[keys.PROMPTS].errors,
     }
 

@@ -7,7 +7,6 @@ happens between two generations and never under one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 
+from council.adapter_files import check_adapter_folder, check_against_base
 from council.adapter_scope import AdapterUse, Embed, query_of, read_scope, similarities
 from council.batched_generation import GenerationRequest, generate_batch
 from council.config import ModelSettings
@@ -31,14 +31,24 @@ from council.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, SafetensorError)
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError)
 
 
 @dataclass
 class TokenLogprob:
+    """One token of an answer: its text, log-probability (natural log, untempered), raw UTF-8 bytes (a token
+    may hold part of a character, whose text is then U+FFFD) and the most likely alternatives, each a
+    TokenLogprob without alternatives of its own."""
+
     token: str
     logprob: float
+    bytes: list[int] = field(default_factory=list)
+    top: list[TokenLogprob] = field(default_factory=list)
+
+    def to_openai(self) -> dict[str, Any]:
+        """OpenAI's ``choices[].logprobs.content[]`` entry."""
+        return {"token": self.token, "logprob": self.logprob, "bytes": self.bytes,
+                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in self.top]}
 
 
 @dataclass
@@ -69,20 +79,6 @@ def full_attention(config: Any) -> bool:
     window layer keeps only the last ``sliding_window`` of them)."""
     types = getattr(config, "layer_types", None) or []
     return not getattr(config, "sliding_window", None) and all(kind == "full_attention" for kind in types)
-
-
-def check_adapter_folder(folder: Path) -> None:
-    """Raise AdapterError unless ``folder`` holds a complete PEFT adapter."""
-    if not folder.is_dir():
-        raise AdapterError(f"adapter folder {folder} does not exist")
-    if not (folder / "adapter_config.json").is_file():
-        raise AdapterError(f"{folder} has no adapter_config.json")
-    if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
-        raise AdapterError(f"{folder} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
-    try:
-        json.loads((folder / "adapter_config.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise AdapterError(f"{folder}/adapter_config.json is not valid JSON: {exc}") from exc
 
 
 class LocalModel:
@@ -116,6 +112,9 @@ class LocalModel:
         self.adapter_scope: Any = None  # the live adapter's scope rows, or None = it answers every request
         self._embed = embed
         self.prefix_cache = PrefixCache(prefix_cache_entries if full_attention(self.model.config) else 0)
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        self._byte_decoder = {symbol: byte for byte, symbol in bytes_to_unicode().items()}
         self.eos_ids = {self.tokenizer.eos_token_id}
         if self.model.generation_config.eos_token_id is not None:
             eos = self.model.generation_config.eos_token_id
@@ -140,11 +139,15 @@ class LocalModel:
             self._set_live(None, None)
             return True
         path = Path(target)
-        check_adapter_folder(path)
+        version = path.name
+        try:
+            config, weights = check_adapter_folder(path)
+            check_against_base(weights, config, self.model)
+        except AdapterError as exc:
+            raise AdapterError(f"adapter {version} failed to load: {exc}") from exc
         scope = read_scope(path) if self.scope_similarity > 0 else None
         if scope is not None:
             self.embedder()
-        version = path.name
         try:
             if self.peft_model is None:
                 from peft import PeftModel
@@ -156,8 +159,9 @@ class LocalModel:
                 self._replace_weights(target, version)
             self.peft_model.set_adapter(self.peft_name)
             self.peft_model.base_model.enable_adapter_layers()
-        except LOAD_ERRORS as exc:
-            raise AdapterError(f"adapter {version} failed to load: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - whatever PEFT raised, the folder is refused with its reason
+            log.debug("adapter %s failed to load", version, exc_info=True)
+            raise AdapterError(f"adapter {version} failed to load ({type(exc).__name__}: {exc})") from exc
         self.peft_model.eval()
         self._drop_other_slots()
         self._set_live(version, target, scope)
@@ -250,6 +254,21 @@ class LocalModel:
         return self.peft_model if self.peft_model is not None and self.adapter_version else self.model
 
     # ---------- generation ----------
+    def token_bytes(self, token_id: int) -> list[int]:
+        """The raw bytes of one token: byte-level BPE symbols mapped back to bytes (GPT-2's table),
+        ``<0xAB>`` byte-fallback pieces as their byte, anything else as its UTF-8 text."""
+        piece = self.tokenizer.convert_ids_to_tokens(token_id)
+        if piece is None:
+            return []
+        if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            return [int(piece[3:5], 16)]
+        if all(ch in self._byte_decoder for ch in piece):
+            return [self._byte_decoder[ch] for ch in piece]
+        return list(self.tokenizer.decode([token_id]).encode())
+
+    def alternative(self, token_id: int, logprob: float) -> TokenLogprob:
+        return TokenLogprob(self.tokenizer.decode([token_id]), logprob, self.token_bytes(token_id))
+
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         return chat_ids(self.tokenizer, messages)
 
@@ -274,17 +293,24 @@ class LocalModel:
 
     @staticmethod
     def pick(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
+        """Sample one token id. Temperatures below 1e-5 are greedy (``logits / 1e-40`` overflows); nucleus
+        sampling (Holtzman et al. 2019) keeps the smallest set of tokens whose probability reaches ``top_p``,
+        and always the most likely one, so ``top_p = 0`` is greedy too. Raises ValueError when the
+        distribution is not finite."""
         import torch
 
-        if temperature <= 0:
+        if temperature < 1e-5:
             return int(torch.argmax(logits))
-        probs = torch.softmax(logits / temperature, dim=-1)
+        probs = torch.softmax(logits.double() / temperature, dim=-1)
         if top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
             keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p
+            keep[0] = True
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-            probs = probs / probs.sum()
-        return int(torch.multinomial(probs, 1, generator=generator))
+        total = float(probs.sum())
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError(f"sampling at temperature {temperature} gave no finite distribution")
+        return int(torch.multinomial(probs / total, 1, generator=generator))
 
 
 def mean_probability(logprobs: list[TokenLogprob]) -> float:

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from council.errors import InvalidRequestError, NotFoundError, StorageError
@@ -124,7 +125,9 @@ class MemoryStore:
         self._local = threading.local()  # per-thread read-only connections (WAL readers never block)
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._unsaved = 0
+        self._unsaved = 0  # adds not yet in index.faiss (guarded by _index_lock)
+        self._save_lock = threading.Lock()  # one index save at a time
+        self._saver: threading.Thread | None = None
         self._closed = False
         self._writer = self._connect(readonly=False)
         self._ef_search = ef_search
@@ -199,9 +202,20 @@ class MemoryStore:
         return np.frombuffer(b"".join(rows[f] for f in fids), dtype="<f4").reshape(len(fids), self.dim)
 
     def _save_index(self) -> None:
-        with self._write_lock:  # no adds meanwhile; searches go on (both only read the index)
-            if save_index(self._index, self.index_path):
-                self._unsaved = 0
+        """Write a copy of the index, taken between two adds; adds and searches go on while it is written."""
+        with self._save_lock:
+            with self._index_lock:
+                snapshot, saved = faiss.clone_index(self._index), self._unsaved
+            if save_index(snapshot, self.index_path):
+                with self._index_lock:
+                    self._unsaved -= saved
+
+    def _save_in_background(self) -> None:
+        """Start an index save in its own thread unless one is running: a request never waits for it."""
+        if self._saver is not None and self._saver.is_alive():
+            return
+        self._saver = threading.Thread(target=self._save_index, name="council-index-save", daemon=True)
+        self._saver.start()
 
     # ---- writes ---------------------------------------------------------------------------------------------
 
@@ -243,9 +257,9 @@ class MemoryStore:
             small = single_threaded() if len(fids) < 1000 else contextlib.nullcontext()
             with self._index_lock, small:
                 self._index.add_with_ids(vectors, np.asarray(fids, dtype=np.int64))
-            self._unsaved += len(fids)
+                self._unsaved += len(fids)
             if self._unsaved >= max(self.save_every, self._index.ntotal // 50):
-                self._save_index()
+                self._save_in_background()
 
     def apply_feedback(self, record_id: str, thumbs: str | None = None, rating: int | None = None,
                        correction: str | None = None) -> ExchangeRecord:
@@ -345,8 +359,9 @@ class MemoryStore:
         return np.frombuffer(data, dtype="<f4").reshape(len(record_ids), self.dim).astype(np.float32)
 
     def count(self) -> int:
-        with _storage("count records"):
-            return int(self._reader().execute("SELECT count(*) FROM records").fetchone()[0])
+        """Records in the store, without a query: the index holds one vector per record (records are never
+        added by another process), so this is safe on an event loop."""
+        return int(self._index.ntotal)
 
     def close(self) -> None:
         """Save the index if it has unsaved adds and close every connection. Safe to call twice."""
@@ -354,6 +369,8 @@ class MemoryStore:
             if self._closed:
                 return
             self._closed = True
+            if self._saver is not None:
+                self._saver.join()
             if self._unsaved:
                 self._save_index()
             for conn in [*self._readers, self._writer]:

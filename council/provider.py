@@ -27,7 +27,7 @@ from litellm.types.utils import Choices, GenericStreamingChunk, Message, Usage  
 from council.adapter_scope import Embed  # noqa: E402
 from council.batched_generation import GenerationRequest  # noqa: E402
 from council.config import Settings  # noqa: E402
-from council.errors import AdapterError, InvalidRequestError, OverloadedError  # noqa: E402
+from council.errors import AdapterError, InvalidRequestError  # noqa: E402
 from council.local_model import Generation, LocalModel, ModelWorker, TokenLogprob  # noqa: E402
 from council.model_files import resolve_base_model  # noqa: E402
 
@@ -38,23 +38,25 @@ LOCAL_NAMES = ("smollm2",)
 
 
 def logprobs_payload(logprobs: list[TokenLogprob]) -> dict[str, Any]:
-    return {
-        "content": [
-            {"token": t.token, "logprob": t.logprob, "bytes": list(t.token.encode()), "top_logprobs": []}
-            for t in logprobs
-        ]
-    }
+    return {"content": [t.to_openai() for t in logprobs]}
 
 
 def _generation_args(optional_params: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
-    max_tokens = optional_params.get("max_tokens") or optional_params.get("max_completion_tokens")
-    stop = optional_params.get("stop")
+    """``LocalModel.generate`` keywords from litellm's OpenAI-style ``optional_params`` (unset = absent or None)."""
+    get = optional_params.get
+    max_tokens = get("max_completion_tokens") or get("max_tokens")
+    stop = get("stop")
+    bias = get("logit_bias") or {}
     return {
         "max_new_tokens": min(int(max_tokens), max_new_tokens) if max_tokens else max_new_tokens,
-        "temperature": float(optional_params.get("temperature") or 0.0),
-        "top_p": float(optional_params.get("top_p") or 1.0),
+        "temperature": float(get("temperature") or 0.0),
+        "top_p": 1.0 if get("top_p") is None else float(get("top_p")),
         "stop": [stop] if isinstance(stop, str) else list(stop or []),
-        "seed": optional_params.get("seed"),
+        "seed": get("seed"),
+        "top_logprobs": int(get("top_logprobs") or 0),
+        "logit_bias": {int(token): float(value) for token, value in bias.items()} or None,
+        "frequency_penalty": float(get("frequency_penalty") or 0.0),
+        "presence_penalty": float(get("presence_penalty") or 0.0),
     }
 
 
@@ -100,14 +102,19 @@ class LocalProvider(CustomLLM):
     def _sync(self) -> bool:
         model = self._require_model()
         target = self._link_target()
-        if target == model.adapter_path or (target is not None and target == model.adapter_error_path):
+        if target == model.adapter_path:  # the link names the live adapter again: any refusal is over
+            model.adapter_error = model.adapter_error_path = None
+            return False
+        if target is not None and target == model.adapter_error_path:
             return False
         try:
             return model.use_adapter(target)
-        except AdapterError as exc:
-            model.adapter_error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - refused with its reason in /health; serving goes on
+            if not isinstance(exc, AdapterError):
+                log.exception("unexpected error loading adapter %s", target)
+            model.adapter_error = str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
             model.adapter_error_path = target
-            log.error("keeping adapter %s: %s", model.adapter_version or "(base)", exc)
+            log.error("keeping adapter %s: %s", model.adapter_version or "(base)", model.adapter_error)
             return False
 
     async def sync_adapter(self) -> bool:
@@ -133,17 +140,21 @@ class LocalProvider(CustomLLM):
         Each request queues itself and one drain job; the model thread's first drain takes up to
         ``model.max_batch`` waiting requests, so by the time a request's own drain has run, it was served."""
         loop = asyncio.get_running_loop()
-        entry = (GenerationRequest(messages, **kwargs), loop.create_future(), loop)
+        request = GenerationRequest(messages, **kwargs)
+        if request.cancelled is None:
+            request.cancelled = threading.Event()
+        entry = (request, loop.create_future(), loop)
         with self._waiting_lock:
             self._waiting.append(entry)
         try:
             await self.worker.run(self._drain)
-        except OverloadedError:
+            return await entry[1]
+        except BaseException:  # overloaded, or the caller went away: nothing is generated for nobody
+            request.cancelled.set()
             with self._waiting_lock:
                 if entry in self._waiting:
                     self._waiting.remove(entry)
             raise
-        return await entry[1]
 
     def _drain(self) -> None:
         with self._waiting_lock:
@@ -154,6 +165,9 @@ class LocalProvider(CustomLLM):
         self.batch_sizes[len(batch)] += 1
         try:
             self._sync()  # a changed loras/current takes effect at the next batch, ahead of queued work
+        except OSError as exc:  # the link cannot be read now; the watcher reports it, the batch goes on
+            log.warning("cannot read %s: %s", self.adapter_link, exc)
+        try:
             results: list[Any] = self._require_model().generate_batch([request for request, _, _ in batch])
         except Exception as exc:  # not hidden: every request of the batch receives it as its own error
             results = [exc] * len(batch)
@@ -164,7 +178,9 @@ class LocalProvider(CustomLLM):
         """Cheap check, safe on the event loop: does ``loras/current`` name something not yet tried?"""
         model = self._require_model()
         target = self._link_target()
-        return target != model.adapter_path and target != model.adapter_error_path
+        if target == model.adapter_path:
+            return model.adapter_error is not None
+        return target != model.adapter_error_path
 
     async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
                           model_response: ModelResponse, print_verbose: Any, encoding: Any, api_key: Any,

@@ -37,6 +37,7 @@ class ChatService:
         self.embedder = embedder
         self.stats = stats
         self.live_adapter = live_adapter  # callable -> str | None: the adapter the local model serves now
+        self.started = int(time.time())  # the models' "created" time
 
     def models(self) -> list[str]:
         c = self.settings.council

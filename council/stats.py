@@ -6,14 +6,16 @@ deploy monitor judges a new adapter on its own traffic.
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from council.confidence import percentile
+from council.confidence import percentile_of_sorted
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -26,7 +28,14 @@ class Window:
     since: float = field(default_factory=time.time)
     requests: int = 0
     successes: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    arrivals: deque[float] = field(default_factory=deque)  # the last WINDOW_LATENCIES latencies, oldest first
+    ordered: list[float] = field(default_factory=list)  # the same latencies, sorted: p95 without a sort
+
+    def add_latency(self, latency_ms: float) -> None:
+        self.arrivals.append(latency_ms)
+        bisect.insort(self.ordered, latency_ms)
+        if len(self.arrivals) > WINDOW_LATENCIES:
+            del self.ordered[bisect.bisect_left(self.ordered, self.arrivals.popleft())]
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -35,7 +44,7 @@ class Window:
             "requests": self.requests,
             "successes": self.successes,
             "success_rate": round(self.successes / self.requests, 4) if self.requests else None,
-            "p95_latency_ms": round(percentile(self.latencies_ms, 0.95), 2) if self.latencies_ms else None,
+            "p95_latency_ms": round(percentile_of_sorted(self.ordered, 0.95), 2) if self.ordered else None,
         }
 
 
@@ -53,6 +62,8 @@ class ServerStats:
         self.confidence = Histogram("council_confidence", "Confidence of the answers given.",
                                     buckets=CONFIDENCE_BUCKETS, registry=r)
         self.failures = Counter("council_failures", "Answers recorded as failures, by cause.", ["source"], registry=r)
+        self.cancelled = Counter("council_requests_cancelled", "Chat requests whose client hung up before the "
+                                 "answer; their generation was stopped and nothing was recorded.", registry=r)
         self.escalations = Counter("council_escalations", "Requests the specialist heads answered too.", registry=r)
         self.feedback = Counter("council_feedback", "Feedback received, by kind.", ["kind"], registry=r)
         self.memory_size = Gauge("council_memory_records", "Exchanges in the memory store.", registry=r)
@@ -91,9 +102,7 @@ class ServerStats:
         w = self.window
         w.requests += 1
         w.successes += int(success)
-        w.latencies_ms.append(latency_ms)
-        if len(w.latencies_ms) > WINDOW_LATENCIES:
-            del w.latencies_ms[: len(w.latencies_ms) - WINDOW_LATENCIES]
+        w.add_latency(latency_ms)
         self._publish_window()
 
     def _publish_window(self) -> None:

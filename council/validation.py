@@ -1,4 +1,14 @@
-"""Parsing and checking an OpenAI chat-completions request body."""
+"""Parsing and checking an OpenAI chat-completions request body, field by field.
+
+``parse_chat_request(raw)`` returns a ``ChatRequest`` or raises ``InvalidRequestError`` naming the field to
+fix (HTTP 400). It follows the OpenAI chat-completions reference (platform.openai.com/docs/api-reference/chat/
+create): ``null`` means "not set" for every optional field; ranges are the reference's (temperature 0-2,
+top_p 0-1, penalties -2..2, top_logprobs 0-20, logit_bias -100..100, seed a signed 64-bit integer);
+``max_completion_tokens`` wins over the deprecated ``max_tokens``. Parameters Council cannot honour (tools,
+structured output, audio, predicted output, n > 1, reasoning options) are refused by name, never ignored, and
+so is any field the reference does not have. Text that cannot be encoded as UTF-8 (an unpaired surrogate
+such as ``"\\ud83d"``) is refused with the path of the string that holds it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +20,29 @@ from council.errors import InvalidRequestError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 COUNCIL_MODEL = "council"
+TEMPERATURE_EPSILON = 1e-5  # below this a temperature is greedy decoding: logits / 1e-40 overflow to inf
+SEED_RANGE = (-(2**63), 2**63 - 1)
+MAX_TOP_LOGPROBS = 20
+
+# Accepted and without effect on the answer, as the reference allows (hints, bookkeeping, identities).
+ACCEPTED_HINTS = ("metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "user",
+                  "parallel_tool_calls")
+# Refused by name when set: Council cannot honour them, and ignoring them would answer something else.
+UNSUPPORTED = {
+    "tools": "tool calling is not supported",
+    "tool_choice": "tool calling is not supported",
+    "functions": "function calling is not supported",
+    "function_call": "function calling is not supported",
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+    "reasoning_effort": "the models behind Council are not reasoning models",
+    "verbosity": "verbosity is not supported",
+}
+HANDLED = ("model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
+           "top_p", "stop", "seed", "n", "logprobs", "top_logprobs", "frequency_penalty", "presence_penalty",
+           "logit_bias", "response_format", "modalities")
+KNOWN = frozenset(HANDLED) | frozenset(ACCEPTED_HINTS) | frozenset(UNSUPPORTED)
 
 
 @dataclass
@@ -17,6 +50,7 @@ class ChatRequest:
     model: str
     messages: list[dict[str, str]]
     stream: bool = False
+    include_usage: bool = False
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -24,27 +58,68 @@ class ChatRequest:
     seed: int | None = None
     user: str | None = None
     logprobs: bool = False
+    top_logprobs: int = 0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
     @property
     def query(self) -> str:
-        """The last user message: what the council answers and remembers."""
-        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+        """What the council answers and remembers: the last user message (the last message when none is)."""
+        users = [m["content"] for m in self.messages if m["role"] == "user"]
+        return users[-1] if users else self.messages[-1]["content"]
 
     def params(self, default_temperature: float) -> dict[str, Any]:
-        params: dict[str, Any] = {"temperature": default_temperature if self.temperature is None else self.temperature}
-        if self.max_tokens is not None:
-            params["max_tokens"] = self.max_tokens
-        if self.top_p is not None:
-            params["top_p"] = self.top_p
-        if self.stop:
-            params["stop"] = self.stop
-        if self.seed is not None:
-            params["seed"] = self.seed
+        """Sampling parameters for ``litellm.acompletion`` (only those the client set, plus temperature)."""
+        temperature = default_temperature if self.temperature is None else self.temperature
+        params: dict[str, Any] = {"temperature": 0.0 if temperature < TEMPERATURE_EPSILON else temperature}
+        optional = {"max_tokens": self.max_tokens, "top_p": self.top_p, "seed": self.seed, "stop": self.stop or None,
+                    "top_logprobs": self.top_logprobs or None,
+                    "logit_bias": {str(k): v for k, v in self.logit_bias.items()} or None,
+                    "frequency_penalty": self.frequency_penalty or None,
+                    "presence_penalty": self.presence_penalty or None}
+        params.update({name: value for name, value in optional.items() if value is not None})
         return params
 
 
 def _bad(message: str, param: str | None = None, code: str = "invalid_request") -> InvalidRequestError:
     return InvalidRequestError(message, code=code, param=param)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _load(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise _bad(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError as exc:
+        raise _bad("request body is nested too deeply", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise _bad("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _check_text(value: Any, path: str) -> None:
+    """Raise if any string in ``value`` (keys included) cannot be encoded as UTF-8 (an unpaired surrogate)."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise _bad(f"{where or 'the body'} holds text that is not valid Unicode ({exc.reason} at "
+                           f"character {exc.start}): send UTF-8 text, with surrogate pairs complete",
+                           where or None, "invalid_encoding") from exc
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                stack.append((key, where))
+                stack.append((inner, f"{where}.{key}" if where else str(key)))
+        elif isinstance(item, list):
+            stack.extend((inner, f"{where}[{i}]") for i, inner in enumerate(item))
 
 
 def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
@@ -54,38 +129,61 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> float |
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(f"'{name}' must be a number, got {type(value).__name__}", name, "invalid_type")
     if not low <= value <= high:
-        raise _bad(f"'{name}' must be between {low} and {high}, got {value}", name, "invalid_value")
+        raise _bad(f"'{name}' must be between {low:g} and {high:g}, got {value}", name, "invalid_value")
     return float(value)
+
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(f"'{name}' must be an integer, got {type(value).__name__}", name, "invalid_type")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise _bad(f"'{name}' must be {bound}, got {value}", name, "invalid_value")
+    return value
+
+
+def _boolean(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _bad(f"'{name}' must be true or false", name, "invalid_type")
+    return value
+
+
+def _string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _bad(f"'{name}' must be a string", name, "invalid_type")
+    return value
 
 
 def _content(message: dict[str, Any], index: int) -> str:
     content = message.get("content")
-    if content is None and message.get("role") == "assistant":
-        return ""
+    where = f"messages[{index}].content"
+    if content is None:
+        if message.get("role") == "assistant":
+            return ""
+        raise _bad(f"{where} is required for role {message.get('role')!r}", where, "missing_field")
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise _bad(f"messages[{index}].content: only text parts are supported", f"messages[{index}].content")
-            parts.append(part["text"])
-        return "".join(parts)
-    raise _bad(f"messages[{index}].content must be a string or a list of text parts", f"messages[{index}].content",
-               "invalid_type")
+    if not isinstance(content, list):
+        raise _bad(f"{where} must be a string or a list of text parts", where, "invalid_type")
+    parts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        key = "refusal" if kind == "refusal" else "text"
+        if kind not in ("text", "refusal") or not isinstance(part.get(key), str):
+            raise _bad(f"{where}[{j}]: only text parts are supported (got type {kind!r})", f"{where}[{j}]",
+                       "unsupported_content")
+        parts.append(part[key])
+    return "".join(parts)
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Parse and validate a request body; raises InvalidRequestError saying what to fix."""
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _bad(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
-    if not isinstance(body, dict):
-        raise _bad("request body must be a JSON object", code="invalid_json")
-    model = body.get("model", COUNCIL_MODEL)
-    if not isinstance(model, str) or not model:
-        raise _bad("'model' must be a non-empty string", "model", "invalid_type")
+def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
     messages = body.get("messages")
     if messages is None:
         raise _bad("'messages' is required", "messages", "missing_field")
@@ -101,33 +199,105 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         if role not in ROLES:
             raise _bad(f"messages[{i}].role {role!r} is not one of {', '.join(ROLES)}", f"messages[{i}].role",
                        "invalid_value")
+        if message.get("name") is not None and not isinstance(message["name"], str):
+            raise _bad(f"messages[{i}].name must be a string", f"messages[{i}].name", "invalid_type")
         parsed.append({"role": "system" if role == "developer" else role, "content": _content(message, i)})
-    if not any(m["role"] == "user" for m in parsed):
-        raise _bad("'messages' needs at least one message with role 'user'", "messages", "invalid_value")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
-        raise _bad("'max_tokens' must be an integer", "max_tokens", "invalid_type")
-    if max_tokens is not None and max_tokens < 1:
-        raise _bad(f"'max_tokens' must be at least 1, got {max_tokens}", "max_tokens", "invalid_value")
-    stop = body.get("stop") or []
-    if isinstance(stop, str):
-        stop = [stop]
+    return parsed
+
+
+def _stop(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
         raise _bad("'stop' must be a string or a list of up to 4 strings", "stop", "invalid_type")
-    for name in ("stream", "logprobs"):
-        if not isinstance(body.get(name, False), bool):
-            raise _bad(f"'{name}' must be true or false", name, "invalid_type")
-    n = body.get("n", 1)
-    if n != 1:
-        raise _bad("only n=1 is supported", "n", "invalid_value")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise _bad("'seed' must be an integer", "seed", "invalid_type")
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise _bad("'user' must be a string", "user", "invalid_type")
+    return [s for s in stop if s]
+
+
+def _logit_bias(body: dict[str, Any]) -> dict[int, float]:
+    bias = body.get("logit_bias")
+    if bias is None:
+        return {}
+    if not isinstance(bias, dict):
+        raise _bad("'logit_bias' must be an object mapping token ids to numbers", "logit_bias", "invalid_type")
+    parsed: dict[int, float] = {}
+    for key, value in bias.items():
+        if not key.isascii() or not key.isdigit():
+            raise _bad(f"'logit_bias' key {key!r} is not a token id", "logit_bias", "invalid_value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
+            raise _bad(f"'logit_bias' value for {key} must be a number from -100 to 100", "logit_bias",
+                       "invalid_value")
+        parsed[int(key)] = float(value)
+    return parsed
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    unknown = sorted(set(body) - KNOWN)
+    if unknown:
+        raise _bad(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0], "unknown_parameter")
+    for name, why in UNSUPPORTED.items():
+        value = body.get(name)
+        if value is None or (name in ("tools", "functions") and value == []):
+            continue
+        if name == "tool_choice" and value == "none":
+            continue
+        raise _bad(f"'{name}' is not supported: {why}", name, "unsupported_parameter")
+    response_format = body.get("response_format")
+    if response_format is not None:
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if kind != "text":
+            raise _bad(f"'response_format' of type {kind!r} is not supported: Council cannot constrain its "
+                       "output to JSON; omit it or send {\"type\": \"text\"}", "response_format",
+                       "unsupported_parameter")
+    modalities = body.get("modalities")
+    if modalities is not None and (not isinstance(modalities, list) or set(modalities) - {"text"}):
+        raise _bad("'modalities' may only be [\"text\"]: audio output is not supported", "modalities",
+                   "unsupported_parameter")
+    n = _integer(body, "n", 1, 128)
+    if n is not None and n != 1:
+        raise _bad("'n' is not supported above 1: Council answers each request once", "n", "unsupported_parameter")
+    for name in ACCEPTED_HINTS:
+        value = body.get(name)
+        expected = {"metadata": dict, "store": bool, "parallel_tool_calls": bool}.get(name, str)
+        if value is not None and not isinstance(value, expected):
+            raise _bad(f"'{name}' must be a {expected.__name__}", name, "invalid_type")
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Parse and validate a request body; raises InvalidRequestError saying what to fix."""
+    body = _load(raw)
+    _check_text(body, "")
+    _refuse_unsupported(body)
+    model = body.get("model")
+    model = COUNCIL_MODEL if model is None else model
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' must be a non-empty string", "model", "invalid_type")
+    messages = _messages(body)
+    max_tokens = _integer(body, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1)
+    stream = _boolean(body, "stream")
+    options = body.get("stream_options")
+    if options is not None:
+        if not stream:
+            raise _bad("'stream_options' is only allowed when 'stream' is true", "stream_options", "invalid_value")
+        if not isinstance(options, dict) or set(options) - {"include_usage", "include_obfuscation"}:
+            raise _bad("'stream_options' must be an object with 'include_usage' (and 'include_obfuscation')",
+                       "stream_options", "invalid_type")
+        for key in options:
+            _boolean(options, key)
+    logprobs = _boolean(body, "logprobs")
+    top_logprobs = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if top_logprobs and not logprobs:
+        raise _bad("'logprobs' must be true when 'top_logprobs' is used", "top_logprobs", "invalid_value")
     return ChatRequest(
-        model=model, messages=parsed, stream=body.get("stream", False), max_tokens=max_tokens,
+        model=model, messages=messages, stream=stream,
+        include_usage=bool((options or {}).get("include_usage")), max_tokens=max_tokens,
         temperature=_number(body, "temperature", 0.0, 2.0), top_p=_number(body, "top_p", 0.0, 1.0),
-        stop=stop, seed=seed, user=user, logprobs=body.get("logprobs", False),
+        stop=_stop(body), seed=_integer(body, "seed", *SEED_RANGE), user=_string(body, "user"),
+        logprobs=logprobs, top_logprobs=top_logprobs or 0,
+        frequency_penalty=_number(body, "frequency_penalty", -2.0, 2.0) or 0.0,
+        presence_penalty=_number(body, "presence_penalty", -2.0, 2.0) or 0.0,
+        logit_bias=_logit_bias(body),
     )

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from council.adapter_files import check_adapter_folder
 from council.atomic import atomic_write_json, fsync_path
-from council.local_model import check_adapter_folder
 from council.model_files import BaseModel
 from training.data import CONSUMED_FILE, DatasetFile, read_consumed
 from training.errors import TrainingError
