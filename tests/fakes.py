@@ -80,3 +80,12 @@ def install_scripted(scripts: dict[str, Script] | None = None, **kwargs: Any) ->
     provider = ScriptedLLM(scripts=scripts or {}, **kwargs)
     register_provider("scripted", provider)
     return provider
+
+
+class NoChoicesLLM(CustomLLM):
+    """Provider ``nochoices``: answers with an empty ``choices`` list, a malformed reply that no check expects."""
+
+    async def acompletion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
+        model_response: ModelResponse = args[3] if len(args) > 3 else kwargs["model_response"]
+        model_response.choices = []
+        return model_response

@@ -87,3 +87,25 @@ async def test_request_timeout_answers_504_and_stops_the_work(aiohttp_server, ma
                 break
             await asyncio.sleep(0.02)
         assert await _pending(session, server.port) == 0
+
+
+async def test_a_head_timeout_leaves_no_orphan_in_the_queue(aiohttp_server, make_settings, base_model_dir):
+    """Agent-0 timing out (``council.head_timeout_seconds``) cancels its local generation: the next request
+    does not wait behind work nobody will read."""
+    from council.app import create_app
+
+    settings = make_settings(**{"model.source": str(base_model_dir), "council.heads": {},
+                                "council.head_timeout_seconds": 1.5})
+    server = await aiohttp_server(create_app(settings))
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{server.port}/v1/chat/completions"
+        async with session.post(url, json={"messages": LONG, "max_tokens": 128}) as resp:
+            assert resp.status == 503  # every model failed: Agent-0 timed out
+        for _ in range(50):
+            if await _pending(session, server.port) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert await _pending(session, server.port) == 0
+        async with session.post(url, json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2,
+                                           "model": "local/smollm2"}) as resp:
+            assert resp.status == 200  # behind an orphan (~8 s of decoding left) it would time out too

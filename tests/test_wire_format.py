@@ -206,3 +206,18 @@ async def test_logit_bias_and_penalties_change_the_answer(client, base_model_dir
     penalised = (await client.chat.completions.create(model="local/smollm2", messages=repeat, max_tokens=16,
                                                       frequency_penalty=2.0)).choices[0].message.content
     assert penalised != free
+
+
+async def test_an_unexpected_error_is_a_json_500_with_a_request_id(aiohttp_server, make_settings, caplog):
+    settings = make_settings(**{"providers": {"nochoices": "tests.fakes:NoChoicesLLM"},
+                                "council.agent0": "nochoices/any", "council.heads": {}, "council.memory_k": 0})
+    server = await aiohttp_server(create_app(settings))
+    status, content_type, text = await post(server, {"messages": ASK})
+    assert status == 500 and content_type.startswith("application/json")
+    error = json.loads(text)["error"]
+    request_id = error["message"].split("request id ")[1]
+    assert request_id.startswith("req_") and "Traceback" not in text
+    logged = [r for r in caplog.records if request_id in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None  # logged once, with its traceback
+    status, _, _ = await post(server, {"messages": ASK, "model": "council", "max_tokens": 1, "n": 1})
+    assert status == 500  # the server is still up and answers the same way
