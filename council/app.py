@@ -13,13 +13,20 @@ from aiohttp import web
 from council import keys
 from council.config import Settings
 from council.embedder import BatchingEmbedder, Embedder
-from council.handlers import auth_middleware, errors_middleware, live_adapter, note_adapter
+from council.handlers import (
+    auth_middleware,
+    errors_middleware,
+    live_adapter,
+    note_adapter,
+    startup_middleware,
+)
 from council.memory import MemoryStore
 from council.prompts import PromptStore
 from council.provider import PROVIDER, register_local_provider, register_provider, unregister_provider
 from council.router import Router
 from council.routes import setup_routes
 from council.service import ChatService
+from council.startup import Startup
 from council.stats import ServerStats
 
 log = logging.getLogger(__name__)
@@ -82,7 +89,8 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
 async def adapter_watch_ctx(app: web.Application) -> AsyncIterator[None]:
     """Poll ``loras/current``; a new target is loaded between generations, never under one."""
     provider = app.get(keys.LOCAL)
-    note_adapter(app)
+    model = provider.model if provider is not None else None
+    app[keys.STATS].adapter_live(live_adapter(app), model.adapter_changed_at if model else None)
     if provider is None:
         yield
         return
@@ -105,14 +113,48 @@ async def adapter_watch_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the server for ``settings``; models and stores open in ``cleanup_ctx`` and close with the app."""
+BACKGROUND_START = web.AppKey("background_start", bool)
+RESOURCES = (sentence_model_ctx, local_model_ctx, memory_ctx, adapter_watch_ctx)  # opened in order
+
+
+async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open RESOURCES in a background task, so the port answers (``/livez``, ``/health``) while they load;
+    close whatever was opened when the app stops."""
+    startup = app[keys.STARTUP]
+    stack = contextlib.AsyncExitStack()
+
+    async def load() -> None:
+        try:
+            for ctx in RESOURCES:
+                await stack.enter_async_context(contextlib.asynccontextmanager(ctx)(app))
+        except Exception as exc:  # noqa: BLE001 - reported once, by the callbacks and on every request
+            log.debug("start-up failed", exc_info=True)
+            startup.finish(f"{type(exc).__name__}: {exc}")
+            return
+        startup.finish()
+
+    task = asyncio.create_task(load(), name="council-startup")
+    if not app[BACKGROUND_START]:
+        await task  # embedded use and tests: serve only once loaded
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await stack.aclose()
+
+
+def create_app(settings: Settings, background_start: bool = False) -> web.Application:
+    """Build the server for ``settings``; models and stores open with the app and close with it. With
+    ``background_start`` (``council serve``) they load after the port serves (``council/startup.py``);
+    without, the app serves only once they have loaded."""
     settings.paths.ensure()
     app = web.Application(client_max_size=settings.server.max_body_bytes,
-                          middlewares=[errors_middleware, auth_middleware])
+                          middlewares=[errors_middleware, startup_middleware, auth_middleware])
     app[keys.SETTINGS] = settings
     app[keys.PROMPTS] = PromptStore(settings.prompts_dir)
     app[keys.STATS] = ServerStats(settings.paths.logs / "loop_metrics.json")
-    app.cleanup_ctx.extend([sentence_model_ctx, local_model_ctx, memory_ctx, adapter_watch_ctx])
+    app[keys.STARTUP] = Startup()
+    app[BACKGROUND_START] = background_start
+    app.cleanup_ctx.append(resources_ctx)
     setup_routes(app)
     return app

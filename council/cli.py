@@ -13,9 +13,13 @@ import argparse
 import importlib
 import logging
 import os
+import signal
+import socket
 import sys
+from pathlib import Path
 
 from council import exitcodes
+from council.errors import CouncilError
 
 # stage subcommand -> "module:function" taking (argv, settings) and returning an exit code
 STAGES = {
@@ -45,17 +49,60 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the server's socket before anything loads, so a busy port is one line, not a traceback later."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror} (another server there? pick another "
+                         "--port)") from exc
+    sock.listen(128)
+    return sock
+
+
+def _check_model_source(settings) -> None:  # noqa: ANN001
+    """A missing base model is one line before anything loads (hub ids are left to the loader)."""
+    from council.model_files import embedded_gguf_path
+
+    source = settings.model.source
+    if not source:
+        try:
+            embedded_gguf_path()
+        except CouncilError as exc:
+            raise ValueError(exc.message) from exc
+    elif source.startswith(("/", ".", "~")) and not Path(source).expanduser().is_dir():
+        raise ValueError(f"model.source {source} is not a folder; point it at a model folder or a hub id")
+
+
 def _serve(settings) -> int:  # noqa: ANN001
+    try:
+        _check_model_source(settings)
+        sock = _listen(settings.server.host, settings.server.port)  # before the slow imports below
+    except ValueError as exc:
+        sys.stderr.write(f"council: {exc}\n")
+        return exitcodes.USAGE
     from aiohttp import web
 
+    from council import keys
+    from council.access_log import AccessLogger
     from council.app import create_app
-
-    logging.getLogger(__name__).info("serving on http://%s:%d (home %s)", settings.server.host,
-                                     settings.server.port, settings.home)
+    log = logging.getLogger("council.serve")
+    url = f"http://{settings.server.host}:{settings.server.port}"
+    app = create_app(settings, background_start=True)
+    startup = app[keys.STARTUP]
+    startup.on_ready.append(lambda: log.info("ready on %s (home %s, %.1f s to load)", url, settings.home,
+                                             startup.ready_seconds))
+    startup.on_failure.append(lambda error: (log.error("could not start: %s", error),
+                                             signal.raise_signal(signal.SIGINT)))
+    log.info("loading models; %s/health says \"starting\" until they are ready", url)
     # handler_cancellation: a client that hangs up cancels its handler, which stops its generation
-    web.run_app(create_app(settings), host=settings.server.host, port=settings.server.port, print=None,
-                access_log=None, handler_cancellation=True)
-    return exitcodes.OK
+    web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger,
+                access_log=logging.getLogger("council.access"), handler_cancellation=True)
+    return exitcodes.FAILURE if startup.error else exitcodes.OK
 
 
 def _check_prompts(settings) -> int:  # noqa: ANN001
@@ -89,13 +136,24 @@ def _hoist_global_options(argv: list[str]) -> list[str]:
 GLOBAL_OPTIONS = ("--home", "--config", "--log-level")
 
 
+def _setup_logging(level: str) -> None:
+    """Our log lines at ``level``; libraries' warnings, progress bars and chatter only at DEBUG."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)  # warnings.warn(...) become log records of "py.warnings"
+    if level == "DEBUG":
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bars too
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
+    for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "faiss", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)  # faiss: "Could not load library with AVX2 ..."
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):  # litellm logs INFO lines to stdout
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _setup_logging(args.log_level.upper())
     from council.config import load_settings
 
     overrides = {"home": args.home}

@@ -53,6 +53,14 @@ class OverloadedError(CouncilError):
     code = "overloaded"
 
 
+class StartingError(CouncilError):
+    """The server has not finished loading its models (or could not)."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "starting"
+
+
 class ModelUnavailableError(CouncilError):
     """Every configured model for a request failed or timed out."""
 

@@ -20,17 +20,19 @@ from council.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    StartingError,
 )
 from council.schema import THUMBS
 from council.service import Answer
 from council.validation import ChatRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/livez", "/readyz")  # no bearer token needed
+STARTUP_PATHS = OPEN_PATHS  # answered while the models load
 
 
 def error_response(exc: CouncilError) -> web.Response:
-    headers = {"Retry-After": "1"} if exc.code == "overloaded" else None
+    headers = {"Retry-After": "1"} if exc.code in ("overloaded", "starting") else None
     return web.json_response(exc.to_openai(), status=exc.status, headers=headers)
 
 
@@ -61,6 +63,23 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         err = CouncilError(f"internal error; the server log has the details under request id {request_id}",
                            code="internal_error")
         return web.json_response(err.to_openai(), status=500, headers={"x-request-id": request_id})
+
+
+@web.middleware
+async def startup_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Until the models and stores have loaded, requests that need them wait (``/livez``, ``/readyz`` and
+    ``/health`` answer at once); if loading failed, they get a 503 that says why."""
+    startup = request.app[keys.STARTUP]
+    if not startup.ready and request.path not in STARTUP_PATHS:
+        limit = request.app[keys.SETTINGS].server.request_timeout_seconds
+        try:
+            async with asyncio.timeout(limit):
+                await startup.done.wait()
+        except TimeoutError as exc:
+            raise StartingError(f"the server is still loading its models after {limit:g} s; retry shortly") from exc
+        if startup.error:
+            raise StartingError(f"the server could not start: {startup.error}", code="startup_failed")
+    return await handler(request)
 
 
 @web.middleware
@@ -201,9 +220,28 @@ def health_body(app: web.Application) -> dict[str, Any]:
 
 
 async def health(request: web.Request) -> web.Response:
+    """``status``: "starting" (503) while the models load, "failed" (503) if they could not, else "ok" or
+    "degraded" (a prompt or adapter was refused; the server still answers)."""
+    startup = request.app[keys.STARTUP]
+    if not startup.ready:
+        return web.json_response({"status": startup.state(), "error": startup.error,
+                                  "starting_since": startup.started}, status=503)
     body = health_body(request.app)
     body["status"] = "degraded" if body["prompt_errors"] or body["adapter_error"] else "ok"
+    body["ready_seconds"] = startup.ready_seconds
     return web.json_response(body)
+
+
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP (Kubernetes ``livenessProbe``)."""
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 once the server can answer chats, 503 before (Kubernetes ``readinessProbe``)."""
+    startup = request.app[keys.STARTUP]
+    return web.json_response({"status": startup.state(), "error": startup.error},
+                             status=200 if startup.ready else 503)
 
 
 async def admin_reload(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from council.memory import MemoryStore
 from council.prompts import PromptStore
 from council.provider import LocalProvider
 from council.service import ChatService
+from council.startup import Startup
 from council.stats import ServerStats
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -18,3 +19,4 @@ MEMORY = web.AppKey("memory", MemoryStore)
 SENTENCE_MODEL = web.AppKey("sentence_model", Embedder)  # shared by memory and adapter scopes
 EMBEDDER = web.AppKey("embedder", BatchingEmbedder)
 SERVICE = web.AppKey("service", ChatService)
+STARTUP = web.AppKey("startup", Startup)  # models and stores load after the port is bound

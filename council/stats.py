@@ -80,11 +80,11 @@ class ServerStats:
         self.loop_metrics_file = loop_metrics_file
         self.window = Window(adapter=None)
 
-    def adapter_live(self, version: str | None) -> None:
-        """The server now serves ``version``: start a new window."""
+    def adapter_live(self, version: str | None, since: float | None = None) -> None:
+        """The server serves ``version`` (since ``since``, Unix seconds; default now): start a new window."""
         self.adapter_info.clear()
         self.adapter_info.labels(version or "base").set(1)
-        self.adapter_changed.set(time.time())
+        self.adapter_changed.set(since or time.time())
         self.window = Window(adapter=version)
         self._publish_window()
 

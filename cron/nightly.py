@@ -2,7 +2,7 @@
 
 Run by cron through ``cron/nightly_improvement.sh`` (crontab example in the README), or by hand::
 
-    council nightly                          # yesterday's failures, server at server.host:server.port
+    council nightly                          # every unharvested failure, server at server.host:server.port
     council nightly --since 2026-11-21 --fresh --window-seconds 120
 
 Each stage is its package's own ``main(config)`` (``cron.stages``); this module sequences them. A lock
@@ -60,8 +60,8 @@ BUSY = 4
 class NightlyConfig:
     settings: Settings = field(metadata={"help": "Council settings (home, model, alerts, server)."})
     server_url: str = field(default="", metadata={"help": "Running server to deploy into; empty = from settings."})
-    since: str = field(default="", metadata={"help": "Harvest window start (ISO, UTC); empty = yesterday."})
-    until: str = field(default="", metadata={"help": "Harvest window end (ISO, UTC, exclusive); empty = today."})
+    since: str = field(default="", metadata={"help": "Harvest window start (ISO, UTC); empty = the first unharvested failure."})
+    until: str = field(default="", metadata={"help": "Harvest window end (ISO, UTC, exclusive); empty = now."})
     max_records: int = field(default=50, metadata={"help": "Most failures rewritten in one night."})
     agents: int = field(default=3, metadata={"help": "Agent-0 council members."})
     harvest_models: str = field(default="", metadata={"help": "Comma-separated litellm models for the council "

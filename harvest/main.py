@@ -1,7 +1,7 @@
-"""``council harvest``: turn yesterday's failed exchanges into training data with an autogen council.
+"""``council harvest``: turn failed exchanges into training data with an autogen council.
 
-Reads failures (``success = false``, not harvested yet) from the memory store for a UTC window (default: the
-previous calendar day), collapses near-duplicate queries, redacts PII, lets N autogen ``AssistantAgent``
+Reads failures (``success = false``, not harvested yet) from the memory store for a UTC window (default:
+every one not harvested yet, up to now), collapses near-duplicate queries, redacts PII, lets N autogen ``AssistantAgent``
 rewriters (each its own prompt style and litellm model) propose ``REASONING/ANSWER`` rewrites and vote,
 scores the winner (``harvest.quality``) and appends the rewrites scoring >= ``min_quality`` to
 ``<home>/training_data/harvest_YYYYMMDD.jsonl`` (+ ``dpo_YYYYMMDD.jsonl`` for preference training).
@@ -9,7 +9,7 @@ Records are marked harvested only after their line is durably written, so re-run
 
 Run it::
 
-    council harvest                                  # yesterday, 3 x local/smollm2
+    council harvest                                  # every unharvested failure, 3 x local/smollm2
     council harvest --since 2026-11-20 --until 2026-11-22 --max-records 20
     council harvest --agents 3 --models openai/gpt-4o-mini,anthropic/claude-3-5-haiku-latest,local/smollm2
     python -m harvest.main --home ~/.council
@@ -34,7 +34,7 @@ from council.errors import CouncilError
 from council.provider import unregister_provider
 from harvest.output import write_json
 from harvest.pipeline import Harvester, Report, build_council, ensure_local_provider, run_lock
-from harvest.selection import default_window, parse_when, select
+from harvest.selection import EPOCH, default_window, parse_when, select
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class HarvestConfig:
     settings: Settings | None = field(default=None, metadata={"help": "Council settings (state directory, prompts, local model); None = load_settings()."})
-    since: datetime | str | None = field(default=None, metadata={"help": "Window start (ISO date or date-time, UTC, inclusive); default: yesterday 00:00 UTC, or until - 1 day."})
-    until: datetime | str | None = field(default=None, metadata={"help": "Window end (exclusive); default: today 00:00 UTC, or now when only since is given."})
+    since: datetime | str | None = field(default=None, metadata={"help": "Window start (ISO date or date-time, UTC, inclusive); default: the first failure not harvested yet."})
+    until: datetime | str | None = field(default=None, metadata={"help": "Window end (ISO, UTC, exclusive); default: now."})
     max_records: int = field(default=50, metadata={"help": "Most records (after collapsing duplicates) rewritten per run."})
     agents: int = field(default=3, metadata={"help": "Council members; member i uses prompts/harvest_rewriter_<i>.j2 (cycling)."})
     models: list[str] = field(default_factory=lambda: [LOCAL_MODEL], metadata={"help": "litellm model strings, one per member, cycled when fewer than --agents."})
@@ -65,7 +65,7 @@ class HarvestConfig:
         elif self.until is None:
             self.until = datetime.now(UTC)
         elif self.since is None:
-            self.since = self.until - timedelta(days=1)
+            self.since = EPOCH
         if self.since >= self.until:
             raise ValueError(f"--since ({self.since.isoformat()}) must be before --until ({self.until.isoformat()})")
         if self.max_records < 1:
@@ -123,6 +123,8 @@ async def _run(settings: Settings, config: HarvestConfig, report: Report) -> Non
         harvester = Harvester(settings, store, build_council(settings, config), config.min_quality, report)
         groups = harvester.take(select(store, config.since, config.until, config.max_records,
                                        config.dedupe_similarity))
+        if not report.found:
+            _say_what_lies_outside(store, config, report)
         if groups:
             provider = await ensure_local_provider(settings, config.member_models, config.concurrency)
             await harvester.run(groups, config.concurrency)
@@ -131,6 +133,17 @@ async def _run(settings: Settings, config: HarvestConfig, report: Report) -> Non
             unregister_provider("local", provider)
             provider.close()
         store.close()
+
+
+def _say_what_lies_outside(store, config: HarvestConfig, report: Report) -> None:  # noqa: ANN001 - MemoryStore
+    """Nothing in the window: count the unharvested failures outside it, and name the flags that take them."""
+    now = datetime.now(UTC)
+    everything = store.window(EPOCH, now + timedelta(seconds=1), success=False, harvested=False)
+    report.outside_window = len(everything)
+    if everything:
+        log.warning("no unharvested failures in [%s, %s), but %d lie outside it; run without --since/--until "
+                    "(every unharvested failure up to now) or widen them", config.since.isoformat(),
+                    config.until.isoformat(), len(everything))
 
 
 def _exit_code(report: Report) -> int:

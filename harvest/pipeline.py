@@ -50,6 +50,7 @@ class Report:
     until: str
     models: list[str]
     found: int = 0
+    outside_window: int | None = None  # unharvested failures outside the window, counted when none were in it
     selected: int = 0
     collapsed: int = 0
     deferred: int = 0
@@ -88,7 +89,8 @@ class Report:
 
     def summary_line(self) -> str:
         quality = "n/a" if self.mean_quality is None else f"{self.mean_quality:.3f}"
-        return (f"harvest: found={self.found} collapsed={self.collapsed} rewritten={self.rewritten} kept={self.kept} "
+        outside = f" outside_window={self.outside_window}" if self.outside_window else ""
+        return (f"harvest: found={self.found}{outside} collapsed={self.collapsed} rewritten={self.rewritten} kept={self.kept} "
                 f"dropped_malformed={self.dropped_malformed} errors={self.errors} mean_quality={quality} "
                 f"seconds={self.seconds:.1f}")
 

@@ -90,7 +90,16 @@ def parse_when(text: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def default_window(now: datetime) -> tuple[datetime, datetime]:
+    """Every failure not yet harvested, up to ``now``: [1970-01-01, now). Harvested records are marked, so
+    the marks, not the window, keep a night from repeating work."""
+    return EPOCH, now
+
+
+def yesterday(now: datetime) -> tuple[datetime, datetime]:
     """The previous calendar day in UTC: [yesterday 00:00, today 00:00)."""
     today = datetime.combine(now.astimezone(UTC).date(), time(), tzinfo=UTC)
     return today - timedelta(days=1), today
