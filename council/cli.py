@@ -2,6 +2,7 @@
 
     council serve [--host H] [--port P]      run the chat server (embedded model by default)
     council prompts check                     validate every template in the prompts folder
+    council records                           recent exchanges (--failed, --since, --user, paging)
     council harvest | train | deploy | rollback | adapters | nightly | demo   the improvement loop
 
 Global options: ``--home DIR`` (state directory, also ``$COUNCIL_HOME``), ``--config FILE``.
@@ -27,7 +28,8 @@ STAGES = {
     "train": ("training.main:cli", "train a LoRA adapter from harvested JSONL"),
     "deploy": ("deploy.main:cli", "canary-test, swap in and monitor an adapter"),
     "rollback": ("deploy.rollback:cli", "go back to the previous good adapter"),
-    "adapters": ("deploy.registry:cli_list", "list adapter versions and their state"),
+    "adapters": ("deploy.registry:cli_list", "list adapter versions, their state and what each learned"),
+    "records": ("council.records:cli", "list recent exchanges (--failed, --since, --user, paging)"),
     "nightly": ("cron.nightly:cli", "harvest -> train -> deploy -> cleanup, with alerts"),
     "demo": ("deploy.demo:cli", "one-command before/after demo of the nightly loop"),
 }
@@ -37,11 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="council", description="Self-improving OpenAI-compatible chat server.")
     parser.add_argument("--home", help="state directory (default $COUNCIL_HOME or ~/.council)")
     parser.add_argument("--config", help="TOML config file (default $COUNCIL_CONFIG or <home>/council.toml)")
-    parser.add_argument("--log-level", default=os.environ.get("COUNCIL_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=os.environ.get("COUNCIL_LOG_LEVEL", "INFO"),
+                        help="debug, info, warning or error (default $COUNCIL_LOG_LEVEL or info); debug also shows "
+                             "libraries' warnings and progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the chat server")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="address to bind (default: server.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port to bind (default: server.port, 8000)")
     prompts = sub.add_parser("prompts", help="prompt template tools")
     prompts.add_argument("action", choices=["check"])
     for name, (_, help_text) in STAGES.items():

@@ -20,5 +20,5 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, sk
         if isinstance(item.default, bool):
             parser.add_argument(flag, action="store_true", default=default, help=help_text)
         else:
-            parser.add_argument(flag, type=type(item.default), default=default,
-                                help=help_text + " (default: %(default)s)")
+            shown = " (default: %(default)s)" if default not in ("", None) else ""
+            parser.add_argument(flag, type=type(item.default), default=default, help=help_text + shown)

@@ -8,6 +8,7 @@ import json
 import logging
 import secrets
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -284,6 +285,35 @@ async def feedback(request: web.Request) -> web.Response:
     record = await request.app[keys.SERVICE].feedback(body["record_id"], thumbs, rating, correction)
     return web.json_response({"record_id": record.id, "success": record.success,
                               "feedback": record.feedback.to_dict() if record.feedback else None})
+
+
+async def list_records(request: web.Request) -> web.Response:
+    """``GET /v1/records?failed=true&since=2026-11-30&user=alice&limit=20&after=rec_…``: newest first, in
+    OpenAI's list shape (``data``, ``has_more``, ``last_id`` to pass as ``after`` for the next page)."""
+    query = request.query
+    unknown = sorted(set(query) - {"failed", "since", "user", "limit", "after"})
+    if unknown:
+        raise InvalidRequestError(f"unknown query parameter {unknown[0]!r}; use failed, since, user, limit, after",
+                                  param=unknown[0], code="unknown_parameter")
+    failed = query.get("failed")
+    if failed not in (None, "true", "false"):
+        raise InvalidRequestError("'failed' must be true or false", param="failed", code="invalid_value")
+    limit = query.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise InvalidRequestError("'limit' must be an integer from 1 to 100", param="limit", code="invalid_value")
+    since = None
+    if "since" in query:
+        try:
+            since = datetime.fromisoformat(query["since"])
+        except ValueError as exc:
+            raise InvalidRequestError("'since' must be an ISO date or date-time, e.g. 2026-11-30",
+                                      param="since", code="invalid_value") from exc
+        since = since.replace(tzinfo=UTC) if since.tzinfo is None else since
+    records, more = await request.app[keys.SERVICE].records(
+        int(limit), query.get("after"), None if failed is None else failed == "false", since, query.get("user"))
+    data = [record.to_dict() for record in records]
+    return web.json_response({"object": "list", "data": data, "has_more": more,
+                              "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
 
 
 async def get_record(request: web.Request) -> web.Response:

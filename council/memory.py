@@ -345,6 +345,28 @@ class MemoryStore:
         with _storage("read the memory window"):
             return [_record(row) for row in self._reader().execute(sql + " ORDER BY created_us, fid", args)]
 
+    def page(self, limit: int = 20, after: str | None = None, success: bool | None = None,
+             since: datetime | None = None, user: str | None = None) -> tuple[list[ExchangeRecord], bool]:
+        """Newest records first, at most ``limit``, older than record ``after`` (a cursor), optionally only
+        failures / successes, from ``since``, of ``user``. Returns (records, whether more follow).
+        Raises NotFoundError for an unknown cursor."""
+        sql, args = f"SELECT {_COLS} FROM records WHERE 1", []
+        if after is not None:
+            with _storage("read the cursor record"):
+                row = self._reader().execute("SELECT fid FROM records WHERE id = ?", (after,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no record {after!r} to page after", param="after", code="record_not_found")
+            sql, args = sql + " AND fid < ?", [*args, row[0]]
+        if success is not None:
+            sql, args = sql + " AND success = ?", [*args, int(success)]
+        if since is not None:
+            sql, args = sql + " AND created_us >= ?", [*args, _to_us(since)]
+        if user is not None:
+            sql, args = sql + " AND user = ?", [*args, user]
+        with _storage("list records"):
+            rows = self._reader().execute(sql + " ORDER BY fid DESC LIMIT ?", [*args, limit + 1]).fetchall()
+        return [_record(row) for row in rows[:limit]], len(rows) > limit
+
     def vectors(self, record_ids: list[str]) -> np.ndarray:
         """Stored query embeddings, (len(record_ids), dim) float32 in the order asked; unknown id: NotFoundError."""
         found: dict[str, bytes] = {}

@@ -96,6 +96,11 @@ class ChatService:
                 self.stats.feedback.labels(kind).inc()
         return record
 
+    async def records(self, limit: int, after: str | None, success: bool | None, since: Any,
+                      user: str | None) -> tuple[list[ExchangeRecord], bool]:
+        """A page of records, newest first (see ``MemoryStore.page``), read off the event loop."""
+        return await asyncio.to_thread(self.memory.page, limit, after, success, since, user)
+
     async def record(self, record_id: str) -> ExchangeRecord:
         record = await asyncio.to_thread(self.memory.get, record_id)
         if record is None:

@@ -72,7 +72,19 @@ class AdapterInfo:
             "val_loss": self.last_loss("validation"),
             "state": self.state,
             "problem": self.problem,
+            "examples": self.examples,
+            "learned": self.learned,
         }
+
+    @property
+    def examples(self) -> int | None:
+        """Harvested examples it was trained on (rehearsal and validation not counted)."""
+        return (self.metadata.get("examples") or {}).get("train")
+
+    @property
+    def learned(self) -> list[dict[str, str]]:
+        """The harvested questions it was taught, each with the answer it learned."""
+        return list(self.metadata.get("learned") or [])
 
 
 def read_adapter(folder: Path) -> AdapterInfo:
@@ -218,13 +230,17 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+LEARNED_SHOWN = 5  # questions listed per version in the table view
+
+
 def format_table(infos: list[AdapterInfo]) -> str:
-    header = ("VERSION", "CREATED", "PARENT", "TRAIN LOSS", "VAL LOSS", "STATE")
+    header = ("VERSION", "CREATED", "PARENT", "EXAMPLES", "TRAIN LOSS", "VAL LOSS", "STATE")
     rows = [
         (
             i.version,
             i.created[:19] or "-",
             i.parent or "-",
+            "-" if i.examples is None else str(i.examples),
             _fmt(i.last_loss("train")),
             _fmt(i.last_loss("validation")),
             i.state + (f" (incomplete: {i.problem})" if i.problem else ""),
@@ -236,6 +252,12 @@ def format_table(infos: list[AdapterInfo]) -> str:
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
+    for info in infos:
+        if info.learned:
+            lines.append(f"\n{info.version} learned:")
+            lines += [f"  {item['question'][:70]!r} -> {item['answer'][:60]!r}" for item in info.learned[:LEARNED_SHOWN]]
+            if len(info.learned) > LEARNED_SHOWN:
+                lines.append(f"  … and {len(info.learned) - LEARNED_SHOWN} more (council adapters --json)")
     return "\n".join(lines) + "\n"
 
 

@@ -27,14 +27,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from council import exitcodes
 from council.config import LOCAL_MODEL, Settings, load_settings
 from council.errors import CouncilError
-from council.provider import unregister_provider
-from harvest.output import write_json
-from harvest.pipeline import Harvester, Report, build_council, ensure_local_provider, run_lock
 from harvest.selection import EPOCH, default_window, parse_when, select
+
+if TYPE_CHECKING:
+    from harvest.pipeline import Report
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class HarvestConfig:
 
 async def harvest(config: HarvestConfig) -> Report:
     """Run one harvest and return its report (also written to ``logs/harvest_last.json``)."""
+    from harvest.output import write_json
+    from harvest.pipeline import Report, run_lock  # litellm loads here, not for --help
+
     settings = config.settings or load_settings()
     paths = settings.paths.ensure()
     report = Report(since=config.since.isoformat(), until=config.until.isoformat(), models=config.member_models)
@@ -116,6 +120,8 @@ async def harvest(config: HarvestConfig) -> Report:
 
 async def _run(settings: Settings, config: HarvestConfig, report: Report) -> None:
     from council.memory import MemoryStore
+    from council.provider import unregister_provider
+    from harvest.pipeline import Harvester, build_council, ensure_local_provider
 
     store = MemoryStore.open(settings.paths.memory)
     provider = None
@@ -172,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dedupe-similarity", type=float, default=0.95, help="Collapse queries this similar (default 0.95).")
     parser.add_argument("--max-tokens", type=int, default=256, help="Token limit of one proposal (default 256).")
     parser.add_argument("--concurrency", type=int, default=8, help="Records deliberated at once (default 8).")
-    parser.add_argument("--home", help="State directory (only when run as python -m harvest.main).")
-    parser.add_argument("--config", help="council.toml (only when run as python -m harvest.main).")
+    parser.add_argument("--home", help="State directory (default $COUNCIL_HOME or ~/.council).")
+    parser.add_argument("--config", help="TOML config file (default $COUNCIL_CONFIG or <home>/council.toml).")
     return parser
 
 

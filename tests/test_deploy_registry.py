@@ -34,7 +34,10 @@ def write_adapter(loras: Path, version: str, parent: str | None = None, losses=(
         save_file({"lora_A.weight": torch.zeros(4, 8)}, str(folder / "adapter_model.safetensors"))
     meta = {"version": version, "base_model_id": "test", "base_model_fingerprint": "fp", "parent": parent,
             "created_at": f"{version[:4]}-{version[4:6]}-{version[6:8]}T01:01:01+00:00",
-            "loss": {"train": [2.0, losses[0]], "validation": [2.1, losses[1]]}}
+            "loss": {"train": [2.0, losses[0]], "validation": [2.1, losses[1]]},
+            "examples": {"train": 2, "rehearsal": 0, "validation": 0},
+            "learned": [{"question": f"What is {version[-6:]}?", "answer": "Paris."},
+                        {"question": "Capital of Peru?", "answer": "Lima."}]}
     (folder / "metadata.json").write_text(json.dumps(meta))
     return folder
 
@@ -57,9 +60,11 @@ def test_listing_shows_states_from_real_folders(make_settings, capsys):
     assert cli_list([], settings) == OK
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].split() == ["VERSION", "CREATED", "PARENT", "TRAIN", "LOSS", "VAL", "LOSS", "STATE"]
+    assert lines[0].split() == ["VERSION", "CREATED", "PARENT", "EXAMPLES", "TRAIN", "LOSS", "VAL", "LOSS", "STATE"]
     row_v2 = next(line for line in lines if line.startswith(V2))
-    assert row_v2.split()[1:] == ["2025-01-02T01:01:01", V1, "1.5000", "1.2000", "current"]
+    assert row_v2.split()[1:] == ["2025-01-02T01:01:01", V1, "2", "1.5000", "1.2000", "current"]
+    learned = lines[lines.index(f"{V2} learned:") + 1:lines.index(f"{V2} learned:") + 3]
+    assert learned == [f"  'What is {V2[-6:]}?' -> 'Paris.'", "  'Capital of Peru?' -> 'Lima.'"]
     assert "incomplete" in next(line for line in lines if line.startswith("20250104"))
     assert f"serving: {V2}" in out
     assert ".tmp-" not in out and TEMP_PREFIX not in out
@@ -68,6 +73,7 @@ def test_listing_shows_states_from_real_folders(make_settings, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["version"] for r in rows][:3] == [V1, V2, V3]
     assert rows[1]["val_loss"] == 1.2 and rows[1]["parent"] == V1
+    assert rows[1]["examples"] == 2 and rows[1]["learned"][1] == {"question": "Capital of Peru?", "answer": "Lima."}
 
 
 def test_registry_trusts_the_link_when_a_crash_left_them_apart(make_settings):

@@ -254,6 +254,7 @@ def test_fresh_run_publishes_a_complete_version(fresh_run, base_model_dir):
     assert meta["base_model_fingerprint"] == base.fingerprint
     assert meta["examples"]["train"] == len(FACTS) and meta["examples"]["validation"] == 0
     assert meta["examples"]["rehearsal"] == 4  # the base model's right answers to 4 rehearsal prompts
+    assert [(item["question"], item["answer"]) for item in meta["learned"]] == FACTS  # `council adapters` shows these
     assert meta["epochs_run"] == 2
     assert meta["examples"]["skipped_malformed"] == len(MALFORMED)
     assert meta["examples"]["skipped_low_quality"] == 1

@@ -192,6 +192,9 @@ def metadata(
         "duration_seconds": round(duration, 3),
         "parent": prepared.parent.name if prepared.parent else None,
         "created_at": datetime.now(UTC).isoformat(),
+        # what this version was taught: each harvested question with the answer it learned
+        "learned": [{"question": user_message(example), "answer": example.get("output", "")}
+                    for example in data.examples],
     }
 
 
