@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -29,16 +31,17 @@ def start_server(home: Path, config: str, port: int, log_level: str = "WARNING")
     proc = subprocess.Popen([sys.executable, "-m", "council.cli", "--log-level", log_level, "serve",
                              "--port", str(port)], env=env, cwd=REPO)
     deadline = time.time() + 120
-    while time.time() < deadline:
+    while time.time() < deadline:  # the port opens at once; /readyz says 200 once the models have loaded
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+                if resp.status == 200:
+                    return proc
+        except (OSError, urllib.error.URLError):
             if proc.poll() is not None:
                 raise RuntimeError("server exited during start") from None
-            time.sleep(0.2)
+        time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("server did not start in 120 s")
+    raise RuntimeError("server was not ready in 120 s")
 
 
 async def run_load(call: Callable[[int], Awaitable[None]], clients: int, total: int) -> dict[str, float]:

@@ -16,6 +16,8 @@ Usage::
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +53,47 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise AdapterError(f"{path}: 'r' must be a positive integer, got {rank!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
         raise AdapterError(f"{path}: 'lora_alpha' must be a positive number, got {alpha!r}")
+    if not math.isfinite(alpha):
+        raise AdapterError(f"{path}: 'lora_alpha' must be finite")
     targets = config.get("target_modules")  # None: PEFT picks the model type's defaults
     if targets is not None and not (isinstance(targets, str) or (
             isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))):
         raise AdapterError(f"{path}: 'target_modules' must be a module name pattern or a list of names")
-    for name in ("rank_pattern", "alpha_pattern"):
-        if not isinstance(config.get(name) or {}, dict):
-            raise AdapterError(f"{path}: {name!r} must be an object")
+    if isinstance(targets, str):
+        try:
+            re.compile(targets)
+        except re.error as exc:
+            raise AdapterError(f"{path}: 'target_modules' {targets!r} is not a valid pattern ({exc})") from exc
+    _check_fields(path, config)
     return config
+
+
+def _check_fields(path: Path, config: dict[str, Any]) -> None:
+    """The LoraConfig fields PEFT reads, each of the type and range it expects (when present)."""
+    dropout = config.get("lora_dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise AdapterError(f"{path}: 'lora_dropout' must be a number in [0, 1), got {dropout!r}")
+    if config.get("bias", "none") not in ("none", "all", "lora_only"):
+        raise AdapterError(f"{path}: 'bias' must be 'none', 'all' or 'lora_only'")
+    for name in ("fan_in_fan_out", "use_dora", "use_rslora", "inference_mode"):
+        if not isinstance(config.get(name, False), bool):
+            raise AdapterError(f"{path}: {name!r} must be true or false")
+    base = config.get("base_model_name_or_path")
+    if base is not None and not isinstance(base, str):
+        raise AdapterError(f"{path}: 'base_model_name_or_path' must be a string")
+    saved = config.get("modules_to_save")
+    if saved is not None and not (isinstance(saved, list) and all(isinstance(m, str) for m in saved)):
+        raise AdapterError(f"{path}: 'modules_to_save' must be a list of module names")
+    for name, number in (("rank_pattern", int), ("alpha_pattern", (int, float))):
+        pattern = config.get(name) or {}
+        if not isinstance(pattern, dict) or any(
+                isinstance(v, bool) or not isinstance(v, number) or not math.isfinite(v) or v <= 0
+                for v in pattern.values()):
+            raise AdapterError(f"{path}: {name!r} must map module names to positive numbers")
+    layers = config.get("layers_to_transform")
+    if layers is not None and not (isinstance(layers, int) and not isinstance(layers, bool) or (
+            isinstance(layers, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in layers))):
+        raise AdapterError(f"{path}: 'layers_to_transform' must be a layer index or a list of them")
 
 
 def _read_weights(folder: Path) -> dict[str, Any]:
@@ -82,8 +117,6 @@ def _read_weights(folder: Path) -> dict[str, Any]:
     for key, tensor in weights.items():
         if not isinstance(tensor, torch.Tensor) or tensor.ndim != 2 or not tensor.is_floating_point():
             raise AdapterError(f"{path}: {key} is not a 2-d floating-point tensor")
-        if _lora_kind(key) is None and "modules_to_save" not in key:
-            raise AdapterError(f"{path}: {key} is not a LoRA weight (lora_A / lora_B)")
         if not torch.isfinite(tensor).all():
             raise AdapterError(f"{path}: {key} holds NaN or infinite values")
     return weights
@@ -96,22 +129,49 @@ def check_adapter_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise AdapterError(f"adapter folder {folder} does not exist")
     config = _read_config(folder)
     weights = _read_weights(folder)
-    ranks = config.get("rank_pattern") or {}
+    ranks, saved = config.get("rank_pattern") or {}, config.get("modules_to_save") or []
     for key, tensor in weights.items():
-        if ranks or "modules_to_save" in key:
-            continue  # per-module ranks: PEFT checks them against the pattern when it loads
+        if _lora_kind(key) is None:
+            if not any(module in key.split(".") for module in saved):
+                raise AdapterError(f"{folder}: {key} is neither a LoRA weight (lora_A / lora_B) nor one of "
+                                   "modules_to_save")
+            continue
+        kind = _lora_kind(key)
+        partner = key.replace(kind, "lora_B" if kind == "lora_A" else "lora_A")
+        if partner not in weights:
+            raise AdapterError(f"{folder}: {key} has no {partner.rsplit('.', 2)[-2]} partner (a half-copied file?)")
+        _check_key_fits_config(folder, key, config)
+        if ranks:
+            continue  # per-module ranks: check_loaded compares them with what PEFT built
         rank_axis = 0 if _lora_kind(key) == "lora_A" else 1
         if tensor.shape[rank_axis] != config["r"]:
             raise AdapterError(f"{folder}: {key} has shape {tuple(tensor.shape)}, which does not fit r={config['r']}")
     return config, weights
 
 
+def _check_key_fits_config(folder: Path, key: str, config: dict[str, Any]) -> None:
+    """A LoRA weight must sit on a module and layer its own config targets (a hot swap reads the weights
+    alone, so a config that says otherwise would be served one way now and another after a restart)."""
+    parts = key.split(".")
+    module = parts[parts.index(_lora_kind(key)) - 1] if parts.index(_lora_kind(key)) else ""
+    targets = config.get("target_modules")
+    if isinstance(targets, list) and module and module not in targets:
+        raise AdapterError(f"{folder}: {key} is on {module}, which target_modules {targets} does not name")
+    layers = config.get("layers_to_transform")
+    match = re.search(r"\.layers\.(\d+)\.", key)
+    if layers is not None and match:
+        allowed = [layers] if isinstance(layers, int) else layers
+        if int(match.group(1)) not in allowed:
+            raise AdapterError(f"{folder}: {key} is on layer {match.group(1)}, which layers_to_transform "
+                               f"{allowed} does not include")
+
+
 def check_against_base(weights: dict[str, Any], config: dict[str, Any], model: Any) -> None:
     """Raise AdapterError unless every LoRA pair in ``weights`` fits a linear module of ``model``."""
     for key, tensor in weights.items():
-        if "modules_to_save" in key:
-            continue
         kind = _lora_kind(key)
+        if kind is None:
+            continue  # a module saved whole (modules_to_save): check_loaded compares it
         parts = key.removeprefix(PEFT_PREFIX).split(".")
         path = ".".join(parts[: parts.index(kind)])
         try:
@@ -125,3 +185,42 @@ def check_against_base(weights: dict[str, Any], config: dict[str, Any], model: A
         if width is not None and got != width:
             raise AdapterError(f"{key} has shape {tuple(tensor.shape)}, but {path} has {width} "
                                f"{'inputs' if kind == 'lora_A' else 'outputs'}: made for another base model?")
+
+
+def _silent(key: str, loaded: dict[str, Any]) -> bool:
+    """True when ``key`` belongs to a LoRA pair that adds nothing (its A or B all zeros): a hot swap into a slot
+    with more modules than the new adapter zeroes the extra ones."""
+    kind = _lora_kind(key)
+    if kind is None:
+        return False
+    pair = [loaded.get(key.replace(kind, other)) for other in ("lora_A", "lora_B")]
+    return any(tensor is not None and not tensor.any() for tensor in pair)
+
+
+def check_loaded(peft_model: Any, adapter_name: str, weights: dict[str, Any]) -> None:
+    """Raise AdapterError unless the adapter PEFT now holds under ``adapter_name`` is exactly the file's: the
+    same LoRA tensors, no more, no less (a half-copied file, a config that names other layers or DoRA, or a
+    hot swap that stopped half way would otherwise serve something else silently)."""
+    import torch
+    from peft import get_peft_model_state_dict
+
+    loaded = get_peft_model_state_dict(peft_model, adapter_name=adapter_name)
+    missing = sorted(set(weights) - set(loaded))
+    extra = sorted(key for key in set(loaded) - set(weights) if not _silent(key, loaded))
+    if missing or extra:
+        sample = (missing or extra)[0]
+        raise AdapterError(f"the loaded adapter does not match its files ({len(missing)} tensors of the file not "
+                           f"used, {len(extra)} the model expects missing, e.g. {sample})")
+    for key, tensor in weights.items():
+        held = loaded[key].float()
+        if held.shape != tensor.shape and held.ndim == 2 and _lora_kind(key) is not None:
+            # a hot swap into a slot of higher rank pads the smaller adapter with zeros (same function)
+            rows, cols = tensor.shape
+            padding = held.clone()
+            padding[:rows, :cols] = 0
+            if held.shape[0] < rows or held.shape[1] < cols or padding.abs().max() > 0:
+                raise AdapterError(f"the loaded adapter's {key} has shape {tuple(held.shape)}, the file's "
+                                   f"{tuple(tensor.shape)}")
+            held = held[:rows, :cols]
+        if not torch.allclose(held, tensor.float(), rtol=1e-3, atol=1e-6):
+            raise AdapterError(f"the loaded adapter's {key} differs from its file")

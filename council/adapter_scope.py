@@ -59,7 +59,7 @@ def read_scope(folder: Path) -> np.ndarray | None:
         vectors = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise AdapterError(f"{path} is not a readable .npy array: {exc}") from exc
-    if vectors.ndim != 2 or vectors.shape[1] != EMBEDDING_DIM or not np.isfinite(vectors).all():
+    if vectors.ndim != 2 or not len(vectors) or vectors.shape[1] != EMBEDDING_DIM or not np.isfinite(vectors).all():
         raise AdapterError(f"{path} must hold finite rows of {EMBEDDING_DIM} floats; got shape {vectors.shape}")
     return np.ascontiguousarray(vectors, dtype=np.float32)
 

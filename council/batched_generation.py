@@ -49,6 +49,7 @@ class GenerationRequest:
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit (OpenAI logit_bias)
     frequency_penalty: float = 0.0  # subtracted per earlier occurrence of a token in the answer
     presence_penalty: float = 0.0  # subtracted once from any token already in the answer
+    on_failed: Callable[[Exception], None] | None = None  # told at once when the request cannot even start
 
 
 @dataclass
@@ -202,7 +203,7 @@ def _step(model: LocalModel, live: list[_Row], logits: Any, logp: Any, pad_id: i
     """Pick each row's next token; a row whose sampling fails finishes with its own error."""
     import torch
 
-    next_ids = []
+    next_ids, finite = [], torch.isfinite(logits).all(dim=-1).tolist()
     for slot, row in enumerate(live):
         if row.finish is None and row.request.cancelled is not None and row.request.cancelled.is_set():
             row.finish = "cancelled"
@@ -210,6 +211,8 @@ def _step(model: LocalModel, live: list[_Row], logits: Any, logp: Any, pad_id: i
             next_ids.append(pad_id)
             continue
         try:
+            if not finite[slot]:
+                raise ValueError("the model's scores for this request are NaN or infinite")
             token = model.pick(row.adjust(logits[slot]), row.request.temperature, row.request.top_p, row.generator)
             top = None
             if row.request.top_logprobs:
@@ -293,6 +296,10 @@ def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list
                 rows[index].finish = "length"
     if rows:
         _assign_adapters(model, list(rows.values()))
+    for index, request in enumerate(requests):  # refused before decoding: their callers need not wait
+        failed = results[index] if index not in rows else rows[index].error
+        if failed is not None and request.on_failed is not None:
+            request.on_failed(failed)
     live = [row for row in rows.values() if row.error is None]
     started = time.perf_counter()
     try:

@@ -49,6 +49,8 @@ class ServerSettings:
             raise ValueError("server.max_body_bytes must be at least 1024 bytes")
         if self.adapter_poll_seconds <= 0:
             raise ValueError("server.adapter_poll_seconds must be > 0; use e.g. 0.25")
+        if self.request_timeout_seconds <= 0:
+            raise ValueError("server.request_timeout_seconds must be > 0; use e.g. 300")
 
 
 @dataclass
@@ -115,6 +117,10 @@ class AlertSettings:
     webhook_url: str = field(default="", metadata={"help": "Slack or Discord incoming-webhook URL; empty = alerts go to the log only."})
     timeout_seconds: float = field(default=5.0, metadata={"help": "Per-attempt timeout of a webhook post."})
     retries: int = field(default=3, metadata={"help": "Attempts per alert, with exponential backoff."})
+
+    def __post_init__(self) -> None:
+        if self.timeout_seconds <= 0 or self.retries < 1:
+            raise ValueError("alerts.timeout_seconds must be > 0 and alerts.retries >= 1 (defaults: 5.0 and 3)")
 
 
 @dataclass

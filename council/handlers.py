@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hmac
 import json
 import logging
@@ -25,7 +26,7 @@ from council.errors import (
 )
 from council.schema import THUMBS
 from council.service import Answer
-from council.validation import ChatRequest, parse_chat_request
+from council.validation import ChatRequest, check_text, parse_chat_request
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = ("/health", "/livez", "/readyz")  # no bearer token needed
@@ -89,7 +90,8 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     if api_key and request.path not in OPEN_PATHS:
         given = request.headers.get("Authorization", "")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        given_key = token.strip().encode("utf-8", "surrogateescape")  # headers may hold any bytes
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given_key, api_key.encode()):
             raise AuthenticationError("missing or wrong bearer token: send 'Authorization: Bearer <server.api_key>'")
     return await handler(request)
 
@@ -143,15 +145,30 @@ def _entry(token: dict[str, Any], top: int) -> dict[str, Any]:
                              for t in alternatives]}
 
 
-def _pieces(answer: Answer) -> list[tuple[str, dict[str, Any] | None]]:
-    """The answer cut at token boundaries, each with its token's logprobs, when the provider gave tokens;
-    else at words."""
+def _pieces(answer: Answer) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The answer cut at token boundaries, each piece with the logprobs of the tokens it holds. A token that
+    holds part of a character rides with the piece that completes it (its raw ``bytes`` say where it ends).
+    Without token data (or when it does not spell the answer), the answer is cut at words."""
     winner = answer.decision.winner
     tokens = winner.logprobs or []
+    pieces: list[tuple[str, list[dict[str, Any]]]] = []
+    if tokens and all(isinstance(t.get("bytes"), list) for t in tokens):
+        decoder, held = codecs.getincrementaldecoder("utf-8")("replace"), []
+        for token in tokens:
+            held.append(token)
+            text = decoder.decode(bytes(token["bytes"]))
+            if text:
+                pieces.append((text, held))
+                held = []
+        tail = decoder.decode(b"", final=True)
+        if tail or held:
+            pieces.append((tail, held))
+        if "".join(text for text, _ in pieces) == winner.text:
+            return pieces
     if tokens and "".join(t["token"] for t in tokens) == winner.text:
-        return [(t["token"], t) for t in tokens]
+        return [(t["token"], [t]) for t in tokens]
     words = winner.text.split(" ")
-    return [(w if i == 0 else " " + w, None) for i, w in enumerate(words)] if winner.text else []
+    return [(w if i == 0 else " " + w, []) for i, w in enumerate(words)] if winner.text else []
 
 
 async def _stream(request: web.Request, chat: ChatRequest, answer: Answer) -> web.StreamResponse:
@@ -172,8 +189,8 @@ async def _stream(request: web.Request, chat: ChatRequest, answer: Answer) -> we
         await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
     await send({"role": "assistant", "content": ""})
-    for piece, token in _pieces(answer):
-        logprobs = {"content": [_entry(token, chat.top_logprobs)]} if chat.logprobs and token else None
+    for piece, tokens in _pieces(answer):
+        logprobs = {"content": [_entry(t, chat.top_logprobs) for t in tokens]} if chat.logprobs and tokens else None
         await send({"content": piece}, logprobs=logprobs)
     winner = answer.decision.winner
     await send({}, winner.finish_reason, council=_council_field(answer))
@@ -271,7 +288,10 @@ async def feedback(request: web.Request) -> web.Response:
         body = json.loads(await request.read())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
-    if not isinstance(body, dict) or not isinstance(body.get("record_id"), str):
+    if not isinstance(body, dict):
+        raise InvalidRequestError("request body must be a JSON object", code="invalid_json")
+    check_text(body, "")
+    if not isinstance(body.get("record_id"), str):
         raise InvalidRequestError("'record_id' (string) is required", param="record_id", code="missing_field")
     thumbs, rating, correction = body.get("thumbs"), body.get("rating"), body.get("correction")
     if thumbs is not None and thumbs not in THUMBS:
@@ -291,6 +311,7 @@ async def list_records(request: web.Request) -> web.Response:
     """``GET /v1/records?failed=true&since=2026-11-30&user=alice&limit=20&after=rec_…``: newest first, in
     OpenAI's list shape (``data``, ``has_more``, ``last_id`` to pass as ``after`` for the next page)."""
     query = request.query
+    check_text(dict(query), "")
     unknown = sorted(set(query) - {"failed", "since", "user", "limit", "after"})
     if unknown:
         raise InvalidRequestError(f"unknown query parameter {unknown[0]!r}; use failed, since, user, limit, after",

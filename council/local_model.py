@@ -21,7 +21,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 
-from council.adapter_files import check_adapter_folder, check_against_base
+from council.adapter_files import check_adapter_folder, check_against_base, check_loaded
 from council.adapter_scope import AdapterUse, Embed, query_of, read_scope, similarities
 from council.batched_generation import GenerationRequest, generate_batch
 from council.config import ModelSettings
@@ -163,9 +163,32 @@ class LocalModel:
             log.debug("adapter %s failed to load", version, exc_info=True)
             raise AdapterError(f"adapter {version} failed to load ({type(exc).__name__}: {exc})") from exc
         self.peft_model.eval()
+        try:
+            check_loaded(self.peft_model, self.peft_name, weights)
+            self._check_finite(version)
+        except AdapterError as exc:
+            self._restore_live()
+            raise AdapterError(f"adapter {version} refused: {exc}") from exc
         self._drop_other_slots()
         self._set_live(version, target, scope)
         return True
+
+    def _check_finite(self, version: str) -> None:
+        """One forward pass with the new adapter: finite scores, or AdapterError (exploding weights)."""
+        import torch
+
+        ids = torch.tensor([self.tokenizer.encode("Hello, how are you?")])
+        with torch.inference_mode():
+            logits = self.peft_model(input_ids=ids, logits_to_keep=1).logits
+        if not torch.isfinite(logits).all():
+            raise AdapterError(f"adapter {version} makes the model's scores NaN or infinite")
+
+    def _restore_live(self) -> None:
+        """After a refused load: serve the live adapter again (or the bare base model)."""
+        if self.adapter_path is None:
+            self.peft_model.base_model.disable_adapter_layers()
+        else:
+            self._reload_live()
 
     def _replace_weights(self, target: str, version: str) -> None:
         """Make ``target``'s weights the loaded adapter's: copied into its tensors (PEFT hotswap, ~50 ms), or

@@ -109,6 +109,8 @@ def _storage(action: str) -> Iterator[None]:
     except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
         raise  # misuse (e.g. a closed store), not a storage failure
     except sqlite3.IntegrityError as exc:
+        if "UNIQUE" not in str(exc):
+            raise  # a record that breaks the schema is a bug upstream, not the client's duplicate
         raise InvalidRequestError(f"could not {action}: {exc}", code="duplicate_record") from exc
     except sqlite3.DatabaseError as exc:
         raise StorageError(f"could not {action}: {exc}") from exc

@@ -144,12 +144,18 @@ class LocalProvider(CustomLLM):
         if request.cancelled is None:
             request.cancelled = threading.Event()
         entry = (request, loop.create_future(), loop)
+        request.on_failed = lambda exc: loop.call_soon_threadsafe(_settle, entry[1], exc)
         with self._waiting_lock:
             self._waiting.append(entry)
+        drain = asyncio.ensure_future(self.worker.run(self._drain))
+        drain.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved: never "lost"
         try:
-            await self.worker.run(self._drain)
-            return await entry[1]
+            await asyncio.wait({drain, entry[1]}, return_when=asyncio.FIRST_COMPLETED)
+            if not entry[1].done():
+                drain.result()  # raises OverloadedError when the queue was full
+            return await entry[1]  # settled by its batch (or at once, when it could not start)
         except BaseException:  # overloaded, or the caller went away: nothing is generated for nobody
+            drain.cancel()  # its slot is freed now; the model thread sees `cancelled` at the next step
             request.cancelled.set()
             with self._waiting_lock:
                 if entry in self._waiting:

@@ -102,7 +102,7 @@ def _load(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _check_text(value: Any, path: str) -> None:
+def check_text(value: Any, path: str) -> None:
     """Raise if any string in ``value`` (keys included) cannot be encoded as UTF-8 (an unpaired surrogate)."""
     stack = [(value, path)]
     while stack:
@@ -172,13 +172,17 @@ def _content(message: dict[str, Any], index: int) -> str:
         return content
     if not isinstance(content, list):
         raise _bad(f"{where} must be a string or a list of text parts", where, "invalid_type")
+    if not content:
+        raise _bad(f"{where} must not be an empty list", where, "invalid_value")
     parts = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         key = "refusal" if kind == "refusal" else "text"
-        if kind not in ("text", "refusal") or not isinstance(part.get(key), str):
+        if kind not in ("text", "refusal"):
             raise _bad(f"{where}[{j}]: only text parts are supported (got type {kind!r})", f"{where}[{j}]",
                        "unsupported_content")
+        if not isinstance(part.get(key), str):
+            raise _bad(f"{where}[{j}].{key} must be a string", f"{where}[{j}].{key}", "invalid_type")
         parts.append(part[key])
     return "".join(parts)
 
@@ -223,7 +227,7 @@ def _logit_bias(body: dict[str, Any]) -> dict[int, float]:
         raise _bad("'logit_bias' must be an object mapping token ids to numbers", "logit_bias", "invalid_type")
     parsed: dict[int, float] = {}
     for key, value in bias.items():
-        if not key.isascii() or not key.isdigit():
+        if not key.isascii() or not key.isdigit() or len(key) > 9:
             raise _bad(f"'logit_bias' key {key!r} is not a token id", "logit_bias", "invalid_value")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not -100 <= value <= 100:
             raise _bad(f"'logit_bias' value for {key} must be a number from -100 to 100", "logit_bias",
@@ -240,12 +244,15 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         value = body.get(name)
         if value is None or (name in ("tools", "functions") and value == []):
             continue
-        if name == "tool_choice" and value == "none":
-            continue
+        if name in ("tools", "tool_choice") and body.get("tool_choice") == "none":
+            continue  # the model must not call a tool: answering in text honours that
         raise _bad(f"'{name}' is not supported: {why}", name, "unsupported_parameter")
     response_format = body.get("response_format")
     if response_format is not None:
-        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        if not isinstance(response_format, dict):
+            raise _bad("'response_format' must be an object such as {\"type\": \"text\"}", "response_format",
+                       "invalid_type")
+        kind = response_format.get("type")
         if kind != "text":
             raise _bad(f"'response_format' of type {kind!r} is not supported: Council cannot constrain its "
                        "output to JSON; omit it or send {\"type\": \"text\"}", "response_format",
@@ -262,12 +269,16 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         expected = {"metadata": dict, "store": bool, "parallel_tool_calls": bool}.get(name, str)
         if value is not None and not isinstance(value, expected):
             raise _bad(f"'{name}' must be a {expected.__name__}", name, "invalid_type")
+    metadata = body.get("metadata") or {}
+    if len(metadata) > 16 or any(len(k) > 64 or not isinstance(v, str) or len(v) > 512 for k, v in metadata.items()):
+        raise _bad("'metadata' holds at most 16 pairs, keys up to 64 characters, string values up to 512",
+                   "metadata", "invalid_value")
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
     """Parse and validate a request body; raises InvalidRequestError saying what to fix."""
     body = _load(raw)
-    _check_text(body, "")
+    check_text(body, "")
     _refuse_unsupported(body)
     model = body.get("model")
     model = COUNCIL_MODEL if model is None else model

@@ -205,10 +205,9 @@ def test_budget_parameter_caps_the_waits(receiver):
 def test_budget_must_be_positive(receiver, caplog):
     with pytest.raises(ValueError, match="budget_seconds must be > 0"):
         Alerter(AlertSettings(webhook_url=receiver.url(SLACK_PATH)), budget_seconds=0)
-    sender = Alerter(AlertSettings(webhook_url=receiver.url(SLACK_PATH), timeout_seconds=0))  # never raises
-    with caplog.at_level(logging.WARNING):
-        assert sender.send(DEPLOY_FAILURE, "x", {}) is False
-    assert "set alerts.timeout_seconds > 0" in caplog.text and not receiver.posts
+    with pytest.raises(ValueError, match="alerts.timeout_seconds must be > 0"):  # refused when settings load
+        AlertSettings(webhook_url=receiver.url(SLACK_PATH), timeout_seconds=0)
+    assert not receiver.posts
 
 
 def test_retry_after_parsing():

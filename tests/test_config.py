@@ -171,3 +171,10 @@ def test_cli_env_type_error_exits_2(tmp_path):
     run = subprocess.run([*command, "serve"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert run.returncode == 2 and len(run.stderr.splitlines()) == 1
     assert "server.max_body_bytes must be int" in run.stderr and "COUNCIL__SERVER__MAX_BODY_BYTES" in run.stderr
+
+
+@pytest.mark.parametrize("name, value", [("server.request_timeout_seconds", 0), ("server.request_timeout_seconds", -1),
+                                         ("alerts.timeout_seconds", 0), ("alerts.retries", 0)])
+def test_out_of_range_settings_are_refused(make_settings, name, value):
+    with pytest.raises(ValueError, match=name.split(".")[1]):
+        make_settings(**{name: value})

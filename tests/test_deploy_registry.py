@@ -31,7 +31,8 @@ def write_adapter(loras: Path, version: str, parent: str | None = None, losses=(
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
     if weights:
-        save_file({"lora_A.weight": torch.zeros(4, 8)}, str(folder / "adapter_model.safetensors"))
+        save_file({"lora_A.weight": torch.zeros(4, 8), "lora_B.weight": torch.zeros(8, 4)},
+                  str(folder / "adapter_model.safetensors"))
     meta = {"version": version, "base_model_id": "test", "base_model_fingerprint": "fp", "parent": parent,
             "created_at": f"{version[:4]}-{version[4:6]}-{version[6:8]}T01:01:01+00:00",
             "loss": {"train": [2.0, losses[0]], "validation": [2.1, losses[1]]},

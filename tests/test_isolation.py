@@ -148,6 +148,19 @@ def _break(kind: str, folder: Path) -> None:
     elif kind == "weights-unreadable":
         weights.unlink()
         weights.symlink_to(weights)  # a link loop: opening it fails with OSError, as root too
+    elif kind == "weights-huge":  # finite, so only a forward pass shows the damage
+        tensors = load_file(str(weights))
+        save_file({k: torch.full_like(v, 1e30) for k, v in tensors.items()}, str(weights))
+    elif kind == "weights-half-copied":  # every lora_B missing
+        tensors = load_file(str(weights))
+        save_file({k: v for k, v in tensors.items() if "lora_A" in k}, str(weights))
+    elif kind.startswith("config-"):
+        changes = {"config-alpha-infinite": {"lora_alpha": float("inf")}, "config-dora": {"use_dora": True},
+                   "config-other-layers": {"layers_to_transform": [999]}, "config-bias": {"bias": "everything"},
+                   "config-rank-pattern": {"rank_pattern": {"q_proj": "x"}}}[kind]
+        config.write_text(json.dumps(dict(json.loads(config.read_text()), **changes)))
+    elif kind == "scope-empty":
+        np.save(folder / "scope.npy", np.zeros((0, 384), dtype=np.float32))
 
 
 async def _health(session, port):
@@ -165,7 +178,9 @@ async def _wait_for(session, port, predicate, seconds: float = 20.0):
 
 
 BROKEN = ["config-not-object", "config-wrong-types", "config-not-json", "weights-empty", "weights-garbage",
-          "weights-nan", "weights-other-base", "weights-missing", "weights-unreadable"]
+          "weights-nan", "weights-other-base", "weights-missing", "weights-unreadable", "weights-huge",
+          "weights-half-copied", "config-alpha-infinite", "config-dora", "config-other-layers", "config-bias",
+          "config-rank-pattern", "scope-empty"]
 
 
 async def test_broken_adapters_are_refused_and_the_live_one_keeps_answering(server, base_model_dir, tmp_path):

@@ -129,6 +129,11 @@ async def test_top_logprobs_in_stream_chunks(client):
     ({"presence_penalty": 3}, "presence_penalty"),
     ({"logit_bias": {"12": 101}}, "logit_bias"),
     ({"logit_bias": {"999999999": 1}}, "logit_bias"),
+    ({"logit_bias": {"1" * 5000: 1}}, "logit_bias"),
+    ({"response_format": "text"}, "response_format"),
+    ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]}, "messages[0].content[0].text"),
+    ({"metadata": {"k": 1}}, "metadata"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"max_completion_tokens": 2.5}, "max_completion_tokens"),
@@ -221,3 +226,50 @@ async def test_an_unexpected_error_is_a_json_500_with_a_request_id(aiohttp_serve
     assert len(logged) == 1 and logged[0].exc_info is not None  # logged once, with its traceback
     status, _, _ = await post(server, {"messages": ASK, "model": "council", "max_tokens": 1, "n": 1})
     assert status == 500  # the server is still up and answers the same way
+
+
+async def test_tools_with_tool_choice_none_are_answered_in_text(client):
+    reply = await client.chat.completions.create(
+        model="council", messages=ASK, max_tokens=4, tool_choice="none",
+        tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}])
+    assert reply.choices[0].message.content and not reply.choices[0].message.tool_calls
+
+
+async def test_stream_logprobs_cover_tokens_that_hold_part_of_a_character(client):
+    messages = [{"role": "user", "content": "Write the word café, an emoji 🎉 and some Japanese 日本語."}]
+    plain = await client.chat.completions.create(model="local/smollm2", messages=messages, max_tokens=12,
+                                                 logprobs=True, top_logprobs=1)
+    stream = await client.chat.completions.create(model="local/smollm2", messages=messages, max_tokens=12,
+                                                  logprobs=True, top_logprobs=1, stream=True)
+    chunks = [c async for c in stream]
+    streamed = [entry for c in chunks if c.choices and c.choices[0].logprobs for entry in c.choices[0].logprobs.content]
+    expected = plain.choices[0].logprobs.content
+    assert [(e.token, e.bytes) for e in streamed] == [(e.token, e.bytes) for e in expected]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == plain.choices[0].message.content
+
+
+async def test_feedback_and_records_refuse_broken_text(server):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{server.port}"
+        async with session.post(f"{url}/v1/feedback", data=b'{"record_id": "\\ud83d", "thumbs": "up"}') as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["param"] == "record_id"
+        async with session.post(f"{url}/v1/feedback", data=b"[]") as resp:
+            assert resp.status == 400 and "JSON object" in (await resp.json())["error"]["message"]
+        async with session.get(f"{url}/v1/records?user=%ff") as resp:  # undecodable bytes: replaced, no match
+            assert resp.status == 200 and (await resp.json())["data"] == []
+
+
+async def test_a_bearer_token_with_raw_bytes_is_a_401(aiohttp_server, make_settings):
+    import asyncio
+
+    settings = make_settings(**{"server.api_key": "123456", "council.heads": {}})
+    server = await aiohttp_server(create_app(settings))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer 123456\xff\r\n"
+                 b"Connection: close\r\n\r\n")
+    await writer.drain()
+    head = (await reader.read()).split(b"\r\n", 1)[0]
+    writer.close()
+    assert b" 401 " in head
