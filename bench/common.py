@@ -10,7 +10,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -42,6 +43,20 @@ def start_server(home: Path, config: str, port: int, log_level: str = "WARNING")
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError("server was not ready in 120 s")
+
+
+@contextmanager
+def running_server(home: Path, config: str, port: int, log_level: str = "WARNING") -> Iterator[subprocess.Popen]:
+    """``start_server`` for the block's duration; stopped (SIGTERM, then SIGKILL after 30 s) on exit."""
+    proc = start_server(home, config, port, log_level)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 async def run_load(call: Callable[[int], Awaitable[None]], clients: int, total: int) -> dict[str, float]:

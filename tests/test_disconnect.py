@@ -5,14 +5,13 @@ hang up stop their generations within a second and free their queue slots; a req
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from bench.common import free_port, start_server
+from bench.common import free_port, running_server
 
 pytestmark = pytest.mark.slow
 LONG = [{"role": "user", "content": "Count from 1 to 300, separated by commas."}]
@@ -22,14 +21,8 @@ LONG = [{"role": "user", "content": "Count from 1 to 300, separated by commas."}
 def live_server(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     home = tmp_path_factory.mktemp("disconnect") / "home"
-    config = f'[model]\nsource = "{base_model_dir}"\n'
-    server = start_server(home, config, port)
-    yield port
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
+    with running_server(home, f'[model]\nsource = "{base_model_dir}"\n', port):
+        yield port
 
 
 async def _pending(session: aiohttp.ClientSession, port: int) -> int:

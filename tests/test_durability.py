@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bench.common import free_port, start_server
 from council.memory import MemoryStore
@@ -46,6 +47,7 @@ async def _burst(port: int, acknowledged: list[str], stop_after: float) -> None:
     await asyncio.gather(*(client(n) for n in range(8)))
 
 
+@pytest.mark.slow
 async def test_sigkill_mid_burst_loses_no_acknowledged_record(tmp_path):
     home, port = tmp_path / "home", free_port()
     proc = _start(home, port)

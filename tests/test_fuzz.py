@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.common import free_port, start_server
+from bench.common import free_port, running_server
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 80  # x 4 bodies each
@@ -97,13 +96,8 @@ def labelled_body(draw: st.DrawFn) -> tuple[bytes, bool]:
 def live_server(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     home = tmp_path_factory.mktemp("fuzz") / "home"
-    server = start_server(home, f'[model]\nsource = "{base_model_dir}"\n[council]\nheads = {{}}\n', port)
-    yield port
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
+    with running_server(home, f'[model]\nsource = "{base_model_dir}"\n[council]\nheads = {{}}\n', port):
+        yield port
 
 
 async def _send(session: aiohttp.ClientSession, port: int, raw: bytes) -> tuple[int, str, str]:

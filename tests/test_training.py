@@ -356,6 +356,7 @@ def test_incremental_run_continues_current_and_records_parent(fresh_run):
     assert main(config) == exitcodes.NOTHING_TO_DO  # everything is consumed now
 
 
+@pytest.mark.slow
 def test_training_stops_once_greedy_decoding_says_every_answer(tmp_path, base_model_dir):
     from council.local_model import LocalModel
     from council.prompts import serving_system_prompt
