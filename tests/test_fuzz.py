@@ -138,5 +138,6 @@ def test_random_bodies_get_200_or_an_openai_4xx_and_never_a_5xx(live_server, bod
 
 def test_fuzz_counts(live_server):
     """Runs after the property test (file order): it really sent a few hundred bodies of both kinds."""
+    print(f"fuzz: {SEEN}")  # shown with -s
     assert SEEN["bodies"] >= 4 * EXAMPLES and SEEN["valid"] >= 100 and SEEN["invalid"] >= 100, SEEN
     assert SEEN["5xx"] == 0
