@@ -359,12 +359,10 @@ class MemoryStore:
             if row is None:
                 raise NotFoundError(f"no record {after!r} to page after", param="after", code="record_not_found")
             sql, args = sql + " AND fid < ?", [*args, row[0]]
-        if success is not None:
-            sql, args = sql + " AND success = ?", [*args, int(success)]
-        if since is not None:
-            sql, args = sql + " AND created_us >= ?", [*args, _to_us(since)]
-        if user is not None:
-            sql, args = sql + " AND user = ?", [*args, user]
+        for clause, value in (("success = ?", None if success is None else int(success)),
+                              ("created_us >= ?", None if since is None else _to_us(since)), ("user = ?", user)):
+            if value is not None:
+                sql, args = f"{sql} AND {clause}", [*args, value]
         with _storage("list records"):
             rows = self._reader().execute(sql + " ORDER BY fid DESC LIMIT ?", [*args, limit + 1]).fetchall()
         return [_record(row) for row in rows[:limit]], len(rows) > limit
