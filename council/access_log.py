@@ -3,7 +3,8 @@
     POST /v1/chat/completions 200 412.3 ms rec_01J...
 
 aiohttp calls ``AccessLogger.log`` after each response (``web.run_app(..., access_log_class=AccessLogger)``);
-the lines go to the ``council.access`` logger at INFO, so ``--log-level warning`` silences them.
+the lines go to the ``council.access`` logger at INFO (health probes at DEBUG), so ``--log-level warning``
+silences them.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import logging
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+PROBES = ("/health", "/livez", "/readyz", "/metrics")  # polled by monitors: logged at DEBUG unless they fail
+
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         record = response.headers.get("x-council-record-id", "")
-        self.logger.info("%s %s %d %.1f ms%s", request.method, request.path, response.status, time * 1000,
+        level = logging.DEBUG if request.path in PROBES and response.status < 400 else logging.INFO
+        self.logger.log(level, "%s %s %d %.1f ms%s", request.method, request.path, response.status, time * 1000,
                          f" {record}" if record else "")
 
     @property

@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="debug, info, warning or error (default $COUNCIL_LOG_LEVEL or info); debug also shows "
                              "libraries' warnings and progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the chat server")
+    serve = sub.add_parser("serve", help="run the chat server",
+                           epilog="Also: --home DIR, --config FILE, --log-level LEVEL (before or after 'serve').")
     serve.add_argument("--host", help="address to bind (default: server.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port to bind (default: server.port, 8000)")
     prompts = sub.add_parser("prompts", help="prompt template tools")
@@ -154,6 +155,7 @@ def _setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm fetches a price list at import
     argv = _hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     parser = _parser()
     args, rest = parser.parse_known_args(argv)

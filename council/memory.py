@@ -136,8 +136,10 @@ class MemoryStore:
         self._index = new_index(dim, ef_search)
 
     @classmethod
-    def open(cls, folder: Path, dim: int = 384, *, save_every: int = 256, ef_search: int = 96) -> MemoryStore:
-        """Open (or create) the store in ``folder`` and bring ``index.faiss`` in line with SQLite."""
+    def open(cls, folder: Path, dim: int = 384, *, save_every: int = 256, ef_search: int = 96,
+             index: bool = True) -> MemoryStore:
+        """Open (or create) the store in ``folder`` and bring ``index.faiss`` in line with SQLite
+        (``index=False``: records only, for readers that never search; the index file is left alone)."""
         if save_every < 1 or ef_search < 1 or dim < 1:
             raise ValueError("dim, save_every and ef_search must be >= 1 (defaults: 384, 256, 96)")
         with _storage(f"open the memory store in {folder}"):
@@ -148,7 +150,8 @@ class MemoryStore:
             store = cls(Path(folder), dim, save_every, ef_search)
             try:
                 store._writer.executescript(_SCHEMA)
-                store._reconcile()
+                if index:
+                    store._reconcile()
             except BaseException:
                 store.close()
                 raise

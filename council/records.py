@@ -57,7 +57,7 @@ def cli(argv: list[str], settings: Settings) -> int:
     from council.memory import MemoryStore
 
     try:
-        store = MemoryStore.open(settings.paths.memory)
+        store = MemoryStore.open(settings.paths.memory, index=False)  # a listing never searches
         try:
             records, more = store.page(args.limit, args.after, False if args.failed else None, since, args.user)
         finally:
