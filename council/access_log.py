@@ -14,13 +14,13 @@ import logging
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-PROBES = ("/health", "/livez", "/readyz", "/metrics")  # polled by monitors: logged at DEBUG unless they fail
+PROBES = ("/health", "/livez", "/readyz", "/metrics")  # polled by monitors and load balancers: DEBUG
 
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         record = response.headers.get("x-council-record-id", "")
-        level = logging.DEBUG if request.path in PROBES and response.status < 400 else logging.INFO
+        level = logging.DEBUG if request.path in PROBES else logging.INFO
         self.logger.log(level, "%s %s %d %.1f ms%s", request.method, request.path, response.status, time * 1000,
                          f" {record}" if record else "")
 
