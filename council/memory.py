@@ -138,8 +138,7 @@ class MemoryStore:
     @classmethod
     def open(cls, folder: Path, dim: int = 384, *, save_every: int = 256, ef_search: int = 96,
              index: bool = True) -> MemoryStore:
-        """Open (or create) the store in ``folder`` and bring ``index.faiss`` in line with SQLite
-        (``index=False``: records only, for readers that never search; the index file is left alone)."""
+        """Open (or create) the store and bring ``index.faiss`` in line with SQLite (``index=False``: don't)."""
         if save_every < 1 or ef_search < 1 or dim < 1:
             raise ValueError("dim, save_every and ef_search must be >= 1 (defaults: 384, 256, 96)")
         with _storage(f"open the memory store in {folder}"):
@@ -217,10 +216,9 @@ class MemoryStore:
 
     def _save_in_background(self) -> None:
         """Start an index save in its own thread unless one is running: a request never waits for it."""
-        if self._saver is not None and self._saver.is_alive():
-            return
-        self._saver = threading.Thread(target=self._save_index, name="council-index-save", daemon=True)
-        self._saver.start()
+        if self._saver is None or not self._saver.is_alive():
+            self._saver = threading.Thread(target=self._save_index, name="council-index-save", daemon=True)
+            self._saver.start()
 
     # ---- writes ---------------------------------------------------------------------------------------------
 
