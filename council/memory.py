@@ -221,7 +221,6 @@ class MemoryStore:
             self._saver.start()
 
     # ---- writes ---------------------------------------------------------------------------------------------
-
     def _unit(self, vector: np.ndarray) -> np.ndarray:
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(vec))
