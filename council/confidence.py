@@ -50,11 +50,6 @@ def from_self_rating(text: str) -> float | None:
     return max(0.0, min(1.0, float(match.group(1)) / 10.0))
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Linear-interpolated percentile of ``values`` (0 for none)."""
-    return _percentile(sorted(values), fraction) if values else 0.0
-
-
 def percentile_of_sorted(values: Sequence[float], fraction: float) -> float:
-    """``percentile`` of values already in ascending order (no sort)."""
+    """Linear-interpolated percentile of ``values``, already in ascending order (0 for none)."""
     return _percentile(values, fraction) if values else 0.0

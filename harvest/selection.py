@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 
 import numpy as np
 
@@ -97,12 +97,6 @@ def default_window(now: datetime) -> tuple[datetime, datetime]:
     """Every failure not yet harvested, up to ``now``: [1970-01-01, now). Harvested records are marked, so
     the marks, not the window, keep a night from repeating work."""
     return EPOCH, now
-
-
-def yesterday(now: datetime) -> tuple[datetime, datetime]:
-    """The previous calendar day in UTC: [yesterday 00:00, today 00:00)."""
-    today = datetime.combine(now.astimezone(UTC).date(), time(), tzinfo=UTC)
-    return today - timedelta(days=1), today
 
 
 def day_of(moment: datetime) -> date:
