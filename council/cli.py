@@ -3,6 +3,7 @@
     council serve [--host H] [--port P]      run the chat server (embedded model by default)
     council prompts check                     validate every template in the prompts folder
     council records                           recent exchanges (--failed, --since, --user, paging)
+    council forget --user ID                  erase one user's exchanges from the memory, files and logs
     council harvest | train | deploy | rollback | adapters | nightly | demo   the improvement loop
 
 Global options: ``--home DIR`` (state directory, also ``$COUNCIL_HOME``), ``--config FILE``.
@@ -30,6 +31,7 @@ STAGES = {
     "rollback": ("deploy.rollback:cli", "go back to the previous good adapter"),
     "adapters": ("deploy.registry:cli_list", "list adapter versions, their state and what each learned"),
     "records": ("council.records:cli", "list recent exchanges (--failed, --since, --user, paging)"),
+    "forget": ("council.erasure:cli", "erase every exchange of one user for good (--user ID)"),
     "nightly": ("cron.nightly:cli", "harvest -> train -> deploy -> cleanup, with alerts"),
     "demo": ("deploy.demo:cli", "one-command before/after demo of the nightly loop"),
 }

@@ -112,6 +112,22 @@ class CouncilSettings:
             raise ValueError("council.memory_k must be >= 0")
 
 
+SHARE_MODES = ("corrections", "none", "all")
+
+
+@dataclass
+class MemorySettings:
+    share: str = field(default="corrections", metadata={
+        "help": "Whose past exchanges a request gets as context: 'corrections' (default) = corrected answers are "
+                "shared knowledge for every user, raw successful exchanges only for the user who had them; 'none' "
+                "= a user gets only their own; 'all' = everyone gets everything. The same user is the same "
+                "request 'user' (or x-council-user); exchanges without one go to requests without one."})
+
+    def __post_init__(self) -> None:
+        if self.share not in SHARE_MODES:
+            raise ValueError(f"memory.share must be one of {', '.join(SHARE_MODES)}, got {self.share!r}")
+
+
 @dataclass
 class AlertSettings:
     webhook_url: str = field(default="", metadata={"help": "Slack or Discord incoming-webhook URL; empty = alerts go to the log only."})
@@ -133,6 +149,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     council: CouncilSettings = field(default_factory=CouncilSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def __post_init__(self) -> None:
@@ -183,7 +200,8 @@ class StatePaths:
         return self
 
 
-_SECTIONS = {"server": ServerSettings, "model": ModelSettings, "council": CouncilSettings, "alerts": AlertSettings}
+_SECTIONS = {"server": ServerSettings, "model": ModelSettings, "council": CouncilSettings, "memory": MemorySettings,
+             "alerts": AlertSettings}
 _SHORT_ENV = {
     "COUNCIL_HOST": ("server", "host"),
     "COUNCIL_PORT": ("server", "port"),

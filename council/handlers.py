@@ -342,6 +342,14 @@ async def get_record(request: web.Request) -> web.Response:
     return web.json_response(record.to_dict())
 
 
+async def delete_record(request: web.Request) -> web.Response:
+    """``DELETE /v1/records/{id}``: the record is erased from the memory, from recall and from every file that
+    copied it (``council/erasure.py``); answered like OpenAI's deletions. An unknown id is a 404."""
+    record_id = request.match_info["record_id"]
+    await request.app[keys.SERVICE].delete(record_id)
+    return web.json_response({"id": record_id, "object": "record.deleted", "deleted": True})
+
+
 async def metrics(request: web.Request) -> web.Response:
     stats = request.app[keys.STATS]
     stats.memory_size.set(request.app[keys.MEMORY].count())

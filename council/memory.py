@@ -11,6 +11,9 @@ Layout of the memory folder (``settings.paths.memory``):
   unreadable or inconsistent file is rebuilt from the stored embeddings (with a logged warning); a file that is
   behind (e.g. after kill -9) is extended with the missing rows. A crash at any moment leaves a store that opens.
 
+Erasure (``delete(["rec_..."])``, ``council/erasure.py``): rows go with ``secure_delete`` on, the WAL is truncated,
+ids go to ``erased`` (never reused); their vectors are masked from search until ``compact`` rebuilds the index.
+
 Success flags: only negative feedback (thumbs down, rating <= 2, a correction) changes ``success``, and only to
 False; positive feedback never turns a failure into a success. ``search`` reads the flag from SQLite, so it is
 current even when another process (feedback, harvest) changed it. One process should ``add`` at a time; others
@@ -21,6 +24,7 @@ Usage::
     store = MemoryStore.open(settings.paths.memory)
     store.add(record, embedder.embed([record.query])[0])
     hits = store.search(vector, k=3, min_similarity=0.6)   # [(ExchangeRecord, cosine), ...]
+    hits = store.search(vector, 3, 0.6, share="corrections", user="alice")   # what alice may recall
     store.close()
 """
 
@@ -35,18 +39,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from council import erasure
 from council.errors import InvalidRequestError, NotFoundError, StorageError
-from council.memory_index import (
-    load_index,
-    mismatch,
-    new_index,
-    remove_stale_temp_files,
-    save_index,
-    single_threaded,
-)
+from council.memory_index import LiveIndex, add_rows, new_index
 from council.schema import THUMBS, ExchangeRecord, Feedback, utcnow
 
 log = logging.getLogger(__name__)
@@ -63,7 +60,13 @@ CREATE TABLE IF NOT EXISTS records (fid INTEGER PRIMARY KEY, id TEXT NOT NULL UN
   created_us INTEGER NOT NULL, user TEXT, session TEXT, messages TEXT NOT NULL, adapter TEXT, route TEXT NOT NULL,
   latency_ms REAL NOT NULL, context_ids TEXT NOT NULL, feedback TEXT, harvested_us INTEGER, embedding BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS records_created ON records (created_us);
+CREATE TABLE IF NOT EXISTS erased (fid INTEGER PRIMARY KEY);
 """
+_TOP_FID = "SELECT max(coalesce((SELECT max(fid) FROM records), 0), coalesce((SELECT max(fid) FROM erased), 0))"
+CORRECTION_LEAD = 0.05  # a recalled correction goes before successes less than this much more similar
+_CORRECTED = "json_extract(feedback, '$.correction') IS NOT NULL"
+_RECALL = {"all": (f"(success = 1 OR {_CORRECTED})", 0), "none": (f"(success = 1 OR {_CORRECTED}) AND user IS ?", 1),
+           "corrections": (f"({_CORRECTED} OR (success = 1 AND user IS ?))", 1)}  # memory.share -> SQL, user args
 
 
 def _to_us(value: datetime) -> int:
@@ -96,6 +99,17 @@ def _record(row: tuple) -> ExchangeRecord:
         harvested_at=_from_us(d["harvested_us"]))
 
 
+def _ranked(hits: list[tuple[ExchangeRecord, float]], lead: float) -> list[tuple[ExchangeRecord, float]]:
+    """Recall order: a correction leads hits up to ``lead`` more similar, and a success to the same question as a
+    recalled correction goes (superseded). With ``lead`` 0 (not recall), ``hits`` as they are."""
+    if not lead:
+        return hits
+    same = lambda text: " ".join(text.casefold().split())  # noqa: E731
+    corrected = {same(r.query) for r, _ in hits if r.gold_answer}
+    kept = [(r, s) for r, s in hits if r.gold_answer or same(r.query) not in corrected]
+    return sorted(kept, key=lambda hit: -(hit[1] + lead * bool(hit[0].gold_answer)))
+
+
 def _chunks(items: list, size: int = _CHUNK) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -123,17 +137,13 @@ class MemoryStore:
         self.folder, self.dim, self.save_every = Path(folder), dim, save_every
         self.db_path, self.index_path = self.folder / DB_NAME, self.folder / INDEX_NAME
         self._write_lock = threading.RLock()  # one writer at a time: SQLite writes, FAISS adds, index saves
-        self._index_lock = threading.Lock()  # FAISS is not safe to search while it is being added to
         self._local = threading.local()  # per-thread read-only connections (WAL readers never block)
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._unsaved = 0  # adds not yet in index.faiss (guarded by _index_lock)
-        self._save_lock = threading.Lock()  # one index save at a time
-        self._saver: threading.Thread | None = None
+        self._live = LiveIndex(self.index_path, dim, ef_search, save_every, rebuild=self.compact)
+        self._compact_lock = threading.Lock()
         self._closed = False
         self._writer = self._connect(readonly=False)
-        self._ef_search = ef_search
-        self._index = new_index(dim, ef_search)
 
     @classmethod
     def open(cls, folder: Path, dim: int = 384, *, save_every: int = 256, ef_search: int = 96,
@@ -149,8 +159,10 @@ class MemoryStore:
             store = cls(Path(folder), dim, save_every, ef_search)
             try:
                 store._writer.executescript(_SCHEMA)
-                if index:
-                    store._reconcile()
+                if index:  # bring the index file in line with SQLite: its rows, and the erased ones
+                    ids = (store._writer.execute(f"SELECT fid FROM {table} ORDER BY fid").fetchall()
+                           for table in ("records", "erased"))
+                    store._live.reconcile(*(np.array(i, np.int64).reshape(-1) for i in ids), store._embeddings)
             except BaseException:
                 store.close()
                 raise
@@ -163,6 +175,7 @@ class MemoryStore:
         else:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA secure_delete = ON")  # freed space (updated or erased rows) is zeroed
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -173,52 +186,14 @@ class MemoryStore:
                 self._readers.append(conn)
         return conn
 
-    # ---- index: reconcile with SQLite on open, save now and then -----------------------------------------
+    _index = property(lambda self: self._live.index)  # the faiss.IndexIDMap2, for bench/memory_bench.py
 
-    def _reconcile(self) -> None:
-        remove_stale_temp_files(self.index_path)
-        fids = np.array([r[0] for r in self._writer.execute("SELECT fid FROM records ORDER BY fid")], np.int64)
-        index = load_index(self.index_path, self.dim, self._ef_search)
-        problem = index is not None and mismatch(index, fids, lambda fid: self._embeddings([fid])[0])
-        if problem:
-            log.warning("%s does not fit SQLite: %s", self.index_path, problem)
-            index = None
-        rebuilt = index is None and (len(fids) > 0 or self.index_path.exists())  # else: a brand-new store
-        if index is None:
-            log.log(logging.WARNING if rebuilt else logging.DEBUG, "rebuilding %s from %d records in SQLite "
-                    "(SQLite is the source of truth)", self.index_path, len(fids))
-            index, missing = new_index(self.dim, self._ef_search), fids
-        else:
-            missing = fids[index.ntotal:]
-            if len(missing):
-                log.warning("%s is behind SQLite by %d records; extending it", self.index_path, len(missing))
-        for part in _chunks(missing.tolist(), 5000):
-            index.add_with_ids(self._embeddings(part), np.asarray(part, dtype=np.int64))
-        self._index = index
-        if rebuilt or len(missing):
-            self._save_index()
-
-    def _embeddings(self, fids: list[int]) -> np.ndarray:
+    def _embeddings(self, fids: list[int], conn: sqlite3.Connection | None = None) -> np.ndarray:
         rows: dict[int, bytes] = {}
         for part in _chunks(fids):
-            marks = ",".join("?" * len(part))
-            rows.update(self._writer.execute(f"SELECT fid, embedding FROM records WHERE fid IN ({marks})", part))
+            sql = f"SELECT fid, embedding FROM records WHERE fid IN ({','.join('?' * len(part))})"
+            rows.update((conn or self._writer).execute(sql, part))
         return np.frombuffer(b"".join(rows[f] for f in fids), dtype="<f4").reshape(len(fids), self.dim)
-
-    def _save_index(self) -> None:
-        """Write a copy of the index, taken between two adds; adds and searches go on while it is written."""
-        with self._save_lock:
-            with self._index_lock:
-                snapshot, saved = faiss.clone_index(self._index), self._unsaved
-            if save_index(snapshot, self.index_path):
-                with self._index_lock:
-                    self._unsaved -= saved
-
-    def _save_in_background(self) -> None:
-        """Start an index save in its own thread unless one is running: a request never waits for it."""
-        if self._saver is None or not self._saver.is_alive():
-            self._saver = threading.Thread(target=self._save_index, name="council-index-save", daemon=True)
-            self._saver.start()
 
     # ---- writes ---------------------------------------------------------------------------------------------
     def _unit(self, vector: np.ndarray) -> np.ndarray:
@@ -252,16 +227,12 @@ class MemoryStore:
             return
         vectors = np.stack([self._unit(v) for _, v in items])
         rows = [(*_row_values(rec), vec.astype("<f4").tobytes()) for (rec, _), vec in zip(items, vectors, strict=True)]
-        sql = f"INSERT INTO records ({_COLS}, embedding) VALUES ({','.join('?' * (len(_FIELDS) + 1))})"
+        sql = f"INSERT INTO records (fid, {_COLS}, embedding) VALUES ({','.join('?' * (len(_FIELDS) + 2))})"
         with self._write_lock:
             with self._transaction(f"store {len(rows)} record(s)") as conn:
-                fids = [conn.execute(sql, row).lastrowid for row in rows]
-            small = single_threaded() if len(fids) < 1000 else contextlib.nullcontext()
-            with self._index_lock, small:
-                self._index.add_with_ids(vectors, np.asarray(fids, dtype=np.int64))
-                self._unsaved += len(fids)
-            if self._unsaved >= max(self.save_every, self._index.ntotal // 50):
-                self._save_in_background()
+                top = conn.execute(_TOP_FID).fetchone()[0]  # past erased ids too: an id is never reused
+                fids = [conn.execute(sql, (top + n, *row)).lastrowid for n, row in enumerate(rows, 1)]
+            self._live.add(vectors, fids)
 
     def apply_feedback(self, record_id: str, thumbs: str | None = None, rating: int | None = None,
                        correction: str | None = None) -> ExchangeRecord:
@@ -308,30 +279,32 @@ class MemoryStore:
             row = self._reader().execute(f"SELECT {_COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
         return _record(row) if row else None
 
-    def search(self, vector: np.ndarray, k: int, min_similarity: float,
-               success_only: bool = True) -> list[tuple[ExchangeRecord, float]]:
-        """Up to k records whose query embedding has cosine >= min_similarity, most similar first."""
+    def search(self, vector: np.ndarray, k: int, min_similarity: float, success_only: bool = True, *,
+               share: str | None = None, user: str | None = None) -> list[tuple[ExchangeRecord, float]]:
+        """Up to k successes whose query embedding has cosine >= min_similarity, most similar first; with ``share``
+        (``memory.share``), what a request by ``user`` may recall instead: corrections and successes, see _ranked."""
         if k <= 0:
             return []
         query = self._unit(vector)[None, :]
-        fetch = 4 * k if success_only else k  # over-fetch: some neighbours may be failures
+        cond, n_args = _RECALL[share] if share else ("success = 1" if success_only else "1", 0)
+        lead = CORRECTION_LEAD if share else 0.0
+        fetch = 4 * k if share or success_only else k  # over-fetch: some neighbours may not qualify
         while True:
-            with self._index_lock, single_threaded():
-                total = self._index.ntotal
-                if total == 0:
-                    return []
-                sims, ids = self._index.search(query, min(fetch, total))
-            found = [(int(i), float(s)) for s, i in zip(sims[0], ids[0], strict=True) if i >= 0 and s >= min_similarity]
-            rows = {}
+            found, near, total = self._live.search(query, fetch, min_similarity)
+            if not near:
+                return []
+            rows: dict[int, ExchangeRecord | None] = {}
             with _storage("search the memory"):
-                if not found:
-                    return []
                 marks = ",".join("?" * len(found))
-                for row in self._reader().execute(f"SELECT fid, {_COLS} FROM records WHERE fid IN ({marks})",
-                                                  [i for i, _ in found]):
-                    rows[row[0]] = _record(row[1:])
-            hits = [(rows[i], s) for i, s in found if i in rows and (rows[i].success or not success_only)]
-            if len(hits) >= k or fetch >= total or len(found) < min(fetch, total):
+                for row in self._reader().execute(f"SELECT fid, ({cond}), {_COLS} FROM records WHERE fid IN ({marks})",
+                                                  [*[user] * n_args, *(i for i, _ in found)]) if found else ():
+                    rows[row[0]] = _record(row[2:]) if row[1] else None
+            if len(rows) < len(found):  # erased by another process (council forget): mask, compact soon
+                self._live.mask([i for i, _ in found if i not in rows])
+            hits = _ranked([(rows[i], s) for i, s in found if rows.get(i) is not None], lead)
+            last = found[-1][1] if found else 1.0  # no neighbour not fetched yet is more similar than this
+            enough = len(hits) >= k and hits[k - 1][1] + lead * bool(hits[k - 1][0].gold_answer) >= last + lead
+            if enough or fetch >= total or near < min(fetch, total):
                 return hits[:k]
             fetch *= 4
 
@@ -382,19 +355,46 @@ class MemoryStore:
 
     def count(self) -> int:
         """Records in the store, without a query: the index holds one vector per record (records are never
-        added by another process), so this is safe on an event loop."""
-        return int(self._index.ntotal)
+        added by another process) plus the masked erased ones, so this is safe on an event loop."""
+        return self._live.count()
+
+    def delete(self, record_ids: list[str] | None = None, *, user: str | None = None, vacuum: bool = False,
+               compact: bool = True) -> list[ExchangeRecord]:
+        """Erase records ``record_ids`` (or all of ``user``) for good, return them; ``vacuum``: rewrite the file.
+        Their vectors are masked, then compacted away in a background thread (``compact=False``: by ``compact``)."""
+        if (record_ids is None) == (user is None):
+            raise ValueError("delete takes record ids or a user, not both")
+        with self._write_lock:
+            with self._transaction("erase records") as conn:
+                gone = erasure.delete_rows(conn, _COLS, record_ids, user)
+            if gone:
+                with _storage("erase records from the database file"):
+                    erasure.scrub_sqlite(self._writer, vacuum)
+                self._live.mask([fid for fid, *_ in gone], compact=compact)
+        return [_record(row) for _, *row in gone]
+
+    def compact(self) -> None:
+        """Rebuild the index from SQLite, without erased vectors, and save it; adds and searches go on meanwhile."""
+        with self._compact_lock, _storage("compact the memory index"):
+            with contextlib.closing(self._connect(True)) as db:  # one snapshot for the ids and their embeddings,
+                db.execute("BEGIN")  # ended before the write lock (a delete holding it waits for readers)
+                fids = [r[0] for r in db.execute("SELECT fid FROM records ORDER BY fid")]
+                index = add_rows(new_index(self.dim, self._live.ef_search), fids, lambda ids: self._embeddings(ids, db))
+            with self._write_lock:  # rows added during the rebuild join it before the swap
+                late = [r[0] for r in self._writer.execute("SELECT fid FROM records WHERE fid > ? ORDER BY fid",
+                                                           (max(fids, default=0),))]
+                self._live.swap(add_rows(index, late, self._embeddings), {*fids, *late})
+        self._live.save()
 
     def close(self) -> None:
         """Save the index if it has unsaved adds and close every connection. Safe to call twice."""
+        self._live.stop()  # first: a running compaction needs the write lock to finish
         with self._write_lock:
             if self._closed:
                 return
             self._closed = True
-            if self._saver is not None:
-                self._saver.join()
-            if self._unsaved:
-                self._save_index()
+            if self._live.unsaved:
+                self._live.save()
             for conn in [*self._readers, self._writer]:
                 conn.close()
             self._readers.clear()

@@ -3,8 +3,9 @@
 The index is a cache of what SQLite holds (``council.memory``): its ids are SQLite's integer primary keys and
 its vectors the embeddings stored there, so it can always be rebuilt. HNSW (inner product on unit vectors =
 cosine) inside an IndexIDMap2: at 100k x 384 a search with efSearch 96 costs about 1 ms of one core where
-brute force (IndexFlatIP) costs over 10 ms (bench/memory_bench.py). HNSW cannot remove vectors; the store never
-deletes.
+brute force (IndexFlatIP) costs over 10 ms (bench/memory_bench.py). HNSW cannot remove vectors: the store masks
+erased ids in search and compacts, i.e. rebuilds the index from SQLite (``reconcile`` on open, ``add_rows`` on a
+new index after a delete, run by a ``Rerun`` thread so no request waits for it).
 
 The file is written atomically: a temp file ``index.faiss.tmp-<pid>-<random>`` in the same folder, fsynced,
 then ``os.replace``. A process killed mid-save leaves only its temp file, removed by the next open.
@@ -16,11 +17,14 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from council.errors import CouncilError
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +76,177 @@ def index_ids(index: faiss.IndexIDMap2) -> np.ndarray:
     return faiss.vector_to_array(index.id_map)
 
 
-def mismatch(index: faiss.IndexIDMap2, fids: np.ndarray, stored: Callable[[int], np.ndarray]) -> str | None:
-    """Why ``index`` cannot serve SQLite rows ``fids`` (sorted), or None when it is them or a prefix of them.
+def erased_in(index: faiss.IndexIDMap2, erased: np.ndarray) -> np.ndarray:
+    """The ids of ``index`` that SQLite erased for good (its ``erased`` table)."""
+    return np.intersect1d(index_ids(index), erased)
 
-    Rows are indexed in id order and never deleted, so a good index holds exactly the first len(index) ids.
+
+def mismatch(index: faiss.IndexIDMap2, fids: np.ndarray, stored: Callable[[int], np.ndarray],
+             erased: np.ndarray | None = None) -> str | None:
+    """Why ``index`` cannot serve SQLite rows ``fids`` (sorted), or None when it is them or a prefix of them,
+    once the ``erased`` ids it may still hold are left aside (those call for a compaction, not a warning).
+
+    Rows are indexed in id order, so a good index holds exactly the first len(index) ids that are not erased.
     The last indexed vector is compared with ``stored(id)`` as a cheap check that the file belongs to this store.
     """
     have = index_ids(index)
+    if erased is not None and len(erased):
+        have = have[~np.isin(have, erased)]
     if len(have) > len(fids) or not np.array_equal(np.sort(have), fids[:len(have)]):
         return f"it holds ids SQLite does not have ({len(have)} vectors, {len(fids)} rows)"
     if len(have) and not np.allclose(index.reconstruct(int(have[-1])), stored(int(have[-1])), atol=1e-6):
         return "its vectors do not match the embeddings stored in SQLite"
     return None
+
+
+def add_rows(index: faiss.IndexIDMap2, fids: list[int],
+             vectors: Callable[[list[int]], np.ndarray]) -> faiss.IndexIDMap2:
+    """Add the stored vectors (``vectors(ids)``) of ``fids`` to ``index``, 5000 at a time; returns ``index``."""
+    for start in range(0, len(fids), 5000):
+        part = fids[start:start + 5000]
+        index.add_with_ids(vectors(part), np.asarray(part, dtype=np.int64))
+    return index
+
+
+def reconcile(path: Path, dim: int, ef_search: int, fids: np.ndarray, erased: np.ndarray,
+              vectors: Callable[[list[int]], np.ndarray]) -> tuple[faiss.IndexIDMap2, bool]:
+    """The index for SQLite rows ``fids`` (sorted) and whether it must be saved: the file's when it fits,
+    extended when it is behind, compacted when it still holds ``erased`` ids, rebuilt with a warning when it
+    is missing, unreadable or does not fit."""
+    remove_stale_temp_files(path)
+    index = load_index(path, dim, ef_search)
+    problem = index is not None and mismatch(index, fids, lambda fid: vectors([fid])[0], erased)
+    if problem:
+        log.warning("%s does not fit SQLite: %s", path, problem)
+        index = None
+    elif index is not None and len(gone := erased_in(index, erased)):
+        log.info("%s still holds %d erased record(s); compacting it", path, len(gone))
+        return add_rows(new_index(dim, ef_search), fids.tolist(), vectors), True
+    if index is None:
+        rebuilt = len(fids) > 0 or path.exists()  # else: a brand-new store
+        log.log(logging.WARNING if rebuilt else logging.DEBUG, "rebuilding %s from %d records in SQLite "
+                "(SQLite is the source of truth)", path, len(fids))
+        return add_rows(new_index(dim, ef_search), fids.tolist(), vectors), rebuilt
+    missing = fids[index.ntotal:]
+    if len(missing):
+        log.warning("%s is behind SQLite by %d records; extending it", path, len(missing))
+    return add_rows(index, missing.tolist(), vectors), len(missing) > 0
+
+
+class LiveIndex:
+    """The index a store searches, thread-safe: adds, searches, erased ids masked until ``rebuild`` (the store's
+    compaction) swaps in a new index, and saves of a snapshot (after ``save_every`` adds or 2% of the index,
+    whichever is more); saves and compactions run in background threads, so no search or add waits for them."""
+
+    def __init__(self, path: Path, dim: int, ef_search: int, save_every: int, rebuild: Callable[[], None]) -> None:
+        self.path, self.dim, self.ef_search, self.save_every = path, dim, ef_search, save_every
+        self.index = new_index(dim, ef_search)
+        self.masked: set[int] = set()  # erased ids the index still holds
+        self.unsaved = 0  # adds not yet in the file
+        self._lock = threading.Lock()  # FAISS is not safe to search while it is being added to
+        self._save_lock = threading.Lock()  # one save at a time
+        self._saver = Rerun(self.save, "council-index-save")
+        self._rebuild = rebuild
+        self._compactor = Rerun(self._compact, "council-index-compact")
+
+    def reconcile(self, fids: np.ndarray, erased: np.ndarray, vectors: Callable[[list[int]], np.ndarray]) -> None:
+        """Load the file for SQLite rows ``fids`` (see ``reconcile``), saving it when it had to change."""
+        self.index, save = reconcile(self.path, self.dim, self.ef_search, fids, erased, vectors)
+        if save:
+            self.save()
+
+    def add(self, vectors: np.ndarray, fids: list[int]) -> None:
+        with self._lock, single_threaded() if len(fids) < 1000 else contextlib.nullcontext():
+            self.index.add_with_ids(vectors, np.asarray(fids, dtype=np.int64))
+            self.unsaved += len(fids)
+            due = self.unsaved >= max(self.save_every, self.index.ntotal // 50)
+        if due:
+            self._saver.request()
+
+    def search(self, query: np.ndarray, n: int, min_similarity: float) -> tuple[list[tuple[int, float]], int, int]:
+        """(id, cosine) of up to ``n`` nearest unmasked vectors at or above ``min_similarity``, how many such
+        neighbours (masked ones too) were seen, and the index size."""
+        with self._lock, single_threaded():
+            total = self.index.ntotal
+            if total == 0:
+                return [], 0, 0
+            sims, ids = self.index.search(query, min(n, total))
+            near = [(int(i), float(s)) for s, i in zip(sims[0], ids[0], strict=True) if i >= 0 and s >= min_similarity]
+            return [(i, s) for i, s in near if i not in self.masked], len(near), total
+
+    def mask(self, fids: list[int], compact: bool = True) -> None:
+        """Hide erased ids from search; ``compact``: rebuild without them in the background."""
+        with self._lock:
+            self.masked.update(fids)
+        if compact:
+            self._compactor.request()
+
+    def _compact(self) -> None:
+        try:
+            self._rebuild()
+        except CouncilError as exc:  # searches still skip the masked ids; the next open compacts
+            log.warning("could not compact %s: %s", self.path, exc.message)
+
+    def swap(self, index: faiss.IndexIDMap2, indexed: set[int]) -> None:
+        """Serve ``index`` (a rebuild holding ``indexed``) from now on; masked ids it no longer holds unmasked."""
+        with self._lock:
+            self.index, self.unsaved = index, index.ntotal
+            self.masked &= indexed
+
+    def count(self) -> int:
+        return int(self.index.ntotal) - len(self.masked)
+
+    def save(self) -> None:
+        """Write a copy of the index, taken between two adds; adds and searches go on while it is written."""
+        with self._save_lock:
+            with self._lock:
+                source, snapshot, saved = self.index, faiss.clone_index(self.index), self.unsaved
+            if save_index(snapshot, self.path):
+                with self._lock:
+                    if self.index is source:  # else a compaction swapped in another index, to be saved
+                        self.unsaved -= saved
+
+    def stop(self) -> None:
+        """Wait for a running save or compaction; start no more."""
+        self._compactor.stop()
+        self._saver.stop()
+
+
+class Rerun:
+    """Runs ``job`` in a daemon thread, and again as long as it was requested meanwhile; ``stop`` waits for it."""
+
+    def __init__(self, job: Callable[[], None], name: str) -> None:
+        self._job, self._name = job, name
+        self._lock = threading.Lock()
+        self._wanted = self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        with self._lock:
+            self._wanted = True
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._wanted or self._stopped:
+                    self._thread = None
+                    return
+                self._wanted = False
+            try:
+                self._job()
+            except BaseException:  # the thread ends with the traceback; a later request starts a new one
+                with self._lock:
+                    self._thread = None
+                raise
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped, thread = True, self._thread
+        if thread is not None:
+            thread.join()
 
 
 def save_index(index: faiss.IndexIDMap2, path: Path) -> bool:

@@ -1,7 +1,9 @@
 """Council routing: memory context, Agent-0 first, specialist heads when Agent-0 is unsure.
 
-1. The query's nearest *successful* past exchanges (``council.memory_k``, at least
-   ``council.memory_min_similarity``) become context in the system prompt.
+1. The query's nearest past exchanges that may be recalled (``council.memory_k``, at least
+   ``council.memory_min_similarity``; corrections and successes, see ``memory.share``) become context in the
+   system prompt, a correction standing in for the answer it corrected. A model that is not ``local/`` (nor
+   any model of its fallback chain) gets them PII-redacted (``council/pii.py``), as harvest does.
 2. Agent-0 (``council.agent0``, prompt ``prompts/system.j2``) answers.
 3. If its confidence is below ``council.threshold``, every head in ``council.heads`` (prompt
    ``prompts/head_<name>.j2``) answers concurrently; the most confident answer wins. Ties go to the
@@ -26,10 +28,12 @@ import openai
 from council import confidence as conf
 from council.config import Settings
 from council.errors import CouncilError, ModelUnavailableError
+from council.pii import redact
 from council.prompts import SYSTEM_TEMPLATE, PromptStore
 
 log = logging.getLogger(__name__)
 AGENT0 = "agent0"
+LOCAL_PREFIX = "local/"  # the in-process model: memories it sees never leave the machine
 
 
 @dataclass
@@ -75,9 +79,16 @@ class Router:
     def council(self):  # noqa: ANN201 - CouncilSettings
         return self.settings.council
 
-    def system_prompt(self, template: str, context: list[tuple[Any, float]], client_system: str) -> str:
-        memories = [{"query": r.query, "answer": r.gold_answer or r.answer, "similarity": round(s, 3)}
-                    for r, s in context]
+    def remote(self, model: str) -> bool:
+        """True when ``model``, or a model its fallbacks may call, runs outside this process."""
+        return any(not m.startswith(LOCAL_PREFIX) for m in [model, *self.council.fallbacks.get(model, [])])
+
+    def system_prompt(self, template: str, context: list[tuple[Any, float]], client_system: str,
+                      model: str | None = None) -> str:
+        """``template`` with the recalled exchanges, redacted unless ``model`` is known to be local (``remote``)."""
+        clean = redact if model is None or self.remote(model) else str
+        memories = [{"query": clean(r.query), "answer": clean(r.gold_answer or r.answer), "similarity": round(s, 3),
+                     "corrected": bool(r.gold_answer)} for r, s in context]
         return self.prompts.render(template, context=memories, client_system=client_system)
 
     async def _call(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
@@ -137,8 +148,8 @@ class Router:
         """Run the route for one request. ``direct_model`` skips the council and asks that model only."""
         client_system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
         dialogue = [m for m in messages if m["role"] not in ("system", "developer")]
-        system = self.system_prompt(SYSTEM_TEMPLATE, context, client_system)
         first_model = direct_model or self.council.agent0
+        system = self.system_prompt(SYSTEM_TEMPLATE, context, client_system, first_model)
         skipped: dict[str, str] = {}
         candidates: list[Candidate] = []
         try:
@@ -156,7 +167,7 @@ class Router:
             results = await asyncio.gather(
                 *(self.ask(name, model,
                            [{"role": "system", "content": self.system_prompt(f"head_{name}.j2", context,
-                                                                              client_system)}, *dialogue],
+                                                                              client_system, model)}, *dialogue],
                            params)
                   for name, model in heads),
                 return_exceptions=True,

@@ -12,6 +12,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/feedback", handlers.feedback)
     app.router.add_get("/v1/records", handlers.list_records)
     app.router.add_get("/v1/records/{record_id}", handlers.get_record)
+    app.router.add_delete("/v1/records/{record_id}", handlers.delete_record)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/livez", handlers.livez)
     app.router.add_get("/readyz", handlers.readyz)

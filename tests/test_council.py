@@ -96,7 +96,9 @@ async def test_memory_context_feedback_and_restart(aiohttp_client, make_settings
     assert stored["success"] is False and stored["feedback"]["correction"] == "100 °C (212 °F)."
     assert stored["feedback"]["rating"] == 1 and stored["failure_source"] == "correction"
     third = await chat(client, {"messages": [{"role": "user", "content": "What's water's boiling point at sea level?"}]})
-    assert record_id not in third["council"]["context_ids"]  # failures never become context
+    # a correction is knowledge at once: the corrected exchange leads the context, with the user's answer
+    assert third["council"]["context_ids"][0] == record_id
+    assert "The answer is 100 °C (212 °F)." in provider.calls[-1][1][0]["content"]
 
     await client.close()
     client = await aiohttp_client(create_app(settings))

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -349,5 +350,176 @@ def test_sigkill_mid_write_loses_no_acknowledged_record(tmp_path):
         assert not list(folder.glob("index.faiss.tmp-*"))  # the killed writer's temp file is cleaned up
         last = store.vectors([acknowledged[-1]])[0]
         assert store.search(last, k=1, min_similarity=0.99)[0][0].id == acknowledged[-1]
+    finally:
+        store.close()
+
+
+# ---- recall: corrections, successes, users (memory.share) ----------------------------------------------------
+
+def _near(base: np.ndarray, seed: int, spread: float = 0.05) -> np.ndarray:
+    return base + spread * unit(seed)
+
+
+def _recall_store(tmp_path) -> tuple[MemoryStore, dict[str, ExchangeRecord], np.ndarray]:
+    """alice's and bob's and an anonymous success, correction and plain failure, all near one query."""
+    store = MemoryStore.open(tmp_path)
+    base, records, items = unit(0), {}, []
+    for n, user in enumerate(("alice", "bob", None)):
+        name = user or "anon"
+        records[f"{name}-ok"] = rec(f"{name} success", user=user)
+        records[f"{name}-fixed"] = rec(f"{name} corrected", success=False, user=user)
+        records[f"{name}-bad"] = rec(f"{name} failure", success=False, user=user)
+        items += [(records[f"{name}-{kind}"], _near(base, 10 * n + i)) for i, kind in enumerate(("ok", "fixed", "bad"))]
+    store.add_many(items)
+    for name in ("alice", "bob", "anon"):
+        store.apply_feedback(records[f"{name}-fixed"].id, thumbs="down", correction=f"{name}'s correction")
+    return store, records, base
+
+
+@pytest.mark.parametrize("share, user, expected", [
+    ("corrections", "alice", {"alice-ok", "alice-fixed", "bob-fixed", "anon-fixed"}),
+    ("corrections", None, {"anon-ok", "alice-fixed", "bob-fixed", "anon-fixed"}),
+    ("none", "alice", {"alice-ok", "alice-fixed"}),
+    ("none", None, {"anon-ok", "anon-fixed"}),
+    ("all", "bob", {"alice-ok", "alice-fixed", "bob-ok", "bob-fixed", "anon-ok", "anon-fixed"}),
+])
+def test_recall_filters_by_share_and_user_and_never_plain_failures(tmp_path, share, user, expected):
+    store, records, base = _recall_store(tmp_path)
+    try:
+        hits = store.search(base, k=20, min_similarity=0.5, share=share, user=user)
+        names = {name for name, r in records.items() for h, _ in hits if h.id == r.id}
+        assert names == expected
+        ranked = [h.gold_answer is not None for h, _ in hits]
+        assert ranked == sorted(ranked, reverse=True)  # near-equal similarity: corrections lead
+        assert [h.id for h, _ in store.search(base, k=20, min_similarity=0.5)] == [
+            h.id for h, _ in store.search(base, k=20, min_similarity=0.5, success_only=True)]  # old callers: same
+    finally:
+        store.close()
+
+
+def test_a_correction_beats_later_confident_wrong_answers_to_the_same_question(tmp_path):
+    store = MemoryStore.open(tmp_path)
+    base = unit(0)
+    fixed = rec("How long does the Zorblax battery last?", success=False)
+    store.add(fixed, base)
+    store.apply_feedback(fixed.id, thumbs="down", correction="41 hours")
+    wrong = [rec("How long does the  zorblax battery last?") for _ in range(6)]  # asked again, wrong but sure
+    store.add_many([(r, base) for r in wrong])
+    other = [rec(f"Zorblax question {i}") for i in range(40)]  # many more-similar-looking successes
+    store.add_many([(r, base + 0.01 * unit(100 + i)) for i, r in enumerate(other)])
+    try:
+        hits = store.search(base, k=3, min_similarity=0.5, share="corrections")
+        assert hits[0][0].id == fixed.id and hits[0][0].gold_answer == "41 hours"
+        assert not {h.id for h, _ in hits} & {r.id for r in wrong}  # superseded by the correction
+        assert len(hits) == 3
+    finally:
+        store.close()
+
+
+# ---- erasure ----------------------------------------------------------------------------------------------------
+
+def _file_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file())
+
+
+def test_delete_masks_compacts_and_leaves_no_text_in_the_files(tmp_path, caplog):
+    store = MemoryStore.open(tmp_path)
+    keep = fill(store, 5)
+    secret = rec("the launch code is PLUGH-XYZZY-7731", user="alice")
+    store.add(secret, unit(99))
+    store.apply_feedback(secret.id, correction="never say PLUGH-XYZZY-7731")  # the row was rewritten once
+    assert b"PLUGH-XYZZY" in _file_bytes(tmp_path)
+    try:
+        gone = store.delete([secret.id, "rec_unknown"], compact=False)
+        assert [r.id for r in gone] == [secret.id] and gone[0].gold_answer == "never say PLUGH-XYZZY-7731"
+        assert store.get(secret.id) is None and store.count() == 5
+        assert store.search(unit(99), k=1, min_similarity=0.9, success_only=False) == []  # masked, not compacted
+        assert store._index.ntotal == 6
+        assert b"PLUGH-XYZZY" not in _file_bytes(tmp_path)  # database, WAL and index files
+        assert store._writer.execute("PRAGMA secure_delete").fetchone()[0] == 1  # not only a build default
+        assert store.delete(["rec_unknown"]) == []
+    finally:
+        store.close()
+    with caplog.at_level(logging.INFO, logger="council.memory_index"):
+        store = MemoryStore.open(tmp_path)  # the saved index still held the erased vector: compacted on open
+    try:
+        assert "holds 1 erased record(s); compacting it" in caplog.text and "does not fit" not in caplog.text
+        assert store._index.ntotal == 5 and faiss.read_index(str(tmp_path / "index.faiss")).ntotal == 5
+        late = rec("added after the erasure")
+        store.add(late, unit(100))
+        fid = store._writer.execute("SELECT fid FROM records WHERE id = ?", (late.id,)).fetchone()[0]
+        assert fid == 7  # the erased record's id 6 is never given again
+        assert [h.id for h, _ in store.search(unit(2), k=1, min_similarity=0.9)] == [keep[2].id]
+    finally:
+        store.close()
+
+
+def test_masked_neighbours_do_not_cost_hits_and_compaction_runs_in_the_background(tmp_path):
+    store = MemoryStore.open(tmp_path)
+    base = unit(0)
+    near = [rec(f"erased {i}") for i in range(30)]
+    store.add_many([(r, base + 0.01 * unit(100 + i)) for i, r in enumerate(near)])
+    far = [rec(f"kept {i}") for i in range(3)]
+    store.add_many([(r, base + 0.3 * unit(200 + i)) for i, r in enumerate(far)])
+    try:
+        store.delete([r.id for r in near])  # masked at once, compacted by a background thread
+        hits = store.search(base, k=3, min_similarity=0.5)
+        assert sorted(h.id for h, _ in hits) == sorted(r.id for r in far)
+        for _ in range(100):
+            if store._index.ntotal == 3:
+                break
+            time.sleep(0.05)
+        assert store._index.ntotal == 3 and store.count() == 3
+    finally:
+        store.close()
+    assert faiss.read_index(str(tmp_path / "index.faiss")).ntotal == 3
+
+
+def test_records_erased_by_another_process_are_masked_and_compacted(tmp_path):
+    server = MemoryStore.open(tmp_path)
+    records = fill(server, 4)
+    other = MemoryStore.open(tmp_path, index=False)  # e.g. council forget while the server runs
+    try:
+        with pytest.raises(ValueError):
+            other.delete()  # ids or a user
+        other.delete([records[1].id], compact=False)
+        assert server.search(unit(1), k=1, min_similarity=0.9) == []
+        for _ in range(100):
+            if server._index.ntotal == 3:
+                break
+            time.sleep(0.05)
+        assert server._index.ntotal == 3 and server.count() == 3
+        assert server.search(unit(2), k=1, min_similarity=0.9)[0][0].id == records[2].id
+    finally:
+        other.close()
+        server.close()
+
+
+def test_deletes_under_concurrent_searches_and_compactions_do_not_stall(tmp_path, caplog):
+    """A delete holds the write lock while it waits for readers to leave the WAL; a compaction reading its
+    snapshot must not wait for that lock meanwhile (it once did: the WAL stayed untruncated, deletes stalled)."""
+    caplog.set_level(logging.WARNING, logger="council.erasure")
+    store = MemoryStore.open(tmp_path)
+    records = fill(store, 60)
+    stop = time.monotonic() + 30
+
+    def search() -> None:
+        while time.monotonic() < stop:
+            store.search(unit(7), k=5, min_similarity=-1.0, share="all")
+
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            searchers = [pool.submit(search) for _ in range(2)]
+            started = time.monotonic()
+            for r in records[:8]:
+                store.delete([r.id])  # each starts a background compaction
+                time.sleep(0.05)
+            took = time.monotonic() - started
+            stop = 0.0
+            for future in searchers:
+                future.result()
+        assert took < 15, f"8 deletes took {took:.1f} s"
+        assert "could not be truncated" not in caplog.text  # every delete emptied the write-ahead log
+        assert store.count() == 52
     finally:
         store.close()

@@ -1,0 +1,292 @@
+"""Erasing exchanges for good, everywhere Council keeps their text.
+
+``MemoryStore.delete`` (``council/memory.py``) removes the rows with ``delete_rows`` and ``scrub_sqlite`` here;
+``scrub_files`` then removes what the nightly loop copied into files under the state directory. The server
+does both for ``DELETE /v1/records/{id}``; ``council forget --user ID`` (``cli``) does both for every exchange of
+one user, then VACUUMs the database and compacts the index at once.
+
+Files (each one that changes is rewritten atomically, ``council/atomic.py``; no other is touched):
+
+* ``training_data/harvest_*.jsonl``, ``training_data/dpo_*.jsonl``, ``loras/*/validation.jsonl``: a line goes
+  when its ``record_id``, its ``source_record_id`` or the part of its ``record_id`` before a ``#`` is an erased
+  id. A file that ``training_data/consumed.json`` lists with the hash it had gets its new hash there, so training
+  does not take what is left of it for new data.
+* ``loras/*/metadata.json``: ``learned`` entries go when their ``record_id`` is erased or their question is an
+  erased query (as asked, or PII-redacted as harvest writes it).
+* ``logs/**/*.json``: every string that quotes an erased id or text (query, answer, correction, user and assistant
+  messages; one of at least ``MIN_QUOTE`` characters anywhere in it, a shorter one only as the whole string)
+  becomes ``"[erased]"``, and an object entry whose key quotes one goes; ``logs/**/*.log``: such lines go.
+
+Not erased: what an adapter has learned (its weights, and ``scope.npy``, the embeddings of the queries it was
+trained on); only a training run without the data (``council train --fresh``) forgets that.
+
+Usage::
+
+    records = store.delete(["rec_..."])           # the rows, gone from SQLite
+    scrubbed = scrub_files(settings.paths, records)   # Scrubbed(lines=3, strings=1, files=[...])
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from council.atomic import atomic_write_json, atomic_write_lines
+from council.config import Settings, StatePaths
+from council.errors import CouncilError
+from council.exitcodes import FAILURE, NOTHING_TO_DO, OK
+from council.pii import redact
+from council.schema import ExchangeRecord
+
+log = logging.getLogger(__name__)
+
+MIN_QUOTE = 12  # shorter erased texts ("Yes", "2031") blank a log string only when they are all of it
+BLANK = "[erased]"
+JSONL_GLOBS = ("training_data/harvest_*.jsonl", "training_data/dpo_*.jsonl", "loras/*/validation.jsonl")
+CONSUMED = "training_data/consumed.json"  # training's record of the harvest files it trained on: {name: sha256}
+_CHUNK = 500
+_CHECKPOINT_TRIES = 16  # about 5 s in all
+
+
+def delete_rows(conn: sqlite3.Connection, columns: str, record_ids: list[str] | None,
+                user: str | None) -> list[tuple]:
+    """Delete records by id, or every record of ``user``, inside the caller's transaction, and keep their integer
+    ids in ``erased`` (never reused). Returns the deleted rows as ``(fid, *columns)``."""
+    if user is not None:
+        rows = conn.execute(f"SELECT fid, {columns} FROM records WHERE user = ?", (user,)).fetchall()
+    else:
+        ids, rows = list(dict.fromkeys(record_ids or [])), []
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start:start + _CHUNK]
+            rows += conn.execute(f"SELECT fid, {columns} FROM records WHERE id IN ({','.join('?' * len(part))})",
+                                 part).fetchall()
+    fids = [(row[0],) for row in rows]
+    conn.executemany("DELETE FROM records WHERE fid = ?", fids)
+    conn.executemany("INSERT OR IGNORE INTO erased (fid) VALUES (?)", fids)
+    return rows
+
+
+def scrub_sqlite(conn: sqlite3.Connection, vacuum: bool) -> None:
+    """After a delete made with ``secure_delete`` on (outside a transaction): ``vacuum`` rewrites the file without
+    free pages; then the WAL, which still holds the pages as first written, is copied into the file and truncated."""
+    if vacuum:
+        conn.execute("VACUUM")
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 250")  # the caller holds the write lock: wait for readers in short steps
+    try:
+        for _ in range(_CHECKPOINT_TRIES):
+            if not conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+                return
+            time.sleep(0.05)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+    log.warning("the write-ahead log could not be truncated (readers kept it busy); the next checkpoint rewrites it")
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What marks a copy of erased records: their ids, their texts and their queries."""
+
+    ids: frozenset[str]
+    texts: frozenset[str]
+    queries: frozenset[str]
+
+    @classmethod
+    def of(cls, records: Iterable[ExchangeRecord]) -> Erased:
+        ids, texts, queries = set(), set(), set()
+        for r in records:
+            ids.add(r.id)
+            queries.update({r.query.strip(), redact(r.query).strip()})
+            said = [m.get("content") for m in r.messages if m.get("role") in ("user", "assistant")]
+            for text in (r.query, r.answer, r.gold_answer or "", *(s for s in said if isinstance(s, str))):
+                texts.update({text.strip(), redact(text).strip()})
+        texts.discard("")
+        return cls(frozenset(ids), frozenset(texts), frozenset(queries))
+
+    def erased_id(self, value: Any) -> bool:
+        return isinstance(value, str) and (value in self.ids or value.split("#", 1)[0] in self.ids)
+
+    def copies(self, row: Any) -> bool:
+        """True for a JSONL row (harvest, dpo, validation) made from an erased record."""
+        return isinstance(row, dict) and (self.erased_id(row.get("record_id"))
+                                          or self.erased_id(row.get("source_record_id")))
+
+    def quotes(self, text: str) -> bool:
+        if text.strip() in self.texts or any(rid in text for rid in self.ids):
+            return True
+        return any(len(quote) >= MIN_QUOTE and quote in text for quote in self.texts)
+
+
+@dataclass
+class Scrubbed:
+    """What ``scrub_files`` removed: JSONL lines, learned entries and log lines (``lines``), blanked log strings."""
+
+    lines: int = 0
+    strings: int = 0
+    files: list[Path] = field(default_factory=list)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _scrub_jsonl(path: Path, erased: Erased) -> tuple[int, bytes, bytes]:
+    """Drop ``path``'s lines copied from erased records; (lines dropped, old bytes, new bytes)."""
+    old = path.read_bytes()
+    lines = old.decode("utf-8", errors="replace").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not (erased.copies(row) or (row is None and erased.quotes(line))):
+            kept.append(line)
+    if len(kept) == len(lines):
+        return 0, old, old
+    atomic_write_lines(path, kept)
+    return len(lines) - len(kept), old, path.read_bytes()
+
+
+def _scrub_learned(path: Path, erased: Erased) -> int:
+    """Drop the ``learned`` entries of an adapter's metadata.json taught by erased records."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    learned = data.get("learned") if isinstance(data, dict) else None
+    if not isinstance(learned, list):
+        return 0
+    kept = [e for e in learned if not (isinstance(e, dict) and (
+        erased.erased_id(e.get("record_id")) or str(e.get("question", "")).strip() in erased.queries))]
+    if len(kept) < len(learned):
+        data["learned"] = kept
+        atomic_write_json(path, data)
+    return len(learned) - len(kept)
+
+
+def _blank(value: Any, erased: Erased) -> tuple[Any, int]:
+    """``value`` with every string that quotes erased text blanked (and entries keyed by one dropped); count."""
+    if isinstance(value, str):
+        return (BLANK, 1) if erased.quotes(value) else (value, 0)
+    if isinstance(value, list):
+        items = [_blank(item, erased) for item in value]
+        return [item for item, _ in items], sum(n for _, n in items)
+    if isinstance(value, dict):
+        out, count = {}, 0
+        for key, item in value.items():
+            if erased.quotes(key):
+                count += 1
+                continue
+            out[key], n = _blank(item, erased)
+            count += n
+        return out, count
+    return value, 0
+
+
+def _scrub_log(path: Path, erased: Erased) -> tuple[int, int]:
+    """(lines dropped, strings blanked) in one log file, rewritten only when something matched."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".log":
+        lines = text.splitlines()
+        kept = [line for line in lines if not erased.quotes(line)]
+        if len(kept) < len(lines):
+            atomic_write_lines(path, kept)
+        return len(lines) - len(kept), 0
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        log.warning("%s is not JSON; left as it is", path)
+        return 0, 0
+    data, count = _blank(data, erased)
+    if count:
+        atomic_write_json(path, data)
+    return 0, count
+
+
+def _rehash(paths: StatePaths, hashes: dict[str, tuple[str, str]]) -> None:
+    """Give the harvest files ``consumed.json`` lists with their old hash (``hashes``: name -> (old, new)) their
+    new one; a file listed with another hash (changed since training) stays as it is: still pending."""
+    path = paths.home / CONSUMED
+    if not hashes or not path.is_file():
+        return
+    try:
+        consumed = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON; its hashes were not updated", path)
+        return
+    changed = {name: new for name, (old, new) in hashes.items()
+               if isinstance(consumed, dict) and consumed.get(name) == old}
+    if changed:
+        atomic_write_json(path, {**consumed, **changed})
+
+
+def scrub_files(paths: StatePaths, records: list[ExchangeRecord]) -> Scrubbed:
+    """Remove what files under the state directory copied from ``records`` (see the module docstring)."""
+    done = Scrubbed()
+    if not records:
+        return done
+    erased = Erased.of(records)
+    harvested: dict[str, tuple[str, str]] = {}
+    for pattern in JSONL_GLOBS:
+        for path in sorted(paths.home.glob(pattern)):
+            dropped, old, new = _scrub_jsonl(path, erased)
+            if dropped:
+                done.lines += dropped
+                done.files.append(path)
+                if path.parent == paths.training_data:
+                    harvested[path.name] = (_sha(old), _sha(new))
+    _rehash(paths, harvested)
+    for path in sorted(paths.loras.glob("*/metadata.json")):
+        dropped = _scrub_learned(path, erased)
+        if dropped:
+            done.lines += dropped
+            done.files.append(path)
+    for path in sorted([*paths.logs.rglob("*.json"), *paths.logs.rglob("*.log")]):
+        dropped, blanked = _scrub_log(path, erased)
+        if dropped or blanked:
+            done.lines, done.strings = done.lines + dropped, done.strings + blanked
+            done.files.append(path)
+    return done
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="council forget", description="Erase every exchange of one user for good: from the memory (SQLite "
+        "rows, write-ahead log, vector index), from harvest, preference and validation files, from what each "
+        "adapter's metadata says it learned, and from the logs. An adapter's weights keep what it learned.")
+    parser.add_argument("--user", required=True, help="The user to forget: the value their requests sent as "
+                        "'user' or in the x-council-user header (see GET /v1/records?user=...).")
+    return parser
+
+
+def cli(argv: list[str], settings: Settings) -> int:
+    """``council forget --user ID``: exit 0 when something was erased, 3 when nothing was found, 1 on failure."""
+    args = _parser().parse_args(argv)
+    from council.memory import MemoryStore  # here: council.memory imports this module
+
+    try:
+        store = MemoryStore.open(settings.paths.memory, index=False)  # compact() below rebuilds the index
+        try:
+            records = store.delete(user=args.user, vacuum=True, compact=False)
+            if records:
+                store.compact()
+        finally:
+            store.close()
+        scrubbed = scrub_files(settings.paths, records)
+    except CouncilError as exc:
+        sys.stderr.write(f"council forget: {exc.message}\n")
+        return FAILURE
+    except OSError as exc:
+        sys.stderr.write(f"council forget: {exc}\n")
+        return FAILURE
+    sys.stdout.write(f"forgot user {args.user!r}: {len(records)} record(s) removed from {settings.paths.memory}, "
+                     f"{scrubbed.lines} line(s) and {scrubbed.strings} log string(s) from {len(scrubbed.files)} "
+                     "file(s)\n")
+    return OK if records or scrubbed.lines or scrubbed.strings else NOTHING_TO_DO
