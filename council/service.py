@@ -1,4 +1,8 @@
-"""One chat exchange end to end: recall, route, score, record durably — the part behind the HTTP handler."""
+"""One chat exchange end to end: recall, route, score, record durably — the part behind the HTTP handler.
+
+Recall (``memory.share``): a request by user U gets corrected exchanges (their correction as the answer) and
+successful ones, of U only or of anyone as the setting says; ``delete`` erases one record everywhere.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import Any
 
 from council.config import Settings
 from council.embedder import BatchingEmbedder
-from council.errors import NotFoundError
+from council.erasure import scrub_files
+from council.errors import NotFoundError, StorageError
 from council.memory import MemoryStore
 from council.router import Decision, Router
 from council.schema import ExchangeRecord, new_record_id
@@ -49,19 +54,20 @@ class ChatService:
             raise NotFoundError(f"model {model!r} does not exist; GET /v1/models lists the available ones",
                                 code="model_not_found", param="model")
 
-    async def _recall(self, query: str) -> tuple[Any, list[tuple[ExchangeRecord, float]]]:
+    async def _recall(self, query: str, user: str | None) -> tuple[Any, list[tuple[ExchangeRecord, float]]]:
         vector = await self.embedder.embed_one(query)
         c = self.settings.council
         if c.memory_k == 0:
             return vector, []
-        context = await asyncio.to_thread(self.memory.search, vector, c.memory_k, c.memory_min_similarity, True)
+        context = await asyncio.to_thread(self.memory.search, vector, c.memory_k, c.memory_min_similarity,
+                                          share=self.settings.memory.share, user=user)
         return vector, context
 
     async def answer(self, request: ChatRequest, user: str | None, session: str | None) -> Answer:
         """Route ``request``, then write its record; returns only after the record is durable."""
         self.check_model(request.model)
         started = time.perf_counter()
-        vector, context = await self._recall(request.query)
+        vector, context = await self._recall(request.query, user)
         direct = None if request.model == COUNCIL_MODEL else request.model
         params = request.params(self.settings.council.temperature)
         decision = await self.router.decide(request.messages, params, context, direct_model=direct)
@@ -84,7 +90,7 @@ class ChatService:
         )
         await asyncio.to_thread(self.memory.add, record, vector)
         self.stats.observe(winner.head, record.success, record.confidence, latency_ms, record.failure_source,
-                           escalated=len(decision.route) > 1, adapter=self.live_adapter())
+                           escalated=len(decision.route) > 1, adapter=record.adapter, live=self.live_adapter())
         self.stats.memory_size.set(self.memory.count())
         return Answer(record=record, decision=decision)
 
@@ -100,6 +106,21 @@ class ChatService:
                       user: str | None) -> tuple[list[ExchangeRecord], bool]:
         """A page of records, newest first (see ``MemoryStore.page``), read off the event loop."""
         return await asyncio.to_thread(self.memory.page, limit, after, success, since, user)
+
+    def _erase(self, record_id: str) -> None:
+        records = self.memory.delete([record_id])  # the index is compacted in a background thread
+        if not records:
+            raise NotFoundError(f"no record {record_id!r}", code="record_not_found")
+        try:
+            scrubbed = scrub_files(self.settings.paths, records)
+        except OSError as exc:
+            raise StorageError(f"record {record_id} was erased from the memory but not from every file: {exc}") from exc
+        log.info("erased record %s (and %d line(s) in %d file(s))", record_id, scrubbed.lines, len(scrubbed.files))
+
+    async def delete(self, record_id: str) -> None:
+        """Erase one record from the memory, from recall and from every file that copied it (``council/erasure.py``)."""
+        await asyncio.to_thread(self._erase, record_id)
+        self.stats.memory_size.set(self.memory.count())
 
     async def record(self, record_id: str) -> ExchangeRecord:
         record = await asyncio.to_thread(self.memory.get, record_id)

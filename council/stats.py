@@ -1,7 +1,10 @@
 """Serving metrics: Prometheus series (``GET /metrics``) and the post-deploy window (``GET /health``).
 
-The window counts requests, successes and latencies only since the live adapter last changed, so the
-deploy monitor judges a new adapter on its own traffic.
+The window starts when the live adapter changes and keeps two tallies (requests, successes, latencies):
+``served``, every request since the change (the deploy monitor's pre-swap baseline), and the window's own
+figures, only the requests the live adapter itself answered, so the monitor judges a new adapter on its own
+answers, not on those the base model gave outside its scope or a remote model gave. While no adapter is
+live, both tallies count every request.
 """
 
 from __future__ import annotations
@@ -23,15 +26,17 @@ WINDOW_LATENCIES = 10_000  # latencies kept for the window's p95
 
 
 @dataclass
-class Window:
-    adapter: str | None
-    since: float = field(default_factory=time.time)
+class Tally:
+    """Requests, successes and the last WINDOW_LATENCIES latencies of one set of requests."""
+
     requests: int = 0
     successes: int = 0
-    arrivals: deque[float] = field(default_factory=deque)  # the last WINDOW_LATENCIES latencies, oldest first
+    arrivals: deque[float] = field(default_factory=deque)  # the kept latencies, oldest first
     ordered: list[float] = field(default_factory=list)  # the same latencies, sorted: p95 without a sort
 
-    def add_latency(self, latency_ms: float) -> None:
+    def add(self, success: bool, latency_ms: float) -> None:
+        self.requests += 1
+        self.successes += int(success)
         self.arrivals.append(latency_ms)
         bisect.insort(self.ordered, latency_ms)
         if len(self.arrivals) > WINDOW_LATENCIES:
@@ -39,13 +44,35 @@ class Window:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "adapter": self.adapter,
-            "since": self.since,
             "requests": self.requests,
             "successes": self.successes,
             "success_rate": round(self.successes / self.requests, 4) if self.requests else None,
             "p95_latency_ms": round(percentile_of_sorted(self.ordered, 0.95), 2) if self.ordered else None,
         }
+
+
+@dataclass
+class Window:
+    """Figures since ``adapter`` went live: ``answered`` (by that adapter; by anything while it is None)
+    and ``served`` (every request)."""
+
+    adapter: str | None
+    since: float = field(default_factory=time.time)
+    answered: Tally = field(default_factory=Tally)
+    served: Tally = field(default_factory=Tally)
+
+    @property
+    def requests(self) -> int:
+        return self.answered.requests
+
+    def add(self, success: bool, latency_ms: float, answered_by: str | None) -> None:
+        self.served.add(success, latency_ms)
+        if self.adapter is None or answered_by == self.adapter:
+            self.answered.add(success, latency_ms)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"adapter": self.adapter, "since": self.since, **self.answered.to_dict(),
+                "served": self.served.to_dict()}
 
 
 class ServerStats:
@@ -70,11 +97,15 @@ class ServerStats:
         self.adapter_info = Gauge("council_live_adapter", "1 for the adapter being served.", ["version"], registry=r)
         self.adapter_changed = Gauge("council_adapter_changed_timestamp_seconds",
                                      "When the live adapter last changed.", registry=r)
-        self.window_success = Gauge("council_window_success_rate", "Success rate since the adapter changed.",
+        self.window_success = Gauge("council_window_success_rate", "Success rate of the requests the live "
+                                    "adapter answered since it changed (all requests while none is live).",
                                     registry=r)
-        self.window_p95 = Gauge("council_window_p95_latency_ms", "p95 latency since the adapter changed.",
-                                registry=r)
-        self.window_requests = Gauge("council_window_requests", "Requests since the adapter changed.", registry=r)
+        self.window_p95 = Gauge("council_window_p95_latency_ms", "p95 latency of the requests the live adapter "
+                                "answered since it changed (all requests while none is live).", registry=r)
+        self.window_requests = Gauge("council_window_requests", "Requests the live adapter answered since it "
+                                     "changed (all requests while none is live).", registry=r)
+        self.window_served = Gauge("council_window_served_requests", "All requests served since the live "
+                                   "adapter changed, whoever answered them.", registry=r)
         self.loop = Gauge("council_loop", "Nightly-loop figures read from logs/loop_metrics.json.", ["name"],
                           registry=r)
         self.loop_metrics_file = loop_metrics_file
@@ -89,9 +120,11 @@ class ServerStats:
         self._publish_window()
 
     def observe(self, head: str, success: bool, confidence: float, latency_ms: float, source: str | None,
-                escalated: bool, adapter: str | None) -> None:
-        if adapter != self.window.adapter:
-            self.adapter_live(adapter)
+                escalated: bool, adapter: str | None, live: str | None) -> None:
+        """Count one answered request: ``adapter`` answered it (None: the base model or a remote one) while
+        ``live`` was the live adapter (a change not yet noted starts a new window first)."""
+        if live != self.window.adapter:
+            self.adapter_live(live)
         self.requests.labels(head).inc()
         self.latency.observe(latency_ms / 1000)
         self.confidence.observe(confidence)
@@ -99,15 +132,13 @@ class ServerStats:
             self.escalations.inc()
         if not success:
             self.failures.labels(source or "low_confidence").inc()
-        w = self.window
-        w.requests += 1
-        w.successes += int(success)
-        w.add_latency(latency_ms)
+        self.window.add(success, latency_ms, answered_by=adapter)
         self._publish_window()
 
     def _publish_window(self) -> None:
         data = self.window.to_dict()
         self.window_requests.set(self.window.requests)
+        self.window_served.set(self.window.served.requests)
         self.window_success.set(data["success_rate"] if data["success_rate"] is not None else float("nan"))
         self.window_p95.set(data["p95_latency_ms"] if data["p95_latency_ms"] is not None else float("nan"))
 

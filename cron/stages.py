@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cron.nightly import NightlyConfig
+    from deploy.main import DeployConfig
 
 
 def _harvest(config: NightlyConfig) -> int:
@@ -44,14 +45,21 @@ def _train(config: NightlyConfig) -> int:
     return train_main(TrainConfig.from_settings(config.settings, **overrides))
 
 
-def _deploy(config: NightlyConfig) -> int:
+def deploy_config(config: NightlyConfig) -> DeployConfig:
+    """The deploy stage's options from the night's (ValueError, saying how to fix it, for a bad one)."""
     from deploy.main import DeployConfig
+
+    return DeployConfig(settings=config.settings, server_url=config.server_url,
+                        window_seconds=config.window_seconds, sample_seconds=config.sample_seconds,
+                        max_success_drop=config.max_success_drop, max_latency_ratio=config.max_latency_ratio,
+                        max_p95_latency_ms=config.max_p95_latency_ms, min_success_rate=config.min_success_rate,
+                        min_probe_pass_rate=config.min_probe_pass_rate, probe_file=config.probe_file)
+
+
+def _deploy(config: NightlyConfig) -> int:
     from deploy.main import main as deploy_main
 
-    return deploy_main(DeployConfig(settings=config.settings, server_url=config.server_url,
-                                    window_seconds=config.window_seconds, sample_seconds=config.sample_seconds,
-                                    max_p95_latency_ms=config.max_p95_latency_ms,
-                                    min_success_rate=config.min_success_rate, probe_file=config.probe_file))
+    return deploy_main(deploy_config(config))
 
 
 def cleanup(config: NightlyConfig) -> dict[str, Any]:

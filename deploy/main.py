@@ -9,11 +9,16 @@ Steps (figures and the decision go to ``<home>/logs/deploy_summary.json`` and th
 3. canary: ``prompts/canary.jsonl`` cases run greedily on the candidate (``--min-canary-pass-rate``,
    1.0 by default), then the validation split's loss must not exceed the current adapter's (or the base
    model's) by more than ``--loss-tolerance`` (relative);
-4. swap ``loras/current`` atomically (``deploy.swap``) and record it in ``loras/registry.json``;
-5. ask the server to reload and confirm through ``GET /health`` (no server answering is allowed: the
+4. read the server's pre-swap figures from ``GET /health`` (every request since its last change, topped up
+   with ``--probe-file`` probes below ``--min-requests``): the baseline, ``summary["monitor"]["baseline"]``;
+5. swap ``loras/current`` atomically (``deploy.swap``) and record it in ``loras/registry.json``;
+6. ask the server to reload and confirm through ``GET /health`` (no server answering is allowed: the
    summary says ``"confirmed": false`` and the window is skipped);
-6. watch the server's post-swap window (``deploy.monitor``) and roll back on errors, latency, a server
-   that stops answering or one that serves another adapter.
+7. watch the server's post-swap window (``deploy.monitor``), judging only the requests the candidate
+   answered against the baseline, and roll back when their success rate drops more than
+   ``--max-success-drop`` or their p95 grows past ``--max-latency-ratio`` times the baseline's, when they
+   cross an absolute limit set with ``--min-success-rate`` / ``--max-p95-latency-ms`` (off by default),
+   or when the server stops answering or serves another adapter.
 
 A refused candidate is marked failed in the registry and ``loras/current`` is left untouched.
 
@@ -28,7 +33,7 @@ import gc
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,15 @@ from council.exitcodes import FAILURE, NOTHING_TO_DO, OK, USAGE
 from council.validation import COUNCIL_MODEL
 from deploy.alerts import DEPLOY_FAILURE, DEPLOY_SUCCESS, ROLLBACK, Alerter
 from deploy.canary import check_candidate
-from deploy.monitor import ServerClient, Thresholds, confirm_adapter, default_server_url, watch
+from deploy.monitor import (
+    LATENCY_FLOOR_MS,
+    ServerClient,
+    Thresholds,
+    confirm_adapter,
+    default_server_url,
+    measure_baseline,
+    watch,
+)
 from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter, utc_now
 from deploy.rollback import DEFAULT_SERVER_URL, confirm_on_server, switch_to
 from deploy.swap import deploy_lock, point_current
@@ -54,6 +67,9 @@ class DeployConfig:
     version: str = field(default="", metadata={"help": "Adapter version; empty = newest never deployed."})
     canary_file: str = field(default="", metadata={"help": "Canary JSONL; empty = <prompts_dir>/canary.jsonl."})
     min_canary_pass_rate: float = field(default=1.0, metadata={"help": "Share of canary cases that must pass."})
+    min_probe_pass_rate: float = field(default=0.8, metadata={
+        "help": "Share of the night's held-out paraphrase probes (in-scope questions) the candidate must answer "
+                "right, as served; see deploy/canary.py."})
     loss_tolerance: float = field(default=0.05, metadata={
         "help": "Allowed relative validation-loss increase over the current adapter (0.05 = 5%)."})
     max_eval_examples: int = field(default=64, metadata={"help": "Validation examples scored at most."})
@@ -61,13 +77,25 @@ class DeployConfig:
     confirm_seconds: float = field(default=30.0, metadata={"help": "Wait for /health to report the version."})
     window_seconds: float = field(default=60.0, metadata={"help": "Length of the monitoring window."})
     sample_seconds: float = field(default=10.0, metadata={"help": "Interval between /health samples."})
-    min_requests: int = field(default=5, metadata={"help": "Requests needed before the window is judged."})
-    min_success_rate: float = field(default=0.85, metadata={"help": "Roll back below this success rate."})
-    max_p95_latency_ms: float = field(default=1000.0, metadata={"help": "Roll back above this p95 latency."})
+    min_requests: int = field(default=5, metadata={"help": "Requests the candidate must answer before the window is "
+                                                           "judged (and the fewest a pre-swap baseline needs)."})
+    max_success_drop: float = field(default=0.15, metadata={
+        "help": "Roll back when the success rate of the requests the candidate answered falls more than this "
+                "below the pre-swap rate (absolute: 0.15 = 15 points, e.g. 0.90 -> under 0.75); 1 = off."})
+    max_latency_ratio: float = field(default=3.0, metadata={
+        "help": "Roll back when the p95 latency of the requests the candidate answered exceeds this many times "
+                f"the pre-swap p95 plus {LATENCY_FLOOR_MS:.0f} ms (the floor keeps millisecond baselines from "
+                "flaking; 3 allows for a LoRA's extra work and a busy CPU, not a hang); 0 = off."})
+    min_success_rate: float = field(default=0.0, metadata={
+        "help": "Absolute floor: roll back below this success rate of the candidate's answers; 0 = off."})
+    max_p95_latency_ms: float = field(default=0.0, metadata={
+        "help": "Absolute ceiling: roll back above this p95 latency (ms) of the candidate's answers; 0 = off "
+                "(depends on the hardware; the relative max_latency_ratio works anywhere)."})
     down_after: int = field(default=2, metadata={"help": "Missed /health samples in a row that mean the "
                                                          "server died (rollback)."})
     probe_file: str = field(default="", metadata={"help": "Prompts (JSONL with 'prompt', or text lines) sent "
-                                                          "while the window lacks traffic; empty = none."})
+                                                          "when the pre-swap figures or the window lack traffic; "
+                                                          "empty = none."})
     probe_model: str = field(default=COUNCIL_MODEL, metadata={"help": "Model name the probes ask for."})
     probe_max_tokens: int = field(default=16, metadata={"help": "max_tokens of a probe."})
 
@@ -76,7 +104,7 @@ class DeployConfig:
             self.canary_file = str(self.settings.prompts_dir / "canary.jsonl")
         if self.version:
             Registry(self.settings.paths.loras).folder(self.version)  # ValueError for a malformed name
-        for name in ("min_canary_pass_rate", "min_success_rate"):
+        for name in ("min_canary_pass_rate", "min_probe_pass_rate", "min_success_rate", "max_success_drop"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")
         if self.loss_tolerance < 0:
@@ -85,8 +113,11 @@ class DeployConfig:
             raise ValueError("window_seconds and confirm_seconds must be >= 0 and sample_seconds > 0")
         if min(self.max_eval_examples, self.min_requests, self.down_after, self.probe_max_tokens) < 1:
             raise ValueError("max_eval_examples, min_requests, down_after and probe_max_tokens must be >= 1")
-        if self.max_p95_latency_ms <= 0:
-            raise ValueError("max_p95_latency_ms must be > 0")
+        if self.max_p95_latency_ms < 0:
+            raise ValueError("max_p95_latency_ms must be >= 0 (0 = no absolute latency limit)")
+        if self.max_latency_ratio != 0 and self.max_latency_ratio < 1:
+            raise ValueError(f"max_latency_ratio must be 0 (off) or >= 1 (3 = three times the pre-swap p95), "
+                             f"got {self.max_latency_ratio}")
         if not self.server_url.startswith(("http://", "https://")):
             raise ValueError(f"server_url must start with http:// or https://, got {self.server_url!r}")
         if self.probe_file:
@@ -158,6 +189,11 @@ def _deploy(config: DeployConfig, summary: dict[str, Any]) -> int:
         summary.update(decision="refused", reason=reason)
         return FAILURE
     gc.collect()
+    client = ServerClient(config.server_url, settings.server.api_key)
+    probes = read_probes(config.probe_file)
+    baseline = measure_baseline(client, config.min_requests, probes, config.probe_model, config.probe_max_tokens)
+    summary["monitor"] = {"baseline": asdict(baseline)}
+    log.info("pre-swap baseline: %s", summary["monitor"]["baseline"])
     previous = state.current
     point_current(registry.loras, version)
     state.current, state.previous = version, previous
@@ -167,7 +203,6 @@ def _deploy(config: DeployConfig, summary: dict[str, Any]) -> int:
     summary["swap"] = {"at": utc_now(), "from": previous, "to": version}
     log.info("swapped loras/current: %s -> %s", previous or "(base model)", version)
 
-    client = ServerClient(config.server_url, settings.server.api_key)
     reachable, confirmed, health = confirm_adapter(client, version, config.confirm_seconds)
     summary["server"] = {"url": config.server_url, "reachable": reachable, "confirmed": confirmed,
                          "adapter": (health or {}).get("adapter"),
@@ -182,10 +217,11 @@ def _deploy(config: DeployConfig, summary: dict[str, Any]) -> int:
         why = (f"the server did not switch to {version} within {config.confirm_seconds:.0f} s (it serves "
                f"{summary['server']['adapter']!r}; adapter_error: {summary['server']['adapter_error']})")
         return _roll_back(config, registry, state, version, previous, why, summary)
-    limits = Thresholds(config.min_requests, config.min_success_rate, config.max_p95_latency_ms)
-    result = watch(client, version, config.window_seconds, config.sample_seconds, limits,
-                   read_probes(config.probe_file), config.probe_model, config.probe_max_tokens, config.down_after)
-    summary["monitor"] = result.to_dict()
+    limits = Thresholds(config.min_requests, config.min_success_rate, config.max_p95_latency_ms,
+                        config.max_success_drop, config.max_latency_ratio)
+    result = watch(client, version, config.window_seconds, config.sample_seconds, limits, probes,
+                   config.probe_model, config.probe_max_tokens, config.down_after, baseline=baseline)
+    summary["monitor"].update(result.to_dict())
     if result.decision == "rollback":
         return _roll_back(config, registry, state, version, previous, result.reason, summary)
     summary.update(decision="deployed", reason=result.reason)

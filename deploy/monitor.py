@@ -1,10 +1,15 @@
-"""Talking to the running server after a swap: confirm the adapter, then watch the health window.
+"""Talking to the running server around a swap: measure the baseline, confirm the adapter, watch the window.
 
 The server's ``GET /health`` reports ``adapter`` and ``window`` = {since, requests, success_rate,
-p95_latency_ms}, counted since its last adapter change. ``watch`` samples it every ``sample_seconds``
-for ``window_seconds``; once ``min_requests`` requests are seen it rolls back when the success rate or
-the p95 latency crosses its threshold. With no traffic it can send probe prompts to
-``/v1/chat/completions`` so the window gets data.
+p95_latency_ms, served}, counted since its last adapter change: the top-level figures cover only the
+requests the live adapter answered, ``served`` every request. Like Flagger's or Argo Rollouts' canary
+analysis, the window is judged relative to figures measured on the same server before the swap
+(``measure_baseline``: the ``served`` figures, topped up with probe prompts when they hold fewer than
+``min_requests``), so the defaults hold on any hardware. ``watch`` samples /health every
+``sample_seconds`` for ``window_seconds``; once the adapter answered ``min_requests`` requests it rolls
+back when their success rate falls more than ``max_success_drop`` below the baseline's or their p95
+exceeds ``max_latency_ratio`` times the baseline's (plus ``LATENCY_FLOOR_MS``), or crosses an absolute
+limit the user set. With too little traffic it sends the same probes so the window gets data.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _NETWORK_ERRORS = (urllib.error.URLError, OSError, TimeoutError, ValueError)
+LATENCY_FLOOR_MS = 50.0  # added to the relative p95 limit: a 2 ms baseline must not fail at 7 ms
 
 
 def default_server_url(settings: Any) -> str:
@@ -115,18 +121,36 @@ def confirm_adapter(client: ServerClient, version: str | None, timeout: float,
 
 @dataclass
 class Thresholds:
+    """When the window calls for a rollback; 0 turns an absolute limit or the latency ratio off."""
+
     min_requests: int = 5
-    min_success_rate: float = 0.85
-    max_p95_latency_ms: float = 1000.0
+    min_success_rate: float = 0.0
+    max_p95_latency_ms: float = 0.0
+    max_success_drop: float = 0.15
+    max_latency_ratio: float = 3.0
+
+
+@dataclass
+class Baseline:
+    """The server's figures just before the swap; ``skipped`` says why the relative checks cannot run."""
+
+    requests: int = 0
+    success_rate: float | None = None
+    p95_latency_ms: float | None = None
+    adapter: str | None = None
+    probes_sent: int = 0
+    probe_failures: int = 0
+    skipped: str | None = None
 
 
 @dataclass
 class WatchResult:
     decision: str  # "keep" | "rollback"
     reason: str
-    requests: int = 0
+    requests: int = 0  # answered by the candidate
     success_rate: float | None = None
     p95_latency_ms: float | None = None
+    served: int = 0  # all requests since the swap
     probes_sent: int = 0
     probe_failures: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -135,17 +159,67 @@ class WatchResult:
         return asdict(self)
 
 
-def judge(window: dict[str, Any], limits: Thresholds) -> str | None:
-    """Why the window calls for a rollback, or None."""
+def served_figures(window: dict[str, Any]) -> dict[str, Any]:
+    """A window's figures over every request (a server older than ``served`` counted every request)."""
+    served = window.get("served")
+    return served if isinstance(served, dict) else window
+
+
+class Prober:
+    """Sends the probe prompts in turn, counting what it sent and what failed."""
+
+    def __init__(self, client: ServerClient, probes: list[str] | None, model: str, max_tokens: int) -> None:
+        self.client, self.probes, self.model, self.max_tokens = client, probes or [], model, max_tokens
+        self.sent = self.failures = 0
+
+    def send(self, count: int) -> None:
+        for _ in range(count if self.probes else 0):
+            ok = self.client.chat(self.probes[self.sent % len(self.probes)], self.model, self.max_tokens)
+            self.sent += 1
+            self.failures += 0 if ok else 1
+
+
+def measure_baseline(client: ServerClient, min_requests: int, probes: list[str] | None = None,
+                     probe_model: str = "", probe_max_tokens: int = 16) -> Baseline:
+    """The served figures of the server's current window, topped up with probes below ``min_requests``."""
+    health = client.health()
+    if health is None:
+        return Baseline(skipped=f"no server answered /health before the swap ({client.last_error})")
+    figures = served_figures(health.get("window") or {})
+    prober = Prober(client, probes, probe_model, probe_max_tokens)
+    if int(figures.get("requests") or 0) < min_requests and probes:
+        prober.send(min_requests - int(figures.get("requests") or 0))
+        health = client.health() or health
+        figures = served_figures(health.get("window") or {})
+    baseline = Baseline(int(figures.get("requests") or 0), figures.get("success_rate"),
+                        figures.get("p95_latency_ms"), health.get("adapter"), prober.sent, prober.failures)
+    if baseline.requests < min_requests or baseline.success_rate is None or baseline.p95_latency_ms is None:
+        baseline.skipped = (f"only {baseline.requests} request(s) served before the swap (need {min_requests}"
+                            f"{'' if probes else '; set a probe file to measure them'}); only absolute limits "
+                            "apply")
+    return baseline
+
+
+def judge(window: dict[str, Any], limits: Thresholds, baseline: Baseline | None = None) -> str | None:
+    """Why the window calls for a rollback, or None; it judges only the requests the adapter answered."""
     requests = int(window.get("requests") or 0)
     if requests < limits.min_requests:
         return None
-    rate = window.get("success_rate")
-    if rate is not None and float(rate) < limits.min_success_rate:
-        return f"success rate {float(rate):.2f} < {limits.min_success_rate} over {requests} requests"
-    p95 = window.get("p95_latency_ms")
-    if p95 is not None and float(p95) > limits.max_p95_latency_ms:
-        return f"p95 latency {float(p95):.0f} ms > {limits.max_p95_latency_ms:.0f} ms over {requests} requests"
+    over = f"over {requests} adapter-answered requests"
+    rate, p95 = window.get("success_rate"), window.get("p95_latency_ms")
+    if rate is not None and limits.min_success_rate and float(rate) < limits.min_success_rate:
+        return f"success rate {float(rate):.2f} < {limits.min_success_rate} {over}"
+    if p95 is not None and limits.max_p95_latency_ms and float(p95) > limits.max_p95_latency_ms:
+        return f"p95 latency {float(p95):.0f} ms > {limits.max_p95_latency_ms:.0f} ms {over}"
+    if baseline is None or baseline.skipped:
+        return None
+    if rate is not None and float(rate) < float(baseline.success_rate) - limits.max_success_drop:
+        return (f"success rate {float(rate):.2f} fell more than {limits.max_success_drop} below the pre-swap "
+                f"{float(baseline.success_rate):.2f} {over}")
+    ceiling = limits.max_latency_ratio * float(baseline.p95_latency_ms) + LATENCY_FLOOR_MS
+    if p95 is not None and limits.max_latency_ratio and float(p95) > ceiling:
+        return (f"p95 latency {float(p95):.0f} ms > {ceiling:.0f} ms ({limits.max_latency_ratio}x the pre-swap "
+                f"{float(baseline.p95_latency_ms):.0f} ms + {LATENCY_FLOOR_MS:.0f}) {over}")
     return None
 
 
@@ -160,13 +234,19 @@ def watch(
     probe_max_tokens: int = 16,
     down_after: int = 2,
     sleep: Callable[[float], None] = time.sleep,
+    baseline: Baseline | None = None,
 ) -> WatchResult:
-    """Sample /health until the window ends or a rollback is called for."""
+    """Sample /health until the window ends or a rollback is called for (``judge`` against ``baseline``).
+
+    While fewer than ``min_requests`` requests were served since the swap, it sends probes to make up the
+    difference; whether the adapter or the base model answers them, it stops there."""
     result = WatchResult("keep", "")
     started = time.monotonic()
     misses = 0
-    probe_index = 0
+    prober = Prober(client, probes, probe_model, probe_max_tokens)
+    ended = False  # the window is over: this sample is the last
     while True:
+        sent = prober.sent
         health = client.health()
         elapsed = round(time.monotonic() - started, 2)
         if health is None:
@@ -182,30 +262,35 @@ def watch(
             result.requests = int(window.get("requests") or 0)
             result.success_rate = window.get("success_rate")
             result.p95_latency_ms = window.get("p95_latency_ms")
+            result.served = int(served_figures(window).get("requests") or 0)
             result.samples.append({"t": elapsed, "adapter": health.get("adapter"), **window})
             log.info("monitor t=%.0fs: %s", elapsed, window)
             if health.get("adapter") != version:
                 result.decision = "rollback"
                 result.reason = f"server serves {health.get('adapter')!r} instead of {version!r}"
                 return result
-            why = judge(window, limits)
+            why = judge(window, limits, baseline)
             if why:
                 result.decision, result.reason = "rollback", why
                 return result
-            if probes and result.requests < limits.min_requests:
-                for _ in range(limits.min_requests - result.requests):
-                    ok = client.chat(probes[probe_index % len(probes)], probe_model, probe_max_tokens)
-                    probe_index += 1
-                    result.probes_sent += 1
-                    result.probe_failures += 0 if ok else 1
+            if not ended:
+                prober.send(max(0, limits.min_requests - result.served))
+                result.probes_sent, result.probe_failures = prober.sent, prober.failures
         remaining = window_seconds - (time.monotonic() - started)
-        if remaining <= 0:
+        if ended or (remaining <= 0 and prober.sent == sent):
             break
-        sleep(min(sample_seconds, remaining))
+        ended = remaining <= 0  # probes went out as the window ended: one more sample counts them
+        sleep(max(0.0, min(sample_seconds, remaining)))
     if result.requests < limits.min_requests:
-        result.reason = (f"only {result.requests} request(s) in the {window_seconds:.0f} s window "
-                         f"(need {limits.min_requests} to judge); keeping the candidate")
+        result.reason = (f"only {result.requests} request(s) answered by {version} in the {window_seconds:.0f} s "
+                         f"window ({result.served} served in all; need {limits.min_requests} to judge); keeping "
+                         "the candidate")
     else:
         result.reason = (f"healthy: {result.requests} requests, success rate {result.success_rate}, "
                          f"p95 {result.p95_latency_ms} ms")
+        if baseline is not None and baseline.skipped is None:
+            result.reason += (f" (pre-swap: success rate {baseline.success_rate}, p95 "
+                              f"{baseline.p95_latency_ms} ms)")
+    if baseline is not None and baseline.skipped:
+        result.reason += f"; relative checks skipped: {baseline.skipped}"
     return result
