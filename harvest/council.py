@@ -38,13 +38,14 @@ from autogen_core.model_context import UnboundedChatCompletionContext
 from autogen_core.models import AssistantMessage, ChatCompletionTokenLogprob, SystemMessage, UserMessage
 
 from council.errors import PromptError
+from council.pii import redact
 from council.prompts import PromptStore
 from harvest.model_client import LiteLLMChatClient, ModelCallError
-from harvest.pii import redact
 from harvest.quality import Candidate, agrees, mean_probability, parse_candidate, parse_vote, score, tokens
 
 log = logging.getLogger(__name__)
 USER_CORRECTION = "user-correction"  # Candidate.model of the user's own correction (agent 0)
+ORIGINAL_ANSWER = "original-answer"  # Candidate.model of the answer as given (agent -1), when it may stand
 PHRASE_MAX_TOKENS = 64  # a worded correction is an answer of a sentence or two, not a rewrite
 _TEMPLATE = re.compile(r"harvest_rewriter_(\d+)\.j2")
 
@@ -162,8 +163,13 @@ class HarvestCouncil:
         text = result.content.strip() if isinstance(result.content, str) else ""
         return text if text and agrees(text, correction) else correction
 
-    async def deliberate(self, query: str, bad_answer: str, correction: str | None) -> Outcome:
-        """Run both rounds for one (already redacted) record; ``outcome.winner`` is None if no candidate survived."""
+    async def deliberate(self, query: str, bad_answer: str, correction: str | None,
+                         keep_original: bool = False) -> Outcome:
+        """Run both rounds for one (already redacted) record; ``outcome.winner`` is None if no candidate survived.
+
+        ``keep_original``: the answer as given is on the ballot too (an answer no user faulted, e.g. one the
+        model was merely unsure of), so a rewrite replaces it only by out-voting it; when it wins,
+        ``outcome.winner.model`` is ``ORIGINAL_ANSWER``."""
         outcome = Outcome()
         task = self.prompts.render("harvest_task.j2", query=query, bad_answer=bad_answer, correction=correction)
         replies = await self._round("rewrite", task)
@@ -191,12 +197,16 @@ class HarvestCouncil:
             # reasoned rewrite that agrees with it.
             seen[tuple(tokens(correction))] = Candidate(agent=0, model=USER_CORRECTION, reasoning="",
                                                         answer=await self.phrase(query, correction), strict=True)
+        if keep_original and seen and tuple(tokens(bad_answer)) not in seen:
+            seen[tuple(tokens(bad_answer))] = Candidate(agent=-1, model=ORIGINAL_ANSWER, reasoning="",
+                                                        answer=bad_answer, strict=True)
         outcome.candidates = list(seen.values())
         if not outcome.candidates:
             return outcome
         ballot = self.prompts.render("harvest_vote.j2", query=query, bad_answer=bad_answer, correction=correction,
                                      candidates=_numbered([{"reasoning": c.reasoning, "answer": c.answer,
-                                                            "from_user": c.agent == 0}
+                                                            "from_user": c.agent == 0,
+                                                            "original": c.agent == -1}
                                                            for c in outcome.candidates]))
         for reply in await self._round("vote", ballot):
             choice = parse_vote(reply.text, len(outcome.candidates))
@@ -211,8 +221,8 @@ class HarvestCouncil:
 
 
 def _numbered(candidates: list[dict]) -> list[dict]:
-    return [{"number": n, "reasoning": c["reasoning"], "answer": c["answer"], "from_user": c.get("from_user", False)}
-            for n, c in enumerate(candidates, start=1)]
+    return [{"number": n, "reasoning": c["reasoning"], "answer": c["answer"], "from_user": c.get("from_user", False),
+             "original": c.get("original", False)} for n, c in enumerate(candidates, start=1)]
 
 
 def _reply(result: TaskResult) -> str:
@@ -221,4 +231,4 @@ def _reply(result: TaskResult) -> str:
     return content if isinstance(content, str) else ""
 
 
-__all__ = ["HarvestCouncil", "ModelCallError", "Outcome", "Reply", "rewriter_templates"]
+__all__ = ["ORIGINAL_ANSWER", "HarvestCouncil", "ModelCallError", "Outcome", "Reply", "rewriter_templates"]

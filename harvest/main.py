@@ -35,6 +35,7 @@ from council.errors import CouncilError
 from harvest.selection import EPOCH, default_window, parse_when, select
 
 if TYPE_CHECKING:
+    from harvest.augment import AugmentSettings
     from harvest.pipeline import Report
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class HarvestConfig:
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of every council call."})
     concurrency: int = field(default=8, metadata={"help": "Records deliberated at once; their members' calls to a local model are decoded in shared batches (model.max_batch)."})
     timeout_seconds: float = field(default=120.0, metadata={"help": "Time limit of one model call; a timeout counts as a provider error."})
+    paraphrases: int = field(default=6, metadata={"help": "Paraphrased questions written per kept correction (some held out as the deploy's probes); 0 = none."})
+    statements: int = field(default=2, metadata={"help": "Declarative statements of the fact written per kept correction; 0 = none."})
+    reverse: bool = field(default=True, metadata={"help": "Write the reverse question of each kept correction where it has one."})
 
     def __post_init__(self) -> None:
         if isinstance(self.since, str):
@@ -88,6 +92,14 @@ class HarvestConfig:
             raise ValueError("max_tokens must be >= 8 and vote_max_tokens >= 2")
         if self.temperature < 0 or self.timeout_seconds <= 0:
             raise ValueError("temperature must be >= 0 and timeout_seconds > 0")
+        if self.paraphrases < 0 or self.statements < 0:
+            raise ValueError("--paraphrases and --statements must be >= 0 (0 = none; defaults 6 and 2)")
+
+    @property
+    def augment(self) -> AugmentSettings:
+        from harvest.augment import AugmentSettings  # autogen loads here, not for --help
+
+        return AugmentSettings(paraphrases=self.paraphrases, statements=self.statements, reverse=self.reverse)
 
     @property
     def member_models(self) -> list[str]:
@@ -121,12 +133,14 @@ async def harvest(config: HarvestConfig) -> Report:
 async def _run(settings: Settings, config: HarvestConfig, report: Report) -> None:
     from council.memory import MemoryStore
     from council.provider import unregister_provider
-    from harvest.pipeline import Harvester, build_council, ensure_local_provider
+    from harvest.pipeline import Harvester, build_augmenter, build_council, ensure_local_provider
 
-    store = MemoryStore.open(settings.paths.memory)
+    store = MemoryStore.open(settings.paths.memory, index=False)  # reads SQLite only; the server owns the index
     provider = None
     try:
-        harvester = Harvester(settings, store, build_council(settings, config), config.min_quality, report)
+        council = build_council(settings, config)
+        harvester = Harvester(settings, store, council, config.min_quality, report,
+                              build_augmenter(settings, council, config))
         groups = harvester.take(select(store, config.since, config.until, config.max_records,
                                        config.dedupe_similarity))
         if not report.found:
@@ -178,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dedupe-similarity", type=float, default=0.95, help="Collapse queries this similar (default 0.95).")
     parser.add_argument("--max-tokens", type=int, default=256, help="Token limit of one proposal (default 256).")
     parser.add_argument("--concurrency", type=int, default=8, help="Records deliberated at once (default 8).")
+    parser.add_argument("--paraphrases", type=int, default=6, help="Paraphrased questions per kept correction (default 6; 0 = none).")
+    parser.add_argument("--statements", type=int, default=2, help="Statements of the fact per kept correction (default 2; 0 = none).")
+    parser.add_argument("--no-reverse", dest="reverse", action="store_false", help="Do not write reverse questions.")
     parser.add_argument("--home", help="State directory (default $COUNCIL_HOME or ~/.council).")
     parser.add_argument("--config", help="TOML config file (default $COUNCIL_CONFIG or <home>/council.toml).")
     return parser
@@ -195,7 +212,8 @@ def cli(argv: list[str], settings: Settings | None) -> int:
         config = HarvestConfig(settings=settings, since=args.since, until=args.until, max_records=args.max_records,
                                agents=args.agents or max(3, len(models)), models=models, min_quality=args.min_quality,
                                dedupe_similarity=args.dedupe_similarity, max_tokens=args.max_tokens,
-                               concurrency=args.concurrency)
+                               concurrency=args.concurrency, paraphrases=args.paraphrases,
+                               statements=args.statements, reverse=args.reverse)
     except ValueError as exc:
         sys.stderr.write(f"council harvest: {exc}\n")
         return exitcodes.USAGE

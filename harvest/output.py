@@ -7,6 +7,13 @@ kept rewrite::
      "record_id": ..., "votes": {"for": 2, "cast": 3, "ballots": [1, 1, 2]}, "models": [member models],
      "source": "correction" | "thumbs_down" | "low_confidence", "created_at": ISO time of the harvest}
 
+A kept user correction is followed by the lines ``harvest.augment`` wrote for it, each with ``record_id``
+``<record id>#<kind><n>``, ``source_record_id`` (the exchange), ``kind`` (paraphrase | statement |
+reverse), ``correction`` (the user's words, what a right answer must contain) and ``held_out`` (true: not
+trained on; the deploy asks it as an in-scope probe and scores validation loss on it). A statement is
+the answer to one of the trained paraphrases (so every prompt has one target); the reverse question is
+answered by its own sentence.
+
 ``training_data/dpo_YYYYMMDD.jsonl``: TRL preference format ``{"prompt", "chosen", "rejected"}`` plus
 ``record_id`` (for de-duplication; TRL ignores extra columns).
 
@@ -22,9 +29,14 @@ import itertools
 import json
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from council.atomic import atomic_write_json, atomic_write_lines
+from council.schema import ExchangeRecord, to_iso, utcnow
+
+if TYPE_CHECKING:
+    from harvest.augment import Augmented
+    from harvest.council import Outcome
 
 
 def harvest_path(folder: Path, day: date) -> Path:
@@ -72,3 +84,44 @@ def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> int:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_json(path, data)
+
+
+def kept_rows(record: ExchangeRecord, source: str, query: str, bad: str, correction: str | None,
+              outcome: Outcome, models: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The harvest line and the DPO line of one kept winner (texts already redacted)."""
+    winner = outcome.winner
+    harvest_row = {"instruction": query, "input": "", "output": winner.answer, "reasoning": winner.reasoning,
+                   "quality_score": winner.quality, "record_id": record.id, "votes": outcome.votes,
+                   "models": models, "source": source, "created_at": to_iso(utcnow())}
+    if correction:
+        harvest_row["correction"] = correction
+    dpo_row = {"prompt": query, "chosen": winner.answer, "rejected": bad, "record_id": record.id}
+    return harvest_row, dpo_row
+
+
+def held_out_count(paraphrases: int) -> int:
+    """Paraphrases of one fact kept out of training: one from 2, two from 5 (the rest teach)."""
+    return (paraphrases >= 2) + (paraphrases >= 5)
+
+
+def augmented_rows(main: dict[str, Any], correction: str, extra: Augmented) -> list[dict[str, Any]]:
+    """The extra lines for a kept correction whose main line is ``main`` (see the module docstring)."""
+    base = {k: main[k] for k in ("input", "quality_score", "models", "source", "created_at")}
+    source_id = main["record_id"]
+
+    def row(kind: str, n: int, question: str, answer: str, held_out: bool = False) -> dict[str, Any]:
+        return {**base, "instruction": question, "output": answer, "reasoning": "", "kind": kind,
+                "record_id": f"{source_id}#{kind[0]}{n}", "source_record_id": source_id,
+                "correction": correction, "held_out": held_out}
+
+    held = held_out_count(len(extra.paraphrases))
+    taught = extra.paraphrases[held:]
+    rows = [row("paraphrase", i, p, main["output"], held_out=True) for i, p in enumerate(extra.paraphrases[:held])]
+    for j, question in enumerate(taught):
+        if j < len(extra.statements):
+            rows.append(row("statement", j, question, extra.statements[j]))
+        else:
+            rows.append(row("paraphrase", held + j, question, main["output"]))
+    if extra.reverse is not None:
+        rows.append(row("reverse", 0, *extra.reverse))
+    return rows

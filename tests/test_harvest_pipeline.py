@@ -65,6 +65,8 @@ def council_answers(fail_on: str | None = None, malformed: bool = False):
             return Script(error="upstream 503")
         if "judged correct" in messages[0]["content"]:  # asked to word a user's correction: it cannot
             return Script("I am not sure.")
+        if "member" not in messages[0]["content"]:  # augmentation (paraphrases, statements): none usable
+            return Script("I am not sure.")
         if "VOTE:" in prompt:
             return Script("VOTE: 1")
         if malformed:
@@ -147,7 +149,7 @@ async def test_jsonl_fields_pii_and_dpo(make_settings, embedder):
     report = await harvest(config(settings))
 
     [row] = lines(settings.paths.training_data / "harvest_20261121.jsonl")
-    assert set(row) == HARVEST_FIELDS
+    assert set(row) == HARVEST_FIELDS | {"correction"} and row["correction"] == "Paris"
     assert row["instruction"] == "Capital of France? reply to [EMAIL] or [PHONE]"
     assert (row["input"], row["output"], row["source"], row["models"]) == ("", "Paris", "correction", MODELS)
     assert row["reasoning"].startswith("Member 1 checked")
@@ -280,8 +282,9 @@ def test_cli_summary_line_exit_codes_and_usage(make_settings, embedder, capsys):
             "--max-records", "5", "--min-quality", "0.5", "--dedupe-similarity", "0.9"]
     assert cli(argv, settings) == exitcodes.OK
     out = capsys.readouterr().out.strip()
-    assert re.fullmatch(r"harvest: found=1 collapsed=0 rewritten=1 kept=1 dropped_malformed=0 errors=0 "
-                        r"mean_quality=\d\.\d{3} seconds=\d+\.\d", out), out
+    assert re.fullmatch(r"harvest: found=1 collapsed=0 rewritten=1 kept=1 corrections=0 paraphrases=0 statements=0 "
+                        r"reverse=0 held_out=0 dropped_malformed=0 errors=0 mean_quality=\d\.\d{3} "
+                        r"seconds=\d+\.\d augment_seconds=\d+\.\d", out), out
     assert cli(argv, settings) == exitcodes.NOTHING_TO_DO
     assert cli(["--since", "2026-11-22", "--until", "2026-11-21"], settings) == exitcodes.USAGE
     assert cli(["--since", "yesterday"], settings) == exitcodes.USAGE
