@@ -1,8 +1,13 @@
 """Harvest JSONL in, tokenized chat examples out: selection, filtering, splitting and formatting.
 
-A harvest line (see the design's "Harvest JSONL" contract) has ``instruction, input, output, reasoning,
-quality_score, record_id, ...``. Training uses the files in ``<home>/training_data/harvest_*.jsonl`` that
-``consumed.json`` ({filename: sha256}) does not list with their current hash, or the paths it is given.
+A harvest line (harvest/output.py) has ``instruction, input, output, reasoning, quality_score, record_id, ...``.
+Training uses the files in ``<home>/training_data/harvest_*.jsonl`` that ``consumed.json`` ({filename: sha256})
+does not list with their current hash, or the paths it is given; when it continues an adapter it also replays
+the lines of the files that adapter's lineage consumed, so the facts of earlier nights are not forgotten.
+
+Lines with ``source: "correction"`` are what a user taught: they are kept whatever their quality score (the
+score judges rewrites, not the user's words). Lines with ``held_out: true`` (paraphrases harvest kept out of
+training) are never trained on: they are the validation set, and the deploy asks them as in-scope probes.
 """
 
 from __future__ import annotations
@@ -127,7 +132,7 @@ def read_harvest(paths: list[Path], min_quality: float) -> HarvestData:
             example = parse_line(line)
             if example is None:
                 result.skipped_malformed += 1
-            elif example["quality_score"] < min_quality:
+            elif example["quality_score"] < min_quality and example.get("source") != "correction":
                 result.skipped_low_quality += 1
             else:
                 if example["record_id"] in by_id:
@@ -145,10 +150,21 @@ def load_examples(path: Path) -> list[dict[str, Any]]:
     return data.examples
 
 
+def consumed_files(training_data: Path) -> list[Path]:
+    """Harvest files an earlier training consumed (listed in consumed.json with their current hash)."""
+    consumed = read_consumed(training_data)
+    return [path for path in sorted(training_data.glob(HARVEST_GLOB))
+            if path.is_file() and consumed.get(path.name) == sha256_bytes(path.read_bytes())]
+
+
 def split_examples(
     examples: list[dict[str, Any]], fraction: float, min_total: int, seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Deterministic (train, validation) split ordered by a hash of seed and record id; none below ``min_total``."""
+    """(train, validation): the ``held_out`` lines when there are any; else a deterministic split ordered by a
+    hash of seed and record id, none below ``min_total`` examples."""
+    held = [e for e in examples if e.get("held_out") is True]
+    if held:
+        return [e for e in examples if e.get("held_out") is not True], held
     if len(examples) < min_total or fraction <= 0:
         return list(examples), []
     count = max(1, round(len(examples) * fraction))

@@ -13,7 +13,7 @@ from council.config import StatePaths
 from council.model_files import BaseModel, resolve_base_model
 from council.prompts import PromptStore, serving_system_prompt
 from training import artifacts
-from training.data import HarvestData, encode_all, split_examples, user_message
+from training.data import HarvestData, consumed_files, encode_all, read_harvest, split_examples, user_message
 from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult, torch_threads
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     train_raw, validation_raw = split_examples(
         data.examples, config.validation_fraction, config.split_min_examples, config.seed
     )
+    if parent is not None:
+        train_raw += replay_examples(paths, data, config.min_quality)
     train, dropped_train = encode_all(tokenizer, train_raw, prompts, hp.max_length)
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)
     kept_ids = {item.record_id for item in validation}
@@ -113,6 +115,20 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
         rehearsal=len(replay),
         train_queries=[user_message(e) for e in train_raw if e["record_id"] in trained_ids],
     )
+
+
+def replay_examples(paths: StatePaths, data: HarvestData, min_quality: float) -> list[dict[str, Any]]:
+    """Training lines of the harvest files earlier nights consumed (not held out, not in ``data``): continuing
+    an adapter on the new facts alone makes a small model forget the old ones (Zucchet et al., COLM 2025)."""
+    new_files = {Path(f.path).name for f in data.files}
+    files = [p for p in consumed_files(paths.training_data) if p.name not in new_files]
+    if not files:
+        return []
+    ids = {e["record_id"] for e in data.examples}
+    old = [e for e in read_harvest(files, min_quality).examples
+           if e.get("held_out") is not True and e["record_id"] not in ids]
+    log.info("replaying %d line(s) of %d earlier harvest file(s) beside the new ones", len(old), len(files))
+    return old
 
 
 def rehearsal_examples(config: TrainConfig, base: BaseModel, parent: Path | None, tokenizer: Any,
@@ -192,9 +208,12 @@ def metadata(
         "duration_seconds": round(duration, 3),
         "parent": prepared.parent.name if prepared.parent else None,
         "created_at": datetime.now(UTC).isoformat(),
-        # what this version was taught: each harvested question with the answer it learned
-        "learned": [{"question": user_message(example), "answer": example.get("output", "")}
-                    for example in data.examples],
+        # what this version was taught: each harvested question with the answer it learned (extra wordings
+        # harvest wrote for a correction are counted, not listed)
+        "learned": [{"question": user_message(example), "answer": example.get("output", ""),
+                     "record_id": example["record_id"]} for example in data.examples if not example.get("kind")],
+        "augmented": {kind: sum(1 for e in data.examples if e.get("kind") == kind)
+                      for kind in ("paraphrase", "statement", "reverse")},
     }
 
 
