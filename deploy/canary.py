@@ -12,6 +12,9 @@ Before that, ``check_weights`` reads every tensor (corrupt or non-finite weights
 ``check_base`` compares the adapter's base-model fingerprint with the served base model. The validation
 split of an adapter (``loras/<version>/validation.jsonl``) is scored with the training stage's
 ``training.evaluate.validation_loss``, so the examples are formatted exactly as in training.
+
+Then the in-scope probes (``deploy.probes``): held-out paraphrases of the night's corrections, asked of the
+candidate as served; then the validation loss, candidate against the adapter it replaces.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from council.jsonl import json_objects
 from council.local_model import LocalModel
 from council.model_files import BaseModel, resolve_base_model
 from council.prompts import PromptStore, serving_system_prompt
+from deploy.probes import load_validation, probe_gate
 from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter
 
 if TYPE_CHECKING:
@@ -203,13 +207,6 @@ def check_base(metadata: dict[str, Any], base: BaseModel) -> None:
         )
 
 
-def load_validation(path: Path, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` examples of an adapter's ``validation.jsonl`` (none when it is missing)."""
-    from training.data import load_examples
-
-    return load_examples(path)[:limit] if path.is_file() else []
-
-
 def validation_loss(model: LocalModel, examples: list[dict[str, Any]], prompts: PromptStore) -> float | None:
     """Mean assistant-token loss under the model's live adapter, formatted as in training; None if unscorable.
 
@@ -247,25 +244,32 @@ def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry,
         failed = [f"{c.id}: {', '.join(c.failed_checks)} (got {c.output!r})" for c in canary.cases if not c.passed]
         return (f"canary {canary.passed}/{len(canary.cases)} passed, below {config.min_canary_pass_rate:.0%}: "
                 + "; ".join(failed))
-    examples = load_validation(info.path / "validation.jsonl", config.max_eval_examples)
-    if not examples:
-        summary["eval"] = {"skipped": f"{info.version} has no validation examples"}
-        return None
-    prompts = PromptStore(settings.prompts_dir)
-    candidate = validation_loss(model, examples, prompts)
     baseline_version = state.current if state.current and read_adapter(registry.folder(state.current)).complete \
         else None
     try:
-        model.use_adapter(str(registry.folder(baseline_version)) if baseline_version else None)
+        refused = probe_gate(config, model, info, baseline_version, registry, summary)
     except AdapterError as exc:
         log.warning("current adapter %s does not load (%s); comparing with the base model", baseline_version, exc)
         baseline_version = None
-        model.use_adapter(None)
-    baseline = validation_loss(model, examples, prompts)
+        model.use_adapter(str(info.path))
+        refused = probe_gate(config, model, info, None, registry, summary)
+    if refused:
+        return refused
+    examples = load_validation(info.path / "validation.jsonl", config.max_eval_examples)
+    if not examples:
+        summary["eval"] = {"skipped": f"{info.version} has no validation examples (fewer than the training's "
+                                      "split_min_examples and no held-out paraphrases)"}
+        log.warning("validation-loss gate skipped: %s", summary["eval"]["skipped"])
+        return None
+    prompts = PromptStore(settings.prompts_dir)
+    baseline = validation_loss(model, examples, prompts)  # probe_gate left the model on the baseline
+    model.use_adapter(str(info.path))
+    candidate = validation_loss(model, examples, prompts)
     summary["eval"] = {"examples": len(examples), "candidate_loss": candidate, "baseline_loss": baseline,
                        "baseline": baseline_version, "tolerance": config.loss_tolerance}
     if candidate is None or baseline is None:
         summary["eval"] = {"skipped": "no validation example fits the model's context"}
+        log.warning("validation-loss gate skipped: %s", summary["eval"]["skipped"])
         return None
     if candidate > baseline + config.loss_tolerance * abs(baseline):
         return (f"validation loss {candidate:.4f} is worse than {baseline_version or 'the base model'}'s "

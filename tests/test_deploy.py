@@ -189,13 +189,13 @@ def test_validation_loss_regression_is_refused(settings, adapter_bank, one_case_
     assert os.readlink(loras / "current") == V1
 
 
-def link_server(loras: Path, window: dict[str, Any]) -> web.Application:
-    """A real HTTP server that reports the adapter ``loras/current`` names and a window we set."""
+def link_server(loras: Path, windows: dict[str | None, dict[str, Any]]) -> web.Application:
+    """A real HTTP server that reports the adapter ``loras/current`` names and the window we set for it."""
 
     def health_json() -> dict[str, Any]:
         link = loras / "current"
         adapter = os.readlink(link) if link.is_symlink() else None
-        return {"status": "ok", "adapter": adapter, "adapter_error": None, "window": window}
+        return {"status": "ok", "adapter": adapter, "adapter_error": None, "window": windows[adapter]}
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response(health_json())
@@ -206,13 +206,17 @@ def link_server(loras: Path, window: dict[str, Any]) -> web.Application:
     return app
 
 
+PRE_SWAP = {"since": 0, "requests": 3, "success_rate": 1.0, "p95_latency_ms": 60.0,  # V1 answered 3 of the 20
+            "served": {"requests": 20, "success_rate": 0.95, "p95_latency_ms": 70.0}}
+
+
 async def test_bad_window_rolls_back(settings, adapter_bank, one_case_canary, aiohttp_server):
     loras = settings.paths.ensure().loras
     install(adapter_bank, loras, "identity", V1)
     make_current(loras, V1)
     install(adapter_bank, loras, "identity", V2)
     window = {"since": 0, "requests": 10, "success_rate": 0.5, "p95_latency_ms": 80.0}
-    server = await aiohttp_server(link_server(loras, window))
+    server = await aiohttp_server(link_server(loras, {V1: PRE_SWAP, V2: window}))
     config = DeployConfig(settings, canary_file=one_case_canary, server_url=f"http://127.0.0.1:{server.port}",
                           confirm_seconds=5, window_seconds=2, sample_seconds=0.2)
     assert await asyncio.to_thread(main, config) == FAILURE
@@ -220,7 +224,62 @@ async def test_bad_window_rolls_back(settings, adapter_bank, one_case_canary, ai
     state = Registry(loras).load()
     assert (state.current, state.failed) == (V1, [V2])
     summary = summary_of(settings)
-    assert summary["decision"] == "rolled_back" and "success rate 0.50 < 0.85" in summary["reason"]
+    assert summary["decision"] == "rolled_back"
+    assert "success rate 0.50 fell more than 0.15 below the pre-swap 0.95" in summary["reason"]
+    baseline = summary["monitor"]["baseline"]
+    assert (baseline["requests"], baseline["success_rate"], baseline["adapter"]) == (20, 0.95, V1)
     assert summary["server"]["confirmed"] is True  # the swap itself was seen by the server
     assert summary["rollback"] == {"to": V1, "server": {"url": config.server_url, "reachable": True,
                                                        "confirmed": True, "adapter": V1, "adapter_error": None}}
+
+
+async def test_slow_server_without_regression_deploys(settings, adapter_bank, one_case_canary, aiohttp_server):
+    """CPU-slow figures (the old absolute defaults rolled these back) deploy when the base did as badly."""
+    loras = settings.paths.ensure().loras
+    install(adapter_bank, loras, "identity", V1)
+    before = {"since": 0, "requests": 0, "success_rate": None, "p95_latency_ms": None,
+              "served": {"requests": 12, "success_rate": 0.7, "p95_latency_ms": 4000.0}}
+    window = {"since": 0, "requests": 8, "success_rate": 0.7, "p95_latency_ms": 4500.0,
+              "served": {"requests": 30, "success_rate": 0.2, "p95_latency_ms": 9000.0}}
+    server = await aiohttp_server(link_server(loras, {None: before, V1: window}))
+    config = DeployConfig(settings, canary_file=one_case_canary, server_url=f"http://127.0.0.1:{server.port}",
+                          confirm_seconds=5, window_seconds=0.6, sample_seconds=0.2)
+    assert await asyncio.to_thread(main, config) == OK
+    summary = summary_of(settings)
+    assert summary["decision"] == "deployed" and summary["reason"].startswith("healthy: 8 requests")
+    assert summary["monitor"]["baseline"]["p95_latency_ms"] == 4000.0 and summary["monitor"]["requests"] == 8
+
+
+def test_in_scope_probes_refuse_an_adapter_that_did_not_learn_the_nights_facts(settings, adapter_bank,
+                                                                                one_case_canary):
+    loras = settings.paths.ensure().loras
+    folder = install(adapter_bank, loras, "identity", V1)  # behaves like the base model: it learned nothing
+    probes = [{"instruction": "How many hours does the Zorblax 3000 battery run?", "input": "", "reasoning": "",
+               "output": "The Zorblax 3000 battery lasts 41 hours.", "quality_score": 0.5, "record_id": "r1#p0",
+               "correction": "41 hours", "held_out": True, "kind": "paraphrase", "source": "correction"},
+              {"instruction": "Who manufactures the Zorblax 3000?", "input": "", "reasoning": "",
+               "output": "Brindlewick Labs makes the Zorblax 3000.", "quality_score": 0.5, "record_id": "r2#p0",
+               "correction": "Brindlewick Labs", "held_out": True, "kind": "paraphrase", "source": "correction"}]
+    (folder / "validation.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probes))
+    config = DeployConfig(settings, canary_file=one_case_canary, server_url=DEAD_SERVER, confirm_seconds=0)
+    assert main(config) == FAILURE
+    summary = summary_of(settings)
+    assert summary["decision"] == "refused" and summary["reason"].startswith("in-scope probes 0/2 right, below 80%")
+    assert summary["probes"]["baseline"]["right"] == 0 and summary["probes"]["improved"] is False
+    assert not (loras / "current").exists()
+    # the gate, not something else, refused it: with no share required the same adapter deploys
+    Registry(loras).save(RegistryState())
+    assert main(DeployConfig(settings, canary_file=one_case_canary, server_url=DEAD_SERVER, confirm_seconds=0,
+                             min_probe_pass_rate=0.0)) == OK
+    assert summary_of(settings)["probes"]["candidate"]["total"] == 2
+    assert summary_of(settings)["eval"]["examples"] == 2  # the validation loss is scored on the held-out ones
+
+
+def test_no_probes_and_no_validation_says_why(settings, adapter_bank, one_case_canary):
+    loras = settings.paths.ensure().loras
+    folder = install(adapter_bank, loras, "trained", V1)
+    (folder / "validation.jsonl").write_text("")
+    assert main(DeployConfig(settings, canary_file=one_case_canary, server_url=DEAD_SERVER, confirm_seconds=0)) == OK
+    summary = summary_of(settings)
+    assert "no held-out paraphrases" in summary["probes"]["skipped"]
+    assert "no validation examples" in summary["eval"]["skipped"]
