@@ -39,17 +39,18 @@ from council import exitcodes
 from council.cliargs import add_config_arguments
 from council.config import Settings
 from council.errors import CouncilError
-from cron.stages import STAGES, Stage, cleanup
+from cron.stages import STAGES, Stage, cleanup, deploy_config
 from cron.summary import (
     SUMMARY_FILE,
     alert_training_done,
     crash_record,
     read_json,
     update_loop_metrics,
+    what_was_taught,
     write_and_alert,
 )
 from deploy.alerts import Alerter
-from deploy.monitor import ServerClient, default_server_url
+from deploy.monitor import LATENCY_FLOOR_MS, ServerClient, default_server_url
 from deploy.registry import utc_now
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,14 @@ class NightlyConfig:
                                                             "(raise it when the server is idle at night)."})
     window_seconds: float = field(default=60.0, metadata={"help": "Deploy monitoring window."})
     sample_seconds: float = field(default=10.0, metadata={"help": "Deploy monitoring sample interval."})
-    max_p95_latency_ms: float = field(default=1000.0, metadata={"help": "Deploy rolls back above this p95."})
-    min_success_rate: float = field(default=0.85, metadata={"help": "Deploy rolls back below this success rate."})
-    probe_file: str = field(default="", metadata={"help": "Probe prompts for a window without traffic."})
+    max_success_drop: float = field(default=0.15, metadata={"help": "Deploy rolls back when the new adapter's "
+                                                                    "success rate is this far below the pre-swap one."})
+    max_latency_ratio: float = field(default=3.0, metadata={"help": "Deploy rolls back when the new adapter's p95 is over "
+                                                                    f"this times the pre-swap p95 + {LATENCY_FLOOR_MS:.0f} ms; 0 = off."})
+    max_p95_latency_ms: float = field(default=0.0, metadata={"help": "Absolute deploy p95 limit (ms); 0 = off."})
+    min_success_rate: float = field(default=0.0, metadata={"help": "Absolute deploy success-rate floor; 0 = off."})
+    min_probe_pass_rate: float = field(default=0.8, metadata={"help": "Share of held-out probes deploy must see right."})
+    probe_file: str = field(default="", metadata={"help": "Probe prompts for a deploy baseline or window without traffic."})
     min_free_gb: float = field(default=2.0, metadata={"help": "Free disk the state directory needs to start."})
     keep_adapters: int = field(default=5, metadata={"help": "Adapter versions kept (current and previous always)."})
     log_days: int = field(default=14, metadata={"help": "Days of nightly logs kept."})
@@ -84,6 +90,7 @@ class NightlyConfig:
     def __post_init__(self) -> None:
         if not self.server_url:
             self.server_url = default_server_url(self.settings)
+        deploy_config(self)  # a bad deploy option fails now, not after harvest and training
         if self.keep_adapters < 2:
             raise ValueError("keep_adapters must be >= 2 so the current and previous adapters survive cleanup")
         if self.train_threads < 0:
@@ -220,11 +227,14 @@ class Night:
                 self.fail(f"{stage.name} exited {code}; see {self.logs / (stage.name + '.log')}")
                 return exitcodes.FAILURE
         caught_up = ", ".join(self.summary["pending"])
-        if not idle:
-            self.summary.update(result="improved", reason="harvested, trained and deployed")
-        elif stages and self.summary["stages"].get(stages[-1].name) == exitcodes.OK:
-            self.summary.update(result="improved", reason=f"{idle[0]}: nothing new; ran {caught_up} on work "
-                                                          "an earlier night left pending")
+        if not idle or (stages and self.summary["stages"].get(stages[-1].name) == exitcodes.OK):
+            ran = ("harvested, trained and deployed" if not idle else
+                   f"{idle[0]}: nothing new; ran {caught_up} on work an earlier night left pending")
+            if stages[-1].name != "deploy":
+                self.summary.update(result="done", reason=ran)
+                return exitcodes.OK
+            improved, measured, self.summary["gates"] = what_was_taught(self.config.settings.paths)
+            self.summary.update(result="improved" if improved else "deployed_no_gain", reason=f"{ran}; {measured}")
         else:
             self.summary.update(result="nothing_to_do", reason=f"{idle[0]}: nothing to do")
         return exitcodes.OK

@@ -62,6 +62,26 @@ def alert_training_done(settings: Settings) -> None:
         "seconds": meta.get("duration_seconds")})
 
 
+def what_was_taught(paths: StatePaths) -> tuple[bool, str, dict[str, Any]]:
+    """Whether tonight's deploy measured an improvement, why (one line), and the gates' figures.
+
+    A night "improved" only when the deployed adapter answered more of its in-scope probes (held-out
+    paraphrases of the night's corrections) right than the adapter it replaced; a deploy with no probes to
+    ask, or no gain on them, is reported as such. The figures (probes, validation loss or why either was
+    skipped) go into the nightly summary, so no gate is ever skipped silently."""
+    deploy = read_json(paths.logs / "deploy_summary.json")
+    probes, evaluation = deploy.get("probes") or {}, deploy.get("eval") or {}
+    gates = {"probes": {k: v for k, v in probes.items() if k != "candidate" and k != "baseline"},
+             "eval": evaluation}
+    if "candidate" in probes:
+        now, before = probes["candidate"], probes["baseline"]
+        gates["probes"].update(candidate=f"{now['right']}/{now['total']}", baseline=f"{before['right']}/{before['total']}")
+        line = (f"in-scope probes (held-out paraphrases) {now['right']}/{now['total']} right, "
+                f"{before['right']}/{before['total']} before")
+        return bool(probes.get("improved")), line, gates
+    return False, f"nothing measured: {probes.get('skipped') or 'the deploy ran no in-scope probes'}", gates
+
+
 def update_loop_metrics(paths: StatePaths, stages: dict[str, int], started: float) -> dict[str, Any]:
     """Fold tonight's figures into ``logs/loop_metrics.json`` (counters accumulate, gauges overwrite)."""
     metrics = read_json(paths.logs / METRICS_FILE)

@@ -19,7 +19,8 @@ import pytest
 from council import exitcodes
 from council.embedder import Embedder
 from cron.nightly import BUSY, STAGES, NightlyConfig, Stage, cli, main, nightly_lock
-from deploy.main import pick_version
+from cron.stages import deploy_config
+from deploy.main import DeployConfig, pick_version
 from deploy.registry import Registry, RegistryState
 from tests.test_harvest_pipeline import DAY, add, council_answers, failure
 from training.artifacts import mark_consumed
@@ -97,7 +98,8 @@ def test_full_night_harvests_trains_and_deploys(make_settings, base_model_dir, w
                            fresh=True, epochs=1, min_examples=5)
     assert main(config) == exitcodes.OK
     summary = json.loads((settings.paths.logs / "nightly_summary.json").read_text())
-    assert summary["result"] == "improved", summary
+    assert summary["result"] == "deployed_no_gain", summary  # thumbs-downs only: no corrections to probe
+    assert "nothing measured" in summary["reason"] and "no held-out paraphrases" in summary["gates"]["probes"]["skipped"]
     assert summary["stages"] == {"harvest": 0, "train": 0, "deploy": 0}
     current = settings.paths.current_adapter.resolve()
     assert (current / "adapter_model.safetensors").is_file()
@@ -105,7 +107,7 @@ def test_full_night_harvests_trains_and_deploys(make_settings, base_model_dir, w
     assert metrics["training_completed_total"] == 1 and metrics["deployment_success_total"] == 1
     assert metrics["training_loss"] > 0 and 0 < metrics["agent0_rewrite_success_rate"] <= 1
     sent = texts(received)
-    for event in ("training_done", "deploy_success", "Nightly loop: improved"):
+    for event in ("training_done", "deploy_success", "Nightly loop: deployed_no_gain"):
         assert event in sent or event.replace("_", " ") in sent.lower(), event
 
 
@@ -245,9 +247,9 @@ def test_harvest_with_nothing_new_still_trains_and_deploys_pending_work(make_set
     summary = summary_of(settings)
     assert summary["stages"] == {"harvest": exitcodes.NOTHING_TO_DO, "train": exitcodes.OK, "deploy": exitcodes.OK}
     assert summary["pending"] == {"train": "1 harvest file(s) never trained on: harvest_20250101.jsonl"}
-    assert summary["result"] == "improved" and "ran train on work an earlier night left pending" in summary["reason"]
+    assert summary["result"] == "deployed_no_gain" and "ran train on work an earlier night left pending" in summary["reason"]
     assert deployer.deployed == [V1]
-    assert f"Trained adapter {V1}" in texts(received) and "Nightly loop: improved" in texts(received)
+    assert f"Trained adapter {V1}" in texts(received) and "Nightly loop: deployed_no_gain" in texts(received)
 
     assert main(config, stages) == exitcodes.OK  # the next night: nothing new, nothing pending
     summary = summary_of(settings)
@@ -283,7 +285,7 @@ def test_train_with_nothing_new_still_deploys_an_earlier_adapter(make_settings):
     assert main(NightlyConfig(settings=settings, server_url=CLOSED_PORT_URL), stages) == exitcodes.OK
     summary = summary_of(settings)
     assert summary["stages"] == {"harvest": 0, "train": 3, "deploy": 0} and deployer.deployed == [V1]
-    assert summary["result"] == "improved" and summary["reason"].startswith("train: nothing new; ran deploy")
+    assert summary["result"] == "deployed_no_gain" and summary["reason"].startswith("train: nothing new; ran deploy")
 
 
 def test_a_stage_after_a_productive_one_runs_without_asking_for_pending_work(make_settings):
@@ -291,4 +293,19 @@ def test_a_stage_after_a_productive_one_runs_without_asking_for_pending_work(mak
     later = Returns(exitcodes.OK)
     stages = [Stage("harvest", Returns(exitcodes.OK)), Stage("train", later, pending=Raises(AssertionError()))]
     assert main(NightlyConfig(settings=settings, server_url=CLOSED_PORT_URL), stages) == exitcodes.OK
-    assert later.runs == 1 and summary_of(settings)["result"] == "improved"
+    assert later.runs == 1 and summary_of(settings)["result"] == "done"
+
+
+def test_deploy_options_pass_through_with_the_deploy_defaults(make_settings, capsys):
+    settings = make_settings()
+    names = ("max_success_drop", "max_latency_ratio", "max_p95_latency_ms", "min_success_rate", "min_probe_pass_rate")
+    night, deploy = NightlyConfig(settings=settings), DeployConfig(settings)
+    assert [getattr(night, n) for n in names] == [getattr(deploy, n) for n in names] == [0.15, 3.0, 0.0, 0.0, 0.8]
+    chosen = dict(zip(names, (0.3, 5.0, 2000.0, 0.6, 0.5), strict=True))
+    forwarded = deploy_config(NightlyConfig(settings=settings, server_url=CLOSED_PORT_URL, **chosen))
+    assert {n: getattr(forwarded, n) for n in names} == chosen and forwarded.server_url == CLOSED_PORT_URL
+    for flag, value, message in (("--max-success-drop", "1.5", "max_success_drop must be within 0..1"),
+                                 ("--min-probe-pass-rate", "-0.1", "min_probe_pass_rate must be within 0..1"),
+                                 ("--max-latency-ratio", "0.5", "max_latency_ratio must be 0 (off) or >= 1")):
+        assert cli(["--server-url", CLOSED_PORT_URL, flag, value], settings) == exitcodes.USAGE  # before any stage
+        assert message in capsys.readouterr().err
