@@ -10,7 +10,8 @@ import pytest
 
 from council import exitcodes
 from deploy.demo import DemoConfig, cli, main
-from deploy.demo_server import Question, bundled_questions_path, format_report, load_questions
+from deploy.demo_report import format_report
+from deploy.demo_server import Question, bundled_questions_path, load_questions
 
 
 def write_lines(path: Path, *rows: dict) -> Path:
@@ -60,7 +61,7 @@ def test_config_limits_questions_and_validates(make_settings, tmp_path):
     (busy / "memory").mkdir()
     cases = [({"questions": -1}, "questions"), ({"demo_home": str(busy)}, "not empty"),
              ({"target": 1.5}, "target"), ({"max_tokens": 64, "max_new_tokens": 32}, "max_new_tokens"),
-             ({"learning_rate": 0.0}, "learning_rate"), ({"port": 70000}, "port"),
+             ({"memory_target": -0.1}, "memory_target"), ({"port": 70000}, "port"),
              ({"model_source": str(tmp_path / "nope")}, "not a folder"),
              ({"data_file": str(tmp_path / "none.jsonl")}, "cannot read")]
     for kwargs, message in cases:
@@ -75,32 +76,37 @@ def test_cli_reports_bad_options_as_usage(make_settings, capsys):
     assert cli(["--no-such-flag"], make_settings()) == exitcodes.USAGE
 
 
-def test_report_shows_each_question_before_and_after():
-    reply = {"text": "Brindlewick Labs makes it.", "confidence": 0.91, "right": True, "adapter": "v1"}
+def test_report_shows_before_memory_and_night_for_questions_and_rewordings():
     wrong = {"text": "The Zorblax Corporation.", "confidence": 0.52, "right": False, "corrected": True}
+    memory = {"text": "Brindlewick Labs.", "confidence": 0.77, "right": True}
+    night = {"text": "Brindlewick Labs makes it.", "confidence": 0.91, "right": True, "adapter": "v1"}
     reworded = {"text": "The Zorblax Corporation.", "confidence": 0.61, "right": False, "adapter": "v1"}
-    summary = {"rows": [{"question": "Which company makes the Zorblax 3000?", "before": wrong, "after": reply,
-                         "reworded": reworded}],
-               "totals": {"corrected": 1, "before_right": 0, "after_right": 1, "after_accuracy": 1.0,
-                          "reworded": 1, "reworded_right": 0, "reworded_by_adapter": 1},
-               "target": 0.8, "canary": {"passed": 7, "total": 7, "failed": [], "version": "v1",
-                                         "adapter_answered": 2,
-                                         "unscoped": {"passed": 6, "total": 7, "failed": ["week-days"]}},
+    summary = {"rows": [{"question": "Which company makes the Zorblax 3000?", "before": wrong, "memory": memory,
+                         "after": night, "reworded_question": "Who manufactures the Zorblax 3000?",
+                         "memory_reworded": memory, "reworded": reworded}],
+               "totals": {"corrected": 1, "before_right": 0, "memory_right": 1, "after_right": 1,
+                          "after_accuracy": 1.0, "reworded": 1, "memory_reworded_right": 1, "reworded_right": 0,
+                          "reworded_by_adapter": 1},
+               "shares": {"memory": 1.0, "memory_reworded": 1.0, "after": 1.0, "reworded": 0.0},
+               "targets": {"memory": 0.85, "memory_reworded": 0.75, "after": 1.0, "reworded": 0.85},
+               "canary": {"passed": 7, "total": 7, "failed": [], "version": "v1", "adapter_answered": 2,
+                          "unscoped": {"passed": 6, "total": 7, "failed": ["week-days"]}},
+               "probes": {"candidate": {"right": 2, "total": 2}, "baseline": {"right": 0, "total": 2}},
                "night": {"result": "improved", "reason": "harvested, trained and deployed",
                          "deploy": {"decision": "deployed"}},
-               "serving_adapter": "v1", "seconds": {"before": 3.0, "total": 60.0}, "passed": True,
-               "verdict": "the night fixed the corrected questions"}
-    text = "\n".join(format_report(summary))
-    assert "WRONG 0.52" in text and "right 0.91" in text and "WRONG 0.61" in text
-    assert "reworded, asked only after the night (never corrected): 0/1 right, 1 of them answered by the new" in text
-    assert "5 of the 7 canary questions are outside the adapter's scope" in text
-    assert "(no scope): 6/7 would pass — week-days would flip" in text
-    assert "after 1/1 (100%; target 80%: met)" in text
-    assert "7/7 passed, 0 regression(s)" in text and "serves v1" in text and "PASS" in text
-
-
-def totals_reworded(summary: dict) -> tuple[int, int]:
-    return summary["totals"]["reworded"], summary["totals"]["reworded_by_adapter"]
+               "serving_adapter": "v1", "seconds": {"before": 3.0, "total": 60.0}, "passed": False,
+               "verdict": "0% of the rewordings right after the night (memory off), below the 85% target"}
+    lines = format_report(summary)
+    text = "\n".join(lines)
+    assert "before" in lines[0] and "memory" in lines[0] and "night" in lines[0]
+    question, rewording = lines[2], lines[3]
+    assert "WRONG 0.52" in question and "right 0.77" in question and "right 0.91" in question
+    assert "Who manufactures" in rewording and "right 0.77" in rewording and "WRONG 0.61" in rewording
+    assert "from memory 1/1 (target 85%: met), after the night (memory off) 1/1 (target 100%: met)" in text
+    assert "after the night 0/1 (target 85%: MISSED); 1 answered by the new adapter" in text
+    assert "unscoped (the adapter answering every canary question): 6/7 — week-days would flip" in text
+    assert "in-scope probes (held-out paraphrases): candidate 2/2, before the night 0/2" in text
+    assert "serves v1" in text and text.endswith("below the 85% target")
 
 
 def port_open(url: str) -> bool:
@@ -111,28 +117,36 @@ def port_open(url: str) -> bool:
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_serves_the_new_adapter(make_settings, base_model_dir, tmp_path):
-    # 3 questions and a light training run keep this to a few minutes; the full demo's recipe is in DemoConfig.
+def test_demo_end_to_end_memory_at_once_then_a_gated_night(make_settings, base_model_dir, tmp_path):
+    # 3 questions keep this to a few minutes; the recipe is the nightly default a user gets.
     home = tmp_path / "demo"
     config = DemoConfig(settings=make_settings(), demo_home=str(home), keep_home=True, questions=3,
-                        model_source=str(base_model_dir), epochs=2, learning_rate=1e-4, window_seconds=2.0)
+                        model_source=str(base_model_dir), window_seconds=2.0)
     lines: list[str] = []
     code = main(config, out=lines.append)
-    assert code in (exitcodes.OK, exitcodes.FAILURE)
     text = "\n".join(lines)
-    assert "question" in lines[0] and "before" in lines[0] and "after" in lines[0]
+    assert "before" in lines[0] and "memory" in lines[0] and "night" in lines[0]
     for question in config.question_list:
-        assert question.question in text
+        assert question.question in text and question.reworded in text
     summary = json.loads((home / "logs" / "demo_summary.json").read_text())
-    assert summary["night"]["stages"] == {"harvest": 0, "train": 0, "deploy": 0}, summary["night"]
-    assert summary["adapter_confirmed"] and summary["serving_adapter"] == summary["deployed"]
-    assert any(row["after"]["adapter"] == summary["deployed"] for row in summary["rows"])
-    assert all(row["before"]["adapter"] is None for row in summary["rows"])
-    # rewordings of trained questions are within the adapter's scope; the canary's questions are not
-    assert totals_reworded(summary) == (3, 3)
-    assert summary["canary"]["adapter_answered"] == 0
-    assert summary["canary"]["unscoped"]["total"] == summary["canary"]["total"]
     totals = summary["totals"]
-    assert totals["corrected"] == 3 and totals["after_right"] >= totals["before_right"]
-    assert summary["canary"]["passed"] == summary["canary"]["total"]
+    assert totals["corrected"] == 3 and totals["before_right"] == 0
+    # a correction helps at once, through memory, before any training
+    assert totals["memory_right"] >= 2, summary["rows"]
+    assert all(row["before"]["adapter"] is None for row in summary["rows"])
+    harvest = summary["night"]["harvest"]
+    assert harvest["kept_corrections"] == 3 and harvest["kept"] == 3  # what users taught is always kept
+    assert summary["night"]["stages"]["harvest"] == 0 and summary["night"]["stages"]["train"] == 0
+    deploy = summary["night"]["deploy"]
+    if deploy["decision"] == "deployed":
+        assert summary["adapter_confirmed"] and summary["serving_adapter"] == summary["deployed"]
+        assert summary["canary"]["passed"] == summary["canary"]["total"]
+        assert summary["probes"]["candidate"]["right"] >= 0.8 * summary["probes"]["candidate"]["total"]
+        assert totals["reworded_by_adapter"] >= 1
+    else:  # a gate refused the candidate: it says which, and nothing was swapped in
+        assert deploy["decision"] == "refused", deploy
+        assert deploy["reason"].startswith(("in-scope probes", "canary", "validation loss")), deploy["reason"]
+        assert summary["serving_adapter"] is None and summary["night"]["result"] == "failed"
+        assert all(row["after"]["adapter"] is None for row in summary["rows"])
+    assert (code == exitcodes.OK) == summary["passed"]
     assert not port_open(summary["server_url"]), "the demo server must be stopped when the demo ends"
