@@ -45,7 +45,8 @@ MORE_FACTS = [
 ]
 
 
-def harvest_line(question: str, answer: str, index: int, quality: float = 0.9, reasoning: str = "") -> str:
+def harvest_line(question: str, answer: str, index: int, quality: float = 0.9, reasoning: str = "",
+                 source: str = "correction") -> str:
     return json.dumps(
         {
             "instruction": question,
@@ -56,7 +57,7 @@ def harvest_line(question: str, answer: str, index: int, quality: float = 0.9, r
             "record_id": f"rec_{index:04d}_{answer}",
             "votes": 3,
             "models": ["local/smollm2"],
-            "source": "correction",
+            "source": source,
             "created_at": "2026-01-01T00:00:00+00:00",
         }
     )
@@ -75,7 +76,7 @@ MALFORMED = [
     json.dumps({"instruction": "q", "output": "a", "quality_score": "high", "record_id": "x2"}),
     json.dumps(["a", "list"]),
 ]
-LOW_QUALITY = [harvest_line("Is this a weak answer?", "Maybe", 99, quality=0.2)]
+LOW_QUALITY = [harvest_line("Is this a weak answer?", "Maybe", 99, quality=0.2, source="thumbs_down")]
 
 
 def settings_for(home: Path, base_model_dir: Path):
@@ -140,6 +141,20 @@ def test_read_harvest_counts_malformed_low_quality_and_duplicates(tmp_path):
     assert [e["record_id"] for e in load_examples(path)] == [e["record_id"] for e in data.examples] + [
         "rec_0099_Maybe"
     ]
+
+
+def test_a_users_correction_is_used_whatever_its_quality_score(tmp_path):
+    taught = harvest_line("Capital of Peru?", "Lima", 98, quality=0.2)  # source: correction
+    path = write_harvest(tmp_path / "harvest_20260101.jsonl", [], [taught, *LOW_QUALITY])
+    data = read_harvest([path], min_quality=0.7)
+    assert [e["output"] for e in data.examples] == ["Lima"] and data.skipped_low_quality == 1
+
+
+def test_held_out_lines_are_the_validation_set_and_never_trained():
+    examples = [{"record_id": f"rec_{i}", "instruction": "q", "output": "a"} for i in range(3)]
+    held = {"record_id": "rec_0#p0", "instruction": "q?", "output": "a", "held_out": True}
+    train, validation = split_examples([*examples, held], fraction=0.15, min_total=10, seed=0)
+    assert validation == [held] and train == examples
 
 
 def test_split_is_deterministic_and_keyed_by_record_ids():
@@ -335,12 +350,14 @@ def test_incremental_run_continues_current_and_records_parent(fresh_run):
     folder = settings.paths.loras / second[0]
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["parent"] == first
-    assert meta["hyperparameters"]["epochs"] == 1 and meta["hyperparameters"]["learning_rate"] == 5e-5
+    assert meta["hyperparameters"]["epochs"] == 12 and meta["hyperparameters"]["learning_rate"] == 1e-3
     assert [Path(d["path"]).name for d in meta["datasets"]] == [
         "harvest_20260102.jsonl"
     ]  # the first is consumed
+    first_lines = read_harvest([settings.paths.training_data / "harvest_20260101.jsonl"], 0.7).examples
     assert meta["examples"] == {
         "train": 4,
+        "replayed": len(first_lines),  # the first night's lines, so its facts are not forgotten
         "validation": 1,
         "skipped_malformed": 0,
         "skipped_low_quality": 0,
@@ -348,7 +365,7 @@ def test_incremental_run_continues_current_and_records_parent(fresh_run):
         "skipped_too_long": 0,
         "rehearsal": 0,
     }
-    assert len(meta["loss"]["validation"]) == 1 and math.isfinite(meta["loss"]["validation"][0])
+    assert len(meta["loss"]["validation"]) == meta["epochs_run"] and math.isfinite(meta["loss"]["validation"][0])
     held_out = load_examples(folder / "validation.jsonl")
     assert len(held_out) == 1 and held_out[0]["record_id"].startswith("rec_")
     consumed = json.loads((settings.paths.training_data / "consumed.json").read_text())

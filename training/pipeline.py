@@ -33,6 +33,7 @@ class Prepared:
     pad_id: int
     skipped_too_long: int
     rehearsal: int = 0
+    replayed: int = 0  # lines of earlier nights trained on again beside the new ones (continuing an adapter)
     train_queries: list[str] = field(default_factory=list)  # the harvested user messages trained on
 
 
@@ -94,8 +95,8 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     train_raw, validation_raw = split_examples(
         data.examples, config.validation_fraction, config.split_min_examples, config.seed
     )
-    if parent is not None:
-        train_raw += replay_examples(paths, data, config.min_quality)
+    replayed = replay_examples(paths, data, config.min_quality) if parent is not None else []
+    train_raw += replayed
     train, dropped_train = encode_all(tokenizer, train_raw, prompts, hp.max_length)
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)
     kept_ids = {item.record_id for item in validation}
@@ -113,6 +114,7 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
         pad_id=pad_id,
         skipped_too_long=dropped_train + dropped_validation,
         rehearsal=len(replay),
+        replayed=len(replayed),
         train_queries=[user_message(e) for e in train_raw if e["record_id"] in trained_ids],
     )
 
@@ -188,7 +190,8 @@ def metadata(
         "seed": config.seed,
         "datasets": [asdict(item) for item in data.files],
         "examples": {
-            "train": len(prepared.train) - prepared.rehearsal,
+            "train": len(prepared.train) - prepared.rehearsal - prepared.replayed,
+            "replayed": prepared.replayed,
             "rehearsal": prepared.rehearsal,
             "validation": len(prepared.validation),
             "skipped_malformed": data.skipped_malformed,
