@@ -8,7 +8,8 @@ harvest council writes, through litellm (``HarvestCouncil.client``; a stronger `
 * **paraphrases** of the question (default 6): each member writes ``samples`` rewordings
   (``prompts/harvest_paraphrase.j2``), each greedily after a different window of three worked examples, so
   proposals differ in style without the drift sampling gave the 135M model;
-* **statements** of the fact as one sentence (default 2, ``harvest_statement.j2``);
+* **statements** of the fact as one sentence (default 2, ``harvest_statement.j2``), written like the
+  paraphrases (one more proposal than wanted, for the checks to choose from);
 * one **reverse question** where the fact has one (``harvest_reverse.j2``: "Which novel did Frank Herbert
   write?"), since a model trained on "A is B" does not answer "B is?" (Berglund et al. 2023, the reversal curse).
 
@@ -64,23 +65,26 @@ class AugmentSettings:
     paraphrases: int = field(default=6, metadata={"help": "Paraphrased questions kept per corrected fact (0 = none)."})
     statements: int = field(default=2, metadata={"help": "Declarative statements kept per corrected fact (0 = none)."})
     reverse: bool = field(default=True, metadata={"help": "Also write the reverse question where the fact has one."})
-    samples: int = field(default=3, metadata={"help": "Paraphrases each council member writes per fact."})
+    samples: int = field(default=5, metadata={"help": "Paraphrases each council member writes per fact (each in "
+                                                             "its own style: a window of the worked examples)."})
     min_similarity: float = field(default=0.8, metadata={
         "help": "Cosine similarity (all-MiniLM-L6-v2) a paraphrase or statement needs with the original question."})
     max_in_flight: int = field(default=32, metadata={
         "help": "Augmentation calls running at once across all facts (one decoding batch of the local model); "
                 "a call's timeout starts only when it runs, so a long night queues instead of timing out."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the second statement."})
+    temperature: float = field(default=0.0, metadata={
+        "help": "Sampling temperature of the proposals; 0 (greedy, each after other worked examples) gave the "
+                "135M model fluent wordings where sampling at 0.7-0.9 gave drift."})
     max_tokens: int = field(default=48, metadata={"help": "Token limit of one proposal."})
 
     def __post_init__(self) -> None:
         if self.paraphrases < 0 or self.statements < 0 or self.samples < 1 or self.max_tokens < 8:
             raise ValueError("paraphrases and statements must be >= 0, samples >= 1 and max_tokens >= 8 "
-                             "(defaults 6, 2, 3, 48)")
+                             "(defaults 6, 2, 5, 48)")
         if self.max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1 (default 32)")
         if not 0 <= self.temperature <= 2:
-            raise ValueError(f"augment temperature must be within 0..2 (default 0.9), got {self.temperature}")
+            raise ValueError(f"augment temperature must be within 0..2 (default 0), got {self.temperature}")
 
 
 @dataclass
@@ -137,9 +141,10 @@ class Augmenter:
                    style: int = 0) -> str:
         messages = [SystemMessage(content=self.prompts.render("system.j2", context=[], client_system=""))]
         shots = self._shots[kind]
-        if kind == "paraphrase" and len(shots) > 3:  # style k: three examples from the k-th one on
+        width = 3 if kind == "paraphrase" else 2
+        if kind in ("paraphrase", "statement") and len(shots) > width:  # style k: examples from the k-th on
             start = style % len(shots)
-            shots = (shots + shots)[start:start + 3]
+            shots = (shots + shots)[start:start + width]
         for user, reply in shots:
             messages += [UserMessage(content=user, source="user"), AssistantMessage(content=reply, source="council")]
         messages.append(UserMessage(content=task, source="user"))
@@ -153,15 +158,15 @@ class Augmenter:
         base = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16)
         para = self.prompts.render("harvest_paraphrase.j2", question=question)
         fact = {"question": question, "answer": answer}
-        calls = [("paraphrase", m, para, 0.0, i * s.samples + j)  # greedy; the seed field carries the style
+        calls = [("paraphrase", m, para, s.temperature, i * s.samples + j)  # the seed field carries the style
                  for i, m in enumerate(models) for j in range(s.samples if s.paraphrases else 0)]
         statement = self.prompts.render("harvest_statement.j2", **fact)
-        calls += [("statement", models[i % len(models)], statement, 0.0 if i == 0 else s.temperature, base + i)
-                  for i in range(s.statements)]  # the first member's own wording, then sampled ones
+        calls += [("statement", models[i % len(models)], statement, s.temperature, i)
+                  for i in range(s.statements + 1 if s.statements else 0)]
         if s.reverse:
             calls.append(("reverse", models[0], self.prompts.render("harvest_reverse.j2", **fact), 0.0, base))
         texts = await asyncio.gather(*(self._ask(m, kind, task, temp, seed, s.max_tokens,
-                                                 style=seed if kind == "paraphrase" else 0)
+                                                 style=seed if kind in ("paraphrase", "statement") else 0)
                                        for kind, m, task, temp, seed in calls))
         out: dict[str, list[str]] = {"paraphrase": [], "statement": [], "reverse": []}
         for (kind, *_), text in zip(calls, texts, strict=True):

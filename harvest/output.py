@@ -12,7 +12,9 @@ A kept user correction is followed by the lines ``harvest.augment`` wrote for it
 reverse), ``correction`` (the user's words, what a right answer must contain) and ``held_out`` (true: not
 trained on; the deploy asks it as an in-scope probe and scores validation loss on it). A statement is
 the answer to one of the trained paraphrases (so every prompt has one target); the reverse question is
-answered by its own sentence.
+answered by its own sentence. When statements outnumber the trained paraphrases, the first one left over
+becomes the main line's ``output``: a fact restated with its subject ("The Zorblax 3000's mascot is a
+pangolin named Pim.") carries to new wordings better than the bare answer ("A pangolin named Pim").
 
 ``training_data/dpo_YYYYMMDD.jsonl``: TRL preference format ``{"prompt", "chosen", "rejected"}`` plus
 ``record_id`` (for de-duplication; TRL ignores extra columns).
@@ -122,6 +124,9 @@ def augmented_rows(main: dict[str, Any], correction: str, extra: Augmented) -> l
             rows.append(row("statement", j, question, extra.statements[j]))
         else:
             rows.append(row("paraphrase", held + j, question, main["output"]))
+    leftover = extra.statements[len(taught):]
+    if leftover:  # no paraphrase left to take it: the original question is answered in that full sentence
+        main["output"] = leftover[0]
     if extra.reverse is not None:
         rows.append(row("reverse", 0, *extra.reverse))
     return rows

@@ -91,6 +91,9 @@ def test_held_out_paraphrases_are_never_the_only_ones_and_statements_answer_trai
     questions = [r["instruction"] for r in rows]
     assert len(set(questions)) == len(questions), "one target per prompt, or training can never reproduce both"
     assert all(r["correction"] == CORRECTION for r in rows)
+    lone = {**main, "output": "41 hours"}
+    rows = augmented_rows(lone, CORRECTION, Augmented(statements=["The Zorblax 3000 battery lasts 41 hours."]))
+    assert rows == [] and lone["output"] == "The Zorblax 3000 battery lasts 41 hours."  # a full sentence teaches
 
 
 def augmenting_council(votes_no: str = "", vote_original: bool = False):
