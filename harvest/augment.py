@@ -65,7 +65,7 @@ class AugmentSettings:
     paraphrases: int = field(default=6, metadata={"help": "Paraphrased questions kept per corrected fact (0 = none)."})
     statements: int = field(default=2, metadata={"help": "Declarative statements kept per corrected fact (0 = none)."})
     reverse: bool = field(default=True, metadata={"help": "Also write the reverse question where the fact has one."})
-    samples: int = field(default=5, metadata={"help": "Paraphrases each council member writes per fact (each in "
+    samples: int = field(default=3, metadata={"help": "Paraphrases each council member writes per fact (each in "
                                                              "its own style: a window of the worked examples)."})
     min_similarity: float = field(default=0.8, metadata={
         "help": "Cosine similarity (all-MiniLM-L6-v2) a paraphrase or statement needs with the original question."})
@@ -80,7 +80,7 @@ class AugmentSettings:
     def __post_init__(self) -> None:
         if self.paraphrases < 0 or self.statements < 0 or self.samples < 1 or self.max_tokens < 8:
             raise ValueError("paraphrases and statements must be >= 0, samples >= 1 and max_tokens >= 8 "
-                             "(defaults 6, 2, 5, 48)")
+                             "(defaults 6, 2, 3, 48)")
         if self.max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1 (default 32)")
         if not 0 <= self.temperature <= 2:
