@@ -95,7 +95,8 @@ def test_full_night_harvests_trains_and_deploys(make_settings, base_model_dir, w
     council_answers()
     config = NightlyConfig(settings=settings, server_url=CLOSED_PORT_URL, since=DAY.isoformat(),
                            until=(DAY + timedelta(days=1)).isoformat(), harvest_models="scripted/m1,scripted/m2",
-                           fresh=True, epochs=1, min_examples=5)
+                           fresh=True, epochs=1, learning_rate=2e-4, min_examples=5)  # a light touch: this
+    # night's data holds "What is 2+2?", in scope of the canary's "What is 2 + 2?", and the test is about the loop
     assert main(config) == exitcodes.OK
     summary = json.loads((settings.paths.logs / "nightly_summary.json").read_text())
     assert summary["result"] == "deployed_no_gain", summary  # thumbs-downs only: no corrections to probe
