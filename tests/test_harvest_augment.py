@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from council.embedder import Embedder
-from council.memory import MemoryStore
 from council.prompts import PromptStore
 from council.schema import ExchangeRecord, Feedback
 from harvest.augment import Augmented, keeps_key_words, key_words
@@ -20,6 +19,8 @@ from harvest.output import augmented_rows, held_out_count
 from harvest.pipeline import Harvester, Report
 from harvest.selection import Group, Selection
 from tests.fakes import Script, install_scripted
+from tests.test_harvest_pipeline import add
+from tests.test_harvest_pipeline import stored as get
 
 DAY = datetime(2026, 11, 21, tzinfo=UTC)
 MODELS = ["scripted/m1", "scripted/m2", "scripted/m3"]
@@ -45,22 +46,6 @@ def lines(path):
 def failure(query: str, answer: str, confidence: float = 0.3, **feedback) -> ExchangeRecord:
     return ExchangeRecord(query, answer, confidence, False, "local/smollm2", created_at=DAY + timedelta(hours=12),
                           feedback=Feedback(**feedback) if feedback else None)
-
-
-def add(settings, embedder, *records):
-    store = MemoryStore.open(settings.paths.memory)
-    try:
-        store.add_many([(r, embedder.embed([r.query])[0]) for r in records])
-    finally:
-        store.close()
-
-
-def get(settings, record_id):
-    store = MemoryStore.open(settings.paths.memory)
-    try:
-        return store.get(record_id)
-    finally:
-        store.close()
 
 
 def config(settings, **kwargs):
