@@ -248,7 +248,7 @@ class MemoryStore:
         with self._transaction(f"save feedback for {record_id}") as conn:
             row = conn.execute(f"SELECT {_COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
             if row is None:
-                raise NotFoundError(f"no record with id {record_id!r}", param="id")
+                raise NotFoundError(f"no record with id {record_id!r}", param="record_id", code="record_not_found")
             record = _record(row)
             old = record.feedback or Feedback()
             record.feedback = Feedback(thumbs if thumbs is not None else old.thumbs,

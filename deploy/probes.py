@@ -47,8 +47,9 @@ def probe_gate(config: DeployConfig, model: LocalModel, info: AdapterInfo, basel
     probes = [e for e in load_validation(info.path / "validation.jsonl", config.max_eval_examples)
               if isinstance(e.get("correction"), str) and e["correction"].strip()]
     if not probes:
-        summary["probes"] = {"skipped": f"{info.version} has no held-out paraphrases of a user's correction (the "
-                                        "night taught no correction, or harvest could not word one twice)"}
+        summary["probes"] = {"skipped": f"{info.version} has no held-out paraphrases of a user's correction "
+                                        "(harvest holds one out only from a correction it could word at least twice "
+                                        "more; point --models at a stronger council for more wordings)"}
         model.use_adapter(str(registry.folder(baseline)) if baseline else None)
         return None
     system = serving_system_prompt(PromptStore(config.settings.prompts_dir))

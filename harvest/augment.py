@@ -52,7 +52,7 @@ from autogen_core.models import AssistantMessage, SystemMessage, UserMessage
 from council.errors import PromptError
 from council.prompts import PromptStore
 from harvest.council import HarvestCouncil
-from harvest.quality import agrees, f1, tokens
+from harvest.quality import agrees, f1, names, tokens
 
 KINDS = ("paraphrase", "statement", "reverse", "agree")
 SAME_F1 = 0.9  # token F1 at or above which two wordings count as the same
@@ -100,8 +100,7 @@ class Augmented:
 
 def key_words(text: str) -> set[str]:
     """Lower-cased words of ``text`` that name things: capitalised words after the first, and any with a digit."""
-    words = _WORDS.findall(text)
-    return {w.lower() for i, w in enumerate(words) if any(c.isdigit() for c in w) or (i > 0 and w[0].isupper())}
+    return names(text)
 
 
 def _numbers(text: str) -> set[str]:

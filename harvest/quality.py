@@ -22,7 +22,8 @@ logprobs) is left out and the remaining weights are re-normalised, so the score 
 Rewrites scoring at least ``min_quality`` (default 0.7) are kept. With a correction, a candidate whose
 answer contains less than 80% of the correction's tokens (``AGREEMENT_GATE``; so all of them for
 corrections of up to four tokens: "Tallinn, Estonia" is not agreed with by "Estonia", nor "41 hours" by
-"41 days") does not agree with it and is dropped before the vote.
+"41 days") does not agree with it and is dropped before the vote; nor does one that drops any name or
+number of the correction (capitalised words after the first, words with a digit).
 """
 
 from __future__ import annotations
@@ -133,5 +134,16 @@ def score(candidate: Candidate, *, council_size: int, bad_answer: str, correctio
     return candidate.quality
 
 
+def names(text: str) -> set[str]:
+    """Lower-cased words of ``text`` that name things: capitalised words after the first, and any with a digit."""
+    words = re.findall(r"[A-Za-z0-9]+", text)
+    return {w.lower() for i, w in enumerate(words) if any(c.isdigit() for c in w) or (i > 0 and w[0].isupper())}
+
+
 def agrees(answer: str, correction: str | None) -> bool:
-    return not correction or containment(correction, answer) >= AGREEMENT_GATE
+    """True when ``answer`` holds >= 80% of the correction's words and every name and number in it: "Krell is the
+    capital of Zorvath" holds 4/5 of "The capital of Zorvath is Krell Harbor" but drops the name's "Harbor"."""
+    if not correction:
+        return True
+    return (containment(correction, answer) >= AGREEMENT_GATE
+            and set(tokens(" ".join(names(correction)))) <= set(tokens(answer)))

@@ -17,6 +17,7 @@ from harvest.council import HarvestCouncil
 from harvest.main import HarvestConfig, harvest
 from harvest.output import augmented_rows, held_out_count
 from harvest.pipeline import Harvester, Report
+from harvest.quality import agrees
 from harvest.selection import Group, Selection
 from tests.fakes import Script, install_scripted
 from tests.test_harvest_pipeline import add
@@ -60,6 +61,13 @@ def test_key_words_name_things_and_numbers():
     assert not keeps_key_words(BAD["key_words"], QUESTION, CORRECTION)
     assert not keeps_key_words(BAD["number"], QUESTION, CORRECTION)  # invents a number the fact lacks
     assert keeps_key_words("The Zorblax 3000 battery lasts 41 hours.", QUESTION, CORRECTION)
+
+
+def test_agreeing_with_a_correction_keeps_every_name_and_number_in_it():
+    taught = "The capital of the planet Zorvath is Krell Harbor."
+    assert not agrees("Krell is the capital of the planet Zorvath.", taught)  # 4/5 of the words, not the name
+    assert agrees("The capital of Zorvath is Krell Harbor.", taught)
+    assert agrees("It lasts forty-one hours, 41 in all.", "41 hours") and not agrees("It lasts 14 hours.", "41 hours")
 
 
 def test_held_out_paraphrases_are_never_the_only_ones_and_statements_answer_trained_ones():
