@@ -98,18 +98,13 @@ class Augmented:
     dropped: Counter = field(default_factory=Counter)
 
 
-def key_words(text: str) -> set[str]:
-    """Lower-cased words of ``text`` that name things: capitalised words after the first, and any with a digit."""
-    return names(text)
-
-
 def _numbers(text: str) -> set[str]:
     return {w for w in _WORDS.findall(text.replace(",", "")) if any(c.isdigit() for c in w)}
 
 
 def keeps_key_words(candidate: str, question: str, fact: str) -> bool:
     """At least 2/3 of the question's key words are kept, and no number appears that the fact does not hold."""
-    keys = key_words(question)
+    keys = names(question)
     have = {w.lower() for w in _WORDS.findall(candidate)}
     enough = len(keys & have) >= math.ceil(len(keys) * 2 / 3)
     return enough and _numbers(candidate) <= _numbers(question) | _numbers(fact)

@@ -12,12 +12,13 @@ import pytest
 from council.embedder import Embedder
 from council.prompts import PromptStore
 from council.schema import ExchangeRecord, Feedback
-from harvest.augment import Augmented, keeps_key_words, key_words
+from harvest.augment import Augmented, keeps_key_words
 from harvest.council import HarvestCouncil
 from harvest.main import HarvestConfig, harvest
 from harvest.output import augmented_rows, held_out_count
 from harvest.pipeline import Harvester, Report
 from harvest.quality import agrees
+from harvest.quality import names as key_words
 from harvest.selection import Group, Selection
 from tests.fakes import Script, install_scripted
 from tests.test_harvest_pipeline import add
