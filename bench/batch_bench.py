@@ -18,9 +18,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
 
-from council.config import load_settings  # noqa: E402
-from council.model_files import resolve_base_model  # noqa: E402
-from council.provider import PROVIDER, register_local_provider, unregister_provider  # noqa: E402
+from council.core.config import load_settings  # noqa: E402
+from council.engine.model_files import resolve_base_model  # noqa: E402
+from council.engine.provider import PROVIDER, register_local_provider, unregister_provider  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = ["Explain why the sky is blue.", "Write a short poem about rain.", "What is photosynthesis?",

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import free_port, running_server
-from council.embedder import Embedder
-from deploy.demo_server import bundled_questions_path, load_questions
+from council.memory.embedder import Embedder
+from cron.demo_server import bundled_questions_path, load_questions
 
 
 def _post(port: int, path: str, body: dict[str, Any]) -> dict[str, Any]:

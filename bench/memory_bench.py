@@ -26,10 +26,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from council.embedder import Embedder
-from council.memory import MemoryStore
-from council.memory_index import single_threaded
-from council.schema import ExchangeRecord
+from council.memory.embedder import Embedder
+from council.memory.store import MemoryStore
+from council.memory.index import single_threaded
+from council.memory.schema import ExchangeRecord
 
 DIM = 384
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from council.config import load_settings  # noqa: E402
-from council.embedder import Embedder  # noqa: E402
-from council.memory import MemoryStore  # noqa: E402
-from council.model_files import resolve_base_model  # noqa: E402
-from council.schema import ExchangeRecord, Feedback  # noqa: E402
+from council.core.config import load_settings  # noqa: E402
+from council.memory.embedder import Embedder  # noqa: E402
+from council.memory.store import MemoryStore  # noqa: E402
+from council.engine.model_files import resolve_base_model  # noqa: E402
+from council.memory.schema import ExchangeRecord, Feedback  # noqa: E402
 from cron.nightly import NightlyConfig, main  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

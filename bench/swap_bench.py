@@ -20,7 +20,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import aiohttp  # noqa: E402
 
 from bench.common import REPO, free_port, start_server  # noqa: E402
-from council.model_files import resolve_base_model  # noqa: E402
+from council.engine.model_files import resolve_base_model  # noqa: E402
 from deploy.swap import point_current  # noqa: E402
 
 ASK = {"model": "local/smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]}

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from council.model_files import resolve_base_model
-from council.prompts import PromptStore
+from council.engine.model_files import resolve_base_model
+from council.routing.prompts import PromptStore
 from training import peft_backend
 from training.data import encode_all
 from training.job import Hyperparameters, TrainJob

@@ -20,8 +20,8 @@ import socket
 import sys
 from pathlib import Path
 
-from council import exitcodes
-from council.errors import CouncilError
+from council.core import exitcodes
+from council.core.errors import CouncilError
 
 # stage subcommand -> "module:function" taking (argv, settings) and returning an exit code
 STAGES = {
@@ -30,10 +30,10 @@ STAGES = {
     "deploy": ("deploy.main:cli", "canary-test, swap in and monitor an adapter"),
     "rollback": ("deploy.rollback:cli", "go back to the previous good adapter"),
     "adapters": ("deploy.registry:cli_list", "list adapter versions, their state and what each learned"),
-    "records": ("council.records:cli", "list recent exchanges (--failed, --since, --user, paging)"),
-    "forget": ("council.erasure:cli", "erase every exchange of one user for good (--user ID)"),
+    "records": ("council.memory.records:cli", "list recent exchanges (--failed, --since, --user, paging)"),
+    "forget": ("council.memory.erasure:cli", "erase every exchange of one user for good (--user ID)"),
     "nightly": ("cron.nightly:cli", "harvest -> train -> deploy -> cleanup, with alerts"),
-    "demo": ("deploy.demo:cli", "one-command before/after demo of the nightly loop"),
+    "demo": ("cron.demo:cli", "one-command before/after demo of the nightly loop"),
 }
 
 
@@ -73,7 +73,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def _check_model_source(settings) -> None:  # noqa: ANN001
     """A missing base model is one line before anything loads (hub ids are left to the loader)."""
-    from council.model_files import embedded_gguf_path
+    from council.engine.model_files import embedded_gguf_path
 
     source = settings.model.source
     if not source:
@@ -94,9 +94,9 @@ def _serve(settings) -> int:  # noqa: ANN001
         return exitcodes.USAGE
     from aiohttp import web
 
-    from council import keys
-    from council.access_log import AccessLogger
-    from council.app import create_app
+    from council.server import keys
+    from council.server.access_log import AccessLogger
+    from council.server.app import create_app
     log = logging.getLogger("council.serve")
     url = f"http://{settings.server.host}:{settings.server.port}"
     app = create_app(settings, background_start=True)
@@ -113,7 +113,7 @@ def _serve(settings) -> int:  # noqa: ANN001
 
 
 def _check_prompts(settings) -> int:  # noqa: ANN001
-    from council.prompts import PromptStore
+    from council.routing.prompts import PromptStore
 
     store = PromptStore(settings.prompts_dir)
     problems = store.check_all()
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     _setup_logging(args.log_level.upper())
-    from council.config import load_settings
+    from council.core.config import load_settings
 
     overrides = {"home": args.home}
     if args.command == "serve":

@@ -35,10 +35,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from council import exitcodes
-from council.cliargs import add_config_arguments
-from council.config import Settings
-from council.errors import CouncilError
+from council.core import exitcodes
+from council.core.cliargs import add_config_arguments
+from council.core.config import Settings
+from council.core.errors import CouncilError
 from cron.stages import STAGES, Stage, cleanup, deploy_config
 from cron.summary import (
     SUMMARY_FILE,

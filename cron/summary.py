@@ -21,9 +21,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from council import exitcodes
-from council.atomic import atomic_write_json
-from council.config import Settings, StatePaths
+from council.core import exitcodes
+from council.core.atomic import atomic_write_json
+from council.core.config import Settings, StatePaths
 from deploy.alerts import PIPELINE_ERROR, TRAINING_DONE, Alerter, redact
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from council.config import AlertSettings
+from council.core.config import AlertSettings
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from council.errors import AdapterError, CouncilError
-from council.jsonl import json_objects
-from council.local_model import LocalModel
-from council.model_files import BaseModel, resolve_base_model
-from council.prompts import PromptStore, serving_system_prompt
+from council.core.errors import AdapterError, CouncilError
+from council.core.jsonl import json_objects
+from council.engine.local.model import LocalModel
+from council.engine.model_files import BaseModel, resolve_base_model
+from council.routing.prompts import PromptStore, serving_system_prompt
 from deploy.probes import load_validation, probe_gate
 from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter
 

@@ -37,12 +37,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from council.atomic import atomic_write_json
-from council.cliargs import add_config_arguments
-from council.config import Settings
-from council.errors import AdapterError, CouncilError
-from council.exitcodes import FAILURE, NOTHING_TO_DO, OK, USAGE
-from council.validation import COUNCIL_MODEL
+from council.core.atomic import atomic_write_json
+from council.core.cliargs import add_config_arguments
+from council.core.config import Settings
+from council.core.errors import AdapterError, CouncilError
+from council.core.exitcodes import FAILURE, NOTHING_TO_DO, OK, USAGE
+from council.server.validation import COUNCIL_MODEL
 from deploy.alerts import DEPLOY_FAILURE, DEPLOY_SUCCESS, ROLLBACK, Alerter
 from deploy.canary import check_candidate
 from deploy.monitor import (

@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from council.local_model import LocalModel
-from council.prompts import PromptStore, serving_system_prompt
+from council.engine.local.model import LocalModel
+from council.routing.prompts import PromptStore, serving_system_prompt
 from deploy.registry import AdapterInfo, Registry
 from harvest.quality import agrees
 

@@ -18,10 +18,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from council.atomic import atomic_write_json
-from council.config import Settings
-from council.errors import CouncilError
-from council.exitcodes import FAILURE, NOTHING_TO_DO, OK, USAGE
+from council.core.atomic import atomic_write_json
+from council.core.config import Settings
+from council.core.errors import CouncilError
+from council.core.exitcodes import FAILURE, NOTHING_TO_DO, OK, USAGE
 from deploy.alerts import ROLLBACK, Alerter
 from deploy.monitor import ServerClient, confirm_adapter, default_server_url
 from deploy.registry import Registry, RegistryState, read_adapter, utc_now

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from council.adapter_files import check_adapter_folder
-from council.atomic import fsync_path
-from council.errors import CouncilError
+from council.engine.adapter_files import check_adapter_folder
+from council.core.atomic import fsync_path
+from council.core.errors import CouncilError
 
 log = logging.getLogger(__name__)
 

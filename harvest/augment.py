@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from autogen_core.models import AssistantMessage, SystemMessage, UserMessage
 
-from council.errors import PromptError
-from council.prompts import PromptStore
+from council.core.errors import PromptError
+from council.routing.prompts import PromptStore
 from harvest.council import HarvestCouncil
 from harvest.quality import agrees, f1, names, tokens
 

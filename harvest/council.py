@@ -37,9 +37,9 @@ from autogen_agentchat.base import TaskResult
 from autogen_core.model_context import UnboundedChatCompletionContext
 from autogen_core.models import AssistantMessage, ChatCompletionTokenLogprob, SystemMessage, UserMessage
 
-from council.errors import PromptError
-from council.pii import redact
-from council.prompts import PromptStore
+from council.core.errors import PromptError
+from council.core.pii import redact
+from council.routing.prompts import PromptStore
 from harvest.model_client import LiteLLMChatClient, ModelCallError
 from harvest.quality import Candidate, agrees, mean_probability, parse_candidate, parse_vote, score, tokens
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from council import exitcodes
-from council.config import LOCAL_MODEL, Settings, load_settings
-from council.errors import CouncilError
+from council.core import exitcodes
+from council.core.config import LOCAL_MODEL, Settings, load_settings
+from council.core.errors import CouncilError
 from harvest.selection import EPOCH, default_window, parse_when, select
 
 if TYPE_CHECKING:
@@ -131,8 +131,8 @@ async def harvest(config: HarvestConfig) -> Report:
 
 
 async def _run(settings: Settings, config: HarvestConfig, report: Report) -> None:
-    from council.memory import MemoryStore
-    from council.provider import unregister_provider
+    from council.memory.store import MemoryStore
+    from council.engine.provider import unregister_provider
     from harvest.pipeline import Harvester, build_augmenter, build_council, ensure_local_provider
 
     store = MemoryStore.open(settings.paths.memory, index=False)  # reads SQLite only; the server owns the index

@@ -33,7 +33,7 @@ from autogen_core.models import (  # noqa: E402
     UserMessage,
 )
 
-from council.errors import ModelUnavailableError  # noqa: E402
+from council.core.errors import ModelUnavailableError  # noqa: E402
 
 litellm.suppress_debug_info = True
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "function_calls", "function_call": "function_calls",

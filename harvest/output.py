@@ -33,8 +33,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from council.atomic import atomic_write_json, atomic_write_lines
-from council.schema import ExchangeRecord, to_iso, utcnow
+from council.core.atomic import atomic_write_json, atomic_write_lines
+from council.memory.schema import ExchangeRecord, to_iso, utcnow
 
 if TYPE_CHECKING:
     from harvest.augment import Augmented

@@ -37,11 +37,11 @@ from typing import Any
 import litellm
 from tqdm import tqdm
 
-from council.config import Settings
-from council.errors import CouncilError, StorageError
-from council.pii import redact_counts
-from council.prompts import PromptStore
-from council.schema import ExchangeRecord, to_iso, utcnow
+from council.core.config import Settings
+from council.core.errors import CouncilError, StorageError
+from council.core.pii import redact_counts
+from council.routing.prompts import PromptStore
+from council.memory.schema import ExchangeRecord, to_iso, utcnow
 from harvest.augment import Augmented, Augmenter
 from harvest.council import ORIGINAL_ANSWER, HarvestCouncil, ModelCallError
 from harvest.output import append_jsonl, augmented_rows, dpo_path, harvest_path, kept_rows, written_ids
@@ -293,7 +293,7 @@ async def ensure_local_provider(settings: Settings, models: list[str], concurren
         return None
     if any(p["provider"] == "local" for p in litellm.custom_provider_map):
         return None
-    from council.provider import register_local_provider
+    from council.engine.provider import register_local_provider
 
     calls = concurrency * (len(models) + 1)  # + 1: the call that words a user's correction
     model = replace(settings.model, max_queue=max(settings.model.max_queue, 4096),
@@ -314,6 +314,6 @@ def build_augmenter(settings: Settings, council: HarvestCouncil, config: Any) ->
     augment = config.augment
     if not (augment.paraphrases or augment.statements or augment.reverse):
         return None
-    from council.embedder import Embedder
+    from council.memory.embedder import Embedder
 
     return Augmenter(council, PromptStore(settings.prompts_dir), augment, Embedder().embed)

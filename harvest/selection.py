@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 
-from council.schema import ExchangeRecord
+from council.memory.schema import ExchangeRecord
 
 PRIORITY = {"correction": 0, "thumbs_down": 1, "low_rating": 1, "low_confidence": 2}
 SOURCE_LABEL = {"correction": "correction", "thumbs_down": "thumbs_down", "low_rating": "thumbs_down",
@@ -72,7 +72,7 @@ def collapse(records: list[ExchangeRecord], vectors: np.ndarray, threshold: floa
 
 
 def select(store, since: datetime, until: datetime, max_records: int, dedupe_similarity: float) -> Selection:
-    """Read the window from ``store`` (a ``council.memory.MemoryStore``) and pick this run's groups."""
+    """Read the window from ``store`` (a ``council.memory.store.MemoryStore``) and pick this run's groups."""
     records = sorted(store.window(since, until, success=False, harvested=False), key=priority_key)
     if not records:
         return Selection(0, [], 0)

@@ -11,8 +11,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from council.config import Settings, load_settings  # noqa: E402
-from council.model_files import resolve_base_model  # noqa: E402
+from council.core.config import Settings, load_settings  # noqa: E402
+from council.engine.model_files import resolve_base_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("COUNCIL_TEST_CACHE", REPO / ".council" / "test-cache"))

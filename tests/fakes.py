@@ -14,8 +14,8 @@ from typing import Any
 from litellm import CustomLLM, ModelResponse
 from litellm.types.utils import Choices, GenericStreamingChunk, Message
 
-from council.local_model import TokenLogprob
-from council.provider import logprobs_payload, register_provider
+from council.engine.local.model import TokenLogprob
+from council.engine.provider import logprobs_payload, register_provider
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from council.config import AlertSettings
-from council.exitcodes import OK
+from council.core.config import AlertSettings
+from council.core.exitcodes import OK
 from deploy.alerts import (
     DEPLOY_FAILURE,
     DEPLOY_SUCCESS,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from council.cli import main
-from council.config import load_settings
+from council.core.config import load_settings
 from tests.conftest import REPO
 
 
@@ -73,8 +73,8 @@ def _load(tmp_path, toml: str | None = None, env: dict[str, str] | None = None, 
 async def test_int_like_api_key_from_env_stays_a_string_and_authenticates(tmp_path, aiohttp_client, name):
     from aiohttp import web
 
-    from council import keys
-    from council.handlers import auth_middleware, errors_middleware
+    from council.server import keys
+    from council.server.handlers import auth_middleware, errors_middleware
 
     settings = _load(tmp_path, env={name: "123456"})
     assert settings.server.api_key == "123456"

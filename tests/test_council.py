@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from council.app import create_app
+from council.server.app import create_app
 from tests.fakes import Script, install_scripted
 
 ASK = {"messages": [{"role": "user", "content": "What is the boiling point of water at sea level?"}]}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from council import exitcodes
-from deploy.demo import DemoConfig, cli, main
-from deploy.demo_report import format_report
-from deploy.demo_server import Question, bundled_questions_path, load_questions
+from council.core import exitcodes
+from cron.demo import DemoConfig, cli, main
+from cron.demo_report import format_report
+from cron.demo_server import Question, bundled_questions_path, load_questions
 
 
 def write_lines(path: Path, *rows: dict) -> Path:

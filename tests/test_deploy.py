@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from council.exitcodes import FAILURE, NOTHING_TO_DO, OK
-from council.model_files import resolve_base_model
+from council.core.exitcodes import FAILURE, NOTHING_TO_DO, OK
+from council.engine.model_files import resolve_base_model
 from deploy.main import DeployConfig, main
 from deploy.registry import Registry, RegistryState, read_adapter
 from deploy.swap import point_current

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from council.app import create_app
-from council.stats import ServerStats
+from council.server.app import create_app
+from council.server.stats import ServerStats
 from deploy.monitor import (
     LATENCY_FLOOR_MS,
     Baseline,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from council.exitcodes import FAILURE, OK
+from council.core.exitcodes import FAILURE, OK
 from deploy.main import DeployConfig, cli, main
 from deploy.registry import Registry
 from tests.conftest import REPO

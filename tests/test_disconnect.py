@@ -64,7 +64,7 @@ async def test_clients_that_hang_up_free_their_slots_within_a_second(live_server
 
 
 async def test_request_timeout_answers_504_and_stops_the_work(aiohttp_server, make_settings, base_model_dir):
-    from council.app import create_app
+    from council.server.app import create_app
 
     settings = make_settings(**{"model.source": str(base_model_dir), "council.heads": {},
                                 "server.request_timeout_seconds": 0.5})
@@ -86,7 +86,7 @@ async def test_request_timeout_answers_504_and_stops_the_work(aiohttp_server, ma
 async def test_a_head_timeout_leaves_no_orphan_in_the_queue(aiohttp_server, make_settings, base_model_dir):
     """Agent-0 timing out (``council.head_timeout_seconds``) cancels its local generation: the next request
     does not wait behind work nobody will read."""
-    from council.app import create_app
+    from council.server.app import create_app
 
     settings = make_settings(**{"model.source": str(base_model_dir), "council.heads": {},
                                 "council.head_timeout_seconds": 1.5})

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from bench.common import free_port, start_server
-from council.memory import MemoryStore
+from council.memory.store import MemoryStore
 
 CONFIG = """
 providers = { scripted = "tests.fakes:ScriptedLLM" }

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from council.embedder import Embedder
-from council.prompts import PromptStore
-from council.schema import ExchangeRecord, Feedback
+from council.memory.embedder import Embedder
+from council.routing.prompts import PromptStore
+from council.memory.schema import ExchangeRecord, Feedback
 from harvest.augment import Augmented, keeps_key_words
 from harvest.council import HarvestCouncil
 from harvest.main import HarvestConfig, harvest

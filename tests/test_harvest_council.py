@@ -11,9 +11,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import pytest  # noqa: E402
 from autogen_core.models import SystemMessage, UserMessage  # noqa: E402
 
-from council.config import REPO_PROMPTS  # noqa: E402
-from council.errors import PromptError  # noqa: E402
-from council.prompts import PromptStore  # noqa: E402
+from council.core.config import REPO_PROMPTS  # noqa: E402
+from council.core.errors import PromptError  # noqa: E402
+from council.routing.prompts import PromptStore  # noqa: E402
 from harvest.council import HarvestCouncil, ModelCallError, rewriter_templates  # noqa: E402
 from harvest.model_client import LiteLLMChatClient  # noqa: E402
 from harvest.quality import parse_candidate, parse_vote, score, tokens  # noqa: E402

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from autogen_core.models import UserMessage
 
-from council import exitcodes
-from council.config import LOCAL_MODEL
-from council.embedder import Embedder
-from council.memory import MemoryStore
-from council.provider import register_local_provider, unregister_provider
-from council.schema import ExchangeRecord, Feedback
+from council.core import exitcodes
+from council.core.config import LOCAL_MODEL
+from council.memory.embedder import Embedder
+from council.memory.store import MemoryStore
+from council.engine.provider import register_local_provider, unregister_provider
+from council.memory.schema import ExchangeRecord, Feedback
 from harvest.main import HarvestConfig, harvest
 from harvest.model_client import LiteLLMChatClient
 from harvest.output import written_ids

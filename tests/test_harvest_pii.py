@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from council.pii import luhn_ok, redact, redact_counts
+from council.core.pii import luhn_ok, redact, redact_counts
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from council import exitcodes
-from council.embedder import Embedder
-from council.memory import MemoryStore
-from council.schema import ExchangeRecord, Feedback
+from council.core import exitcodes
+from council.memory.embedder import Embedder
+from council.memory.store import MemoryStore
+from council.memory.schema import ExchangeRecord, Feedback
 from harvest.main import HarvestConfig, cli, harvest
 from harvest.output import append_jsonl
 from tests.fakes import Script, install_scripted

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from council.local_model import LocalModel
-from council.model_files import resolve_base_model
+from council.engine.local.model import LocalModel
+from council.engine.model_files import resolve_base_model
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_swapped_adapters_answer_as_freshly_loaded_ones(base_model_dir, adapters
 def test_a_corrupt_adapter_is_refused_and_the_live_one_answers_as_before(base_model_dir, adapters, tmp_path):
     import shutil
 
-    from council.errors import AdapterError
+    from council.core.errors import AdapterError
 
     broken = tmp_path / "broken"
     shutil.copytree(adapters["r4b"], broken)

@@ -19,10 +19,10 @@ import faiss
 import numpy as np
 import pytest
 
-from council.embedder import BatchingEmbedder, Embedder
-from council.errors import CouncilError, InvalidRequestError, NotFoundError, StorageError
-from council.memory import MemoryStore
-from council.schema import ExchangeRecord, Feedback
+from council.memory.embedder import BatchingEmbedder, Embedder
+from council.core.errors import CouncilError, InvalidRequestError, NotFoundError, StorageError
+from council.memory.store import MemoryStore
+from council.memory.schema import ExchangeRecord, Feedback
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -87,7 +87,7 @@ def test_damaged_index_is_rebuilt_from_sqlite(tmp_path, caplog, damage):
         big.close()
         index.write_bytes((tmp_path / "b" / "index.faiss").read_bytes())
 
-    with caplog.at_level(logging.WARNING, logger="council.memory"):
+    with caplog.at_level(logging.WARNING, logger="council.memory.store"):
         store = MemoryStore.open(tmp_path / "a")
     try:
         assert "rebuilding" in caplog.text
@@ -124,7 +124,7 @@ def test_index_behind_sqlite_is_extended(tmp_path, caplog):
     late = fill(crashed, 3, start=5)  # committed to SQLite, index never saved (as if killed before close)
     assert faiss.read_index(str(tmp_path / "index.faiss")).ntotal == 5
 
-    with caplog.at_level(logging.WARNING, logger="council.memory"):
+    with caplog.at_level(logging.WARNING, logger="council.memory.store"):
         store = MemoryStore.open(tmp_path)
     try:
         assert "behind SQLite by 3 records; extending" in caplog.text and "rebuilding" not in caplog.text
@@ -311,8 +311,8 @@ async def test_batching_embedder_batches_concurrent_calls(embedder):
 
 CHILD = textwrap.dedent("""
     import sys, numpy as np
-    from council.memory import MemoryStore
-    from council.schema import ExchangeRecord
+    from council.memory.store import MemoryStore
+    from council.memory.schema import ExchangeRecord
     store = MemoryStore.open(sys.argv[1], save_every=1)  # saves the index after every add: kills land mid-save
     rng = np.random.default_rng(0)
     i = 0
@@ -440,7 +440,7 @@ def test_delete_masks_compacts_and_leaves_no_text_in_the_files(tmp_path, caplog)
         assert store.delete(["rec_unknown"]) == []
     finally:
         store.close()
-    with caplog.at_level(logging.INFO, logger="council.memory_index"):
+    with caplog.at_level(logging.INFO, logger="council.memory.index"):
         store = MemoryStore.open(tmp_path)  # the saved index still held the erased vector: compacted on open
     try:
         assert "holds 1 erased record(s); compacting it" in caplog.text and "does not fit" not in caplog.text
@@ -498,7 +498,7 @@ def test_records_erased_by_another_process_are_masked_and_compacted(tmp_path):
 def test_deletes_under_concurrent_searches_and_compactions_do_not_stall(tmp_path, caplog):
     """A delete holds the write lock while it waits for readers to leave the WAL; a compaction reading its
     snapshot must not wait for that lock meanwhile (it once did: the WAL stayed untruncated, deletes stalled)."""
-    caplog.set_level(logging.WARNING, logger="council.erasure")
+    caplog.set_level(logging.WARNING, logger="council.memory.erasure")
     store = MemoryStore.open(tmp_path)
     records = fill(store, 60)
     stop = time.monotonic() + 30

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from council import exitcodes
-from council.embedder import Embedder
+from council.core import exitcodes
+from council.memory.embedder import Embedder
 from cron.nightly import BUSY, STAGES, NightlyConfig, Stage, cli, main, nightly_lock
 from cron.stages import deploy_config
 from deploy.main import DeployConfig, pick_version

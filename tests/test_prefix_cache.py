@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from council.batched_generation import GenerationRequest
-from council.local_model import LocalModel
-from council.model_files import resolve_base_model
+from council.engine.local.batched import GenerationRequest
+from council.engine.local.model import LocalModel
+from council.engine.model_files import resolve_base_model
 
 pytestmark = pytest.mark.slow
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from council import model_files
+from council.engine import model_files
 
 BAR_TEXT = ("\r", "it/s", "%|")  # what any tqdm frame carries: carriage return, rate, bar edge
 
 CONVERT = textwrap.dedent("""
     import logging, sys
     from pathlib import Path
-    from council.model_files import _convert_gguf, embedded_gguf_path
+    from council.engine.model_files import _convert_gguf, embedded_gguf_path
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _convert_gguf(embedded_gguf_path(), Path(sys.argv[1]))
 """)

@@ -8,9 +8,9 @@ import math
 import litellm
 import pytest
 
-from council.errors import OverloadedError
-from council.provider import PROVIDER, register_local_provider, unregister_provider
-from council.router import council_error_in
+from council.core.errors import OverloadedError
+from council.engine.provider import PROVIDER, register_local_provider, unregister_provider
+from council.routing.router import council_error_in
 
 ASK = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from council.config import REPO_PROMPTS
-from council.local_model import LocalModel
-from council.model_files import resolve_base_model
-from council.prompts import PromptStore, serving_system_prompt
+from council.core.config import REPO_PROMPTS
+from council.engine.local.model import LocalModel
+from council.engine.model_files import resolve_base_model
+from council.routing.prompts import PromptStore, serving_system_prompt
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX
 from training.rehearsal import REHEARSAL_FILE, RehearsalPrompt, generate_examples, load_prompts

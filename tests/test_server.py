@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from council.app import create_app
+from council.server.app import create_app
 from tests.conftest import REPO
 from tests.fakes import Script, install_scripted
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from council import exitcodes
-from council.config import load_settings
-from council.model_files import resolve_base_model
-from council.prompts import PromptStore
+from council.core import exitcodes
+from council.core.config import load_settings
+from council.engine.model_files import resolve_base_model
+from council.routing.prompts import PromptStore
 from training import artifacts
 from training.data import encode_example, load_examples, read_harvest, split_examples
 from training.main import TrainConfig, cli, main
@@ -299,7 +299,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from council.prompts import PromptStore
+from council.routing.prompts import PromptStore
 from training.data import load_examples, user_message
 from training.evaluate import validation_loss
 
@@ -375,8 +375,8 @@ def test_incremental_run_continues_current_and_records_parent(fresh_run):
 
 @pytest.mark.slow
 def test_training_stops_once_greedy_decoding_says_every_answer(tmp_path, base_model_dir):
-    from council.local_model import LocalModel
-    from council.prompts import serving_system_prompt
+    from council.engine.local.model import LocalModel
+    from council.routing.prompts import serving_system_prompt
 
     settings = settings_for(tmp_path, base_model_dir)
     facts = [("What is the Zorblax 3000's mascot?", "A pangolin named Pim"),

@@ -9,7 +9,7 @@ import json
 import openai
 import pytest
 
-from council.app import create_app
+from council.server.app import create_app
 
 pytestmark = pytest.mark.slow
 ASK = [{"role": "user", "content": "What is the capital of France?"}]

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from council.adapter_files import check_adapter_folder
-from council.atomic import atomic_write_json, fsync_path
-from council.model_files import BaseModel
+from council.engine.adapter_files import check_adapter_folder
+from council.core.atomic import atomic_write_json, fsync_path
+from council.engine.model_files import BaseModel
 from training.data import CONSUMED_FILE, DatasetFile, read_consumed
 from training.errors import TrainingError
 

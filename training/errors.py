@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from council.errors import CouncilError
+from council.core.errors import CouncilError
 
 
 class TrainingError(CouncilError):

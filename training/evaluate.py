@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from council.prompts import PromptStore
+from council.routing.prompts import PromptStore
 from training.data import encode_all
 from training.loop import evaluate_loss, pick_loss
 

@@ -13,7 +13,7 @@ By default it continues from the adapter ``loras/current`` points at (one epoch,
 training_config.json, validation.jsonl, loss.png), renamed into place only when complete.
 
 Run it as ``council train [flags]`` or, without the ``council`` command, ``python -m training.main
-[--config FILE] [--home DIR] [flags]`` (settings from council.config.load_settings()).
+[--config FILE] [--home DIR] [flags]`` (settings from council.core.config.load_settings()).
 Exit codes: 0 new adapter, 1 failure, 2 bad arguments, 3 not enough new data (normal under cron).
 """
 
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from council import exitcodes
-from council.config import REPO_PROMPTS, Settings, StatePaths, load_settings
-from council.errors import CouncilError
+from council.core import exitcodes
+from council.core.config import REPO_PROMPTS, Settings, StatePaths, load_settings
+from council.core.errors import CouncilError
 from training import artifacts, pipeline
 from training.data import ASSISTANT_TEMPLATE, pending_files, read_harvest
 from training.rehearsal import REHEARSAL_FILE

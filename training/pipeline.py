@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from council.config import StatePaths
-from council.model_files import BaseModel, resolve_base_model
-from council.prompts import PromptStore, serving_system_prompt
+from council.core.config import StatePaths
+from council.engine.model_files import BaseModel, resolve_base_model
+from council.routing.prompts import PromptStore, serving_system_prompt
 from training import artifacts
 from training.data import HarvestData, consumed_files, encode_all, read_harvest, split_examples, user_message
 from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult, torch_threads
@@ -246,9 +246,9 @@ def write_version(tmp: Path, config: TrainConfig, meta: dict[str, Any], prepared
 
 
 def write_scope(tmp: Path, config: TrainConfig, prepared: Prepared) -> int:
-    """``scope.npy``: embeddings of the queries trained on, the parent's included (council/adapter_scope.py)."""
-    from council import adapter_scope
-    from council.embedder import Embedder
+    """``scope.npy``: embeddings of the queries trained on, the parent's included (council/engine/adapter_scope.py)."""
+    from council.engine import adapter_scope
+    from council.memory.embedder import Embedder
 
     with torch_threads(config.torch_threads):
         return adapter_scope.write_scope(tmp, prepared.train_queries, Embedder().embed, prepared.parent)

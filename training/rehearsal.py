@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from council.jsonl import json_objects
-from council.local_model import chat_ids
+from council.core.jsonl import json_objects
+from council.engine.local.model import chat_ids
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX, TokenizedExample
 

@@ -21,13 +21,13 @@ from typing import Any
 
 from safetensors import SafetensorError
 
-from council.adapter_files import check_adapter_folder, check_against_base, check_loaded
-from council.adapter_scope import AdapterUse, Embed, query_of, read_scope, similarities
-from council.batched_generation import GenerationRequest, generate_batch
-from council.config import ModelSettings
-from council.errors import AdapterError, OverloadedError
-from council.model_files import BaseModel
-from council.prefix_cache import PrefixCache
+from council.engine.adapter_files import check_adapter_folder, check_against_base, check_loaded
+from council.engine.adapter_scope import AdapterUse, Embed, query_of, read_scope, similarities
+from council.engine.local.batched import GenerationRequest, generate_batch
+from council.core.config import ModelSettings
+from council.core.errors import AdapterError, OverloadedError
+from council.engine.model_files import BaseModel
+from council.engine.local.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class LocalModel:
     def embedder(self) -> Embed:
         """The query embedder of adapter scopes (loaded on first use)."""
         if self._embed is None:
-            from council.embedder import Embedder
+            from council.memory.embedder import Embedder
 
             self._embed = Embedder().embed
         return self._embed
@@ -311,7 +311,7 @@ class LocalModel:
         return result
 
     def generate_batch(self, requests: list[GenerationRequest]) -> list[Generation | Exception]:
-        """Decode ``requests`` together (see council/batched_generation.py); per-request errors are returned."""
+        """Decode ``requests`` together (see council/engine/local/batched.py); per-request errors are returned."""
         return generate_batch(self, requests)
 
     @staticmethod

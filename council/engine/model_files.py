@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from council.errors import CouncilError
+from council.core.errors import CouncilError
 
 log = logging.getLogger(__name__)
 

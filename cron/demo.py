@@ -52,13 +52,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from council import exitcodes
-from council.atomic import atomic_write_json
-from council.cliargs import add_config_arguments
-from council.config import Settings, load_settings
-from council.errors import CouncilError
-from deploy.demo_report import format_report, summarize
-from deploy.demo_server import (
+from council.core import exitcodes
+from council.core.atomic import atomic_write_json
+from council.core.cliargs import add_config_arguments
+from council.core.config import Settings, load_settings
+from council.core.errors import CouncilError
+from cron.demo_report import format_report, summarize
+from cron.demo_server import (
     DemoServer,
     Question,
     bundled_questions_path,
@@ -135,7 +135,7 @@ def base_model_source(config: DemoConfig) -> str:
         return str(Path(config.model_source).expanduser().resolve())
     if config.settings.model.source:
         return config.settings.model.source
-    from council.model_files import resolve_base_model
+    from council.engine.model_files import resolve_base_model
 
     return resolve_base_model("", config.settings.paths.models).path
 

@@ -1,6 +1,6 @@
 """The demo's result: rows per question (before, memory, night), totals against the targets, and the report.
 
-Used by ``deploy.demo`` (``council demo``): ``summarize`` builds ``logs/demo_summary.json``, ``format_report``
+Used by ``cron.demo`` (``council demo``): ``summarize`` builds ``logs/demo_summary.json``, ``format_report``
 prints it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deploy.demo_server import Question
+from cron.demo_server import Question
 
 
 def _share(replies: list[dict[str, Any]]) -> float:

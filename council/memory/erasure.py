@@ -1,11 +1,11 @@
 """Erasing exchanges for good, everywhere Council keeps their text.
 
-``MemoryStore.delete`` (``council/memory.py``) removes the rows with ``delete_rows`` and ``scrub_sqlite`` here;
+``MemoryStore.delete`` (``council/memory/store.py``) removes the rows with ``delete_rows`` and ``scrub_sqlite`` here;
 ``scrub_files`` then removes what the nightly loop copied into files under the state directory. The server
 does both for ``DELETE /v1/records/{id}``; ``council forget --user ID`` (``cli``) does both for every exchange of
 one user, then VACUUMs the database and compacts the index at once.
 
-Files (each one that changes is rewritten atomically, ``council/atomic.py``; no other is touched):
+Files (each one that changes is rewritten atomically, ``council/core/atomic.py``; no other is touched):
 
 * ``training_data/harvest_*.jsonl``, ``training_data/dpo_*.jsonl``, ``loras/*/validation.jsonl``: a line goes
   when its ``record_id``, its ``source_record_id`` or the part of its ``record_id`` before a ``#`` is an erased
@@ -40,12 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from council.atomic import atomic_write_json, atomic_write_lines
-from council.config import Settings, StatePaths
-from council.errors import CouncilError
-from council.exitcodes import FAILURE, NOTHING_TO_DO, OK
-from council.pii import redact
-from council.schema import ExchangeRecord
+from council.core.atomic import atomic_write_json, atomic_write_lines
+from council.core.config import Settings, StatePaths
+from council.core.errors import CouncilError
+from council.core.exitcodes import FAILURE, NOTHING_TO_DO, OK
+from council.core.pii import redact
+from council.memory.schema import ExchangeRecord
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
 def cli(argv: list[str], settings: Settings) -> int:
     """``council forget --user ID``: exit 0 when something was erased, 3 when nothing was found, 1 on failure."""
     args = _parser().parse_args(argv)
-    from council.memory import MemoryStore  # here: council.memory imports this module
+    from council.memory.store import MemoryStore  # here: council.memory.store imports this module
 
     try:
         store = MemoryStore.open(settings.paths.memory, index=False)  # compact() below rebuilds the index

@@ -12,15 +12,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from council.config import Settings
-from council.embedder import BatchingEmbedder
-from council.erasure import scrub_files
-from council.errors import NotFoundError, StorageError
-from council.memory import MemoryStore
-from council.router import Decision, Router
-from council.schema import ExchangeRecord, new_record_id
-from council.stats import ServerStats
-from council.validation import COUNCIL_MODEL, ChatRequest
+from council.core.config import Settings
+from council.memory.embedder import BatchingEmbedder
+from council.memory.erasure import scrub_files
+from council.core.errors import NotFoundError, StorageError
+from council.memory.store import MemoryStore
+from council.routing.router import Decision, Router
+from council.memory.schema import ExchangeRecord, new_record_id
+from council.server.stats import ServerStats
+from council.server.validation import COUNCIL_MODEL, ChatRequest
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class ChatService:
         log.info("erased record %s (and %d line(s) in %d file(s))", record_id, scrubbed.lines, len(scrubbed.files))
 
     async def delete(self, record_id: str) -> None:
-        """Erase one record from the memory, from recall and from every file that copied it (``council/erasure.py``)."""
+        """Erase one record from the memory, from recall and from every file that copied it (``council/memory/erasure.py``)."""
         await asyncio.to_thread(self._erase, record_id)
         self.stats.memory_size.set(self.memory.count())
 

@@ -2,14 +2,14 @@
 
 from aiohttp import web
 
-from council.config import Settings
-from council.embedder import BatchingEmbedder, Embedder
-from council.memory import MemoryStore
-from council.prompts import PromptStore
-from council.provider import LocalProvider
-from council.service import ChatService
-from council.startup import Startup
-from council.stats import ServerStats
+from council.core.config import Settings
+from council.memory.embedder import BatchingEmbedder, Embedder
+from council.memory.store import MemoryStore
+from council.routing.prompts import PromptStore
+from council.engine.provider import LocalProvider
+from council.server.service import ChatService
+from council.server.startup import Startup
+from council.server.stats import ServerStats
 
 SETTINGS = web.AppKey("settings", Settings)
 PROMPTS = web.AppKey("prompts", PromptStore)

@@ -15,9 +15,9 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from council.config import Settings
-from council.errors import CouncilError
-from council.exitcodes import FAILURE, OK, USAGE
+from council.core.config import Settings
+from council.core.errors import CouncilError
+from council.core.exitcodes import FAILURE, OK, USAGE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def cli(argv: list[str], settings: Settings) -> int:
             sys.stderr.write(f"council records: --since {args.since!r} is not an ISO date, e.g. 2026-11-30\n")
             return USAGE
         since = since.replace(tzinfo=UTC) if since.tzinfo is None else since
-    from council.memory import MemoryStore
+    from council.memory.store import MemoryStore
 
     try:
         store = MemoryStore.open(settings.paths.memory, index=False)  # a listing never searches

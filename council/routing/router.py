@@ -3,7 +3,7 @@
 1. The query's nearest past exchanges that may be recalled (``council.memory_k``, at least
    ``council.memory_min_similarity``; corrections and successes, see ``memory.share``) become context in the
    system prompt, a correction standing in for the answer it corrected. A model that is not ``local/`` (nor
-   any model of its fallback chain) gets them PII-redacted (``council/pii.py``), as harvest does.
+   any model of its fallback chain) gets them PII-redacted (``council/core/pii.py``), as harvest does.
 2. Agent-0 (``council.agent0``, prompt ``prompts/system.j2``) answers.
 3. If its confidence is below ``council.threshold``, every head in ``council.heads`` (prompt
    ``prompts/head_<name>.j2``) answers concurrently; the most confident answer wins. Ties go to the
@@ -25,11 +25,11 @@ from typing import Any
 import litellm
 import openai
 
-from council import confidence as conf
-from council.config import Settings
-from council.errors import CouncilError, ModelUnavailableError
-from council.pii import redact
-from council.prompts import SYSTEM_TEMPLATE, PromptStore
+from council.routing import confidence as conf
+from council.core.config import Settings
+from council.core.errors import CouncilError, ModelUnavailableError
+from council.core.pii import redact
+from council.routing.prompts import SYSTEM_TEMPLATE, PromptStore
 
 log = logging.getLogger(__name__)
 AGENT0 = "agent0"

@@ -10,24 +10,24 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from council import keys
-from council.config import Settings
-from council.embedder import BatchingEmbedder, Embedder
-from council.handlers import (
+from council.server import keys
+from council.core.config import Settings
+from council.memory.embedder import BatchingEmbedder, Embedder
+from council.server.handlers import (
     auth_middleware,
     errors_middleware,
     live_adapter,
     note_adapter,
     startup_middleware,
 )
-from council.memory import MemoryStore
-from council.prompts import PromptStore
-from council.provider import PROVIDER, register_local_provider, register_provider, unregister_provider
-from council.router import Router
-from council.routes import setup_routes
-from council.service import ChatService
-from council.startup import Startup
-from council.stats import ServerStats
+from council.memory.store import MemoryStore
+from council.routing.prompts import PromptStore
+from council.engine.provider import PROVIDER, register_local_provider, register_provider, unregister_provider
+from council.routing.router import Router
+from council.server.routes import setup_routes
+from council.server.service import ChatService
+from council.server.startup import Startup
+from council.server.stats import ServerStats
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ async def local_model_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def sentence_model_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The sentence embedder: memory lookups and adapter scopes (council/adapter_scope.py) share it."""
+    """The sentence embedder: memory lookups and adapter scopes (council/engine/adapter_scope.py) share it."""
     settings = app[keys.SETTINGS]
     if settings.model.torch_threads:
         import torch
@@ -145,7 +145,7 @@ async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, background_start: bool = False) -> web.Application:
     """Build the server for ``settings``; models and stores open with the app and close with it. With
-    ``background_start`` (``council serve``) they load after the port serves (``council/startup.py``);
+    ``background_start`` (``council serve``) they load after the port serves (``council/server/startup.py``);
     without, the app serves only once they have loaded."""
     settings.paths.ensure()
     app = web.Application(client_max_size=settings.server.max_body_bytes,

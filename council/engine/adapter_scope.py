@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from council.errors import AdapterError
+from council.core.errors import AdapterError
 
 SCOPE_FILE = "scope.npy"
 EMBEDDING_DIM = 384

@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from council import keys
-from council.errors import (
+from council.server import keys
+from council.core.errors import (
     AuthenticationError,
     CouncilError,
     InvalidRequestError,
@@ -24,9 +24,9 @@ from council.errors import (
     RequestTimeoutError,
     StartingError,
 )
-from council.schema import THUMBS
-from council.service import Answer
-from council.validation import ChatRequest, check_text, parse_chat_request
+from council.memory.schema import THUMBS
+from council.server.service import Answer
+from council.server.validation import ChatRequest, check_text, parse_chat_request
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = ("/health", "/livez", "/readyz")  # no bearer token needed
@@ -344,7 +344,7 @@ async def get_record(request: web.Request) -> web.Response:
 
 async def delete_record(request: web.Request) -> web.Response:
     """``DELETE /v1/records/{id}``: the record is erased from the memory, from recall and from every file that
-    copied it (``council/erasure.py``); answered like OpenAI's deletions. An unknown id is a 404."""
+    copied it (``council/memory/erasure.py``); answered like OpenAI's deletions. An unknown id is a 404."""
     record_id = request.match_info["record_id"]
     await request.app[keys.SERVICE].delete(record_id)
     return web.json_response({"id": record_id, "object": "record.deleted", "deleted": True})

@@ -1,6 +1,6 @@
 """The demo's moving parts: its questions, a real ``council serve`` child process, and the result table.
 
-Used by ``deploy.demo`` (``council demo``); nothing here is specific to one run.
+Used by ``cron.demo`` (``council demo``); nothing here is specific to one run.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from council.errors import CouncilError
-from council.jsonl import json_objects
+from council.core.errors import CouncilError
+from council.core.jsonl import json_objects
 
 log = logging.getLogger(__name__)
 BUNDLED_QUESTIONS = "demo_data.jsonl"

@@ -11,7 +11,7 @@ Layout of the memory folder (``settings.paths.memory``):
   unreadable or inconsistent file is rebuilt from the stored embeddings (with a logged warning); a file that is
   behind (e.g. after kill -9) is extended with the missing rows. A crash at any moment leaves a store that opens.
 
-Erasure (``delete(["rec_..."])``, ``council/erasure.py``): rows go with ``secure_delete`` on, the WAL is truncated,
+Erasure (``delete(["rec_..."])``, ``council/memory/erasure.py``): rows go with ``secure_delete`` on, the WAL is truncated,
 ids go to ``erased`` (never reused); their vectors are masked from search until ``compact`` rebuilds the index.
 
 Success flags: only negative feedback (thumbs down, rating <= 2, a correction) changes ``success``, and only to
@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from council import erasure
-from council.errors import InvalidRequestError, NotFoundError, StorageError
-from council.memory_index import LiveIndex, add_rows, new_index
-from council.schema import THUMBS, ExchangeRecord, Feedback, utcnow
+from council.memory import erasure
+from council.core.errors import InvalidRequestError, NotFoundError, StorageError
+from council.memory.index import LiveIndex, add_rows, new_index
+from council.memory.schema import THUMBS, ExchangeRecord, Feedback, utcnow
 
 log = logging.getLogger(__name__)
 

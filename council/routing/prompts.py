@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from council.errors import PromptError
+from council.core.errors import PromptError
 
 log = logging.getLogger(__name__)
 TEMPLATE_SUFFIX = ".j2"

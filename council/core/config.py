@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-REPO_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+REPO_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 DEFAULT_HOME = Path("~/.council")
 LOCAL_MODEL = "local/smollm2"
 
@@ -67,7 +67,7 @@ class ModelSettings:
     prefix_cache_entries: int = field(default=8, metadata={
         "help": "Conversation prefixes (everything before a prompt's last message, 32+ tokens) whose keys and "
                 "values the local model keeps, so prompts that begin the same way skip recomputing them "
-                "(council/prefix_cache.py; about 15 MB per 320 tokens). 0 = off."})
+                "(council/engine/local/prefix_cache.py; about 15 MB per 320 tokens). 0 = off."})
     torch_threads: int = field(default=1, metadata={
         "help": "torch intra-op threads of each Council process (0 = torch's default, one per core). 1 suits a "
                 "server that runs the model and the embedder on two threads side by side, and any machine whose "

@@ -1,6 +1,6 @@
 """PII redaction to typed placeholders: every text harvest sends to a model or writes to a file passes through
 ``redact``, and so does every past exchange the server puts in the prompt of a remote (not ``local/``) model
-(``council/router.py``).
+(``council/routing/router.py``).
 
 What is replaced, in this order, and how it is recognised:
 

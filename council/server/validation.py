@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from council.errors import InvalidRequestError
+from council.core.errors import InvalidRequestError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 COUNCIL_MODEL = "council"

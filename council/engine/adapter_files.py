@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from council.errors import AdapterError
+from council.core.errors import AdapterError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")

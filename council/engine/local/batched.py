@@ -6,9 +6,9 @@ once, several records at a time) and concurrent chat requests therefore finish s
 their generations share steps (``bench/batch_bench.py`` measures it).
 
 Rows are left-padded to a common prompt length, after the part of each prompt whose keys and values are
-already cached (``council/prefix_cache.py``). Each row keeps its own sampling settings, seed, stop strings,
+already cached (``council/engine/local/prefix_cache.py``). Each row keeps its own sampling settings, seed, stop strings,
 token limit, streaming callback and cancellation, and is answered by the live adapter or by the base model,
-as the adapter's scope decides (``council/adapter_scope.py``). Once half of the rows have finished they
+as the adapter's scope decides (``council/engine/adapter_scope.py``). Once half of the rows have finished they
 leave the batch; the others go on, so one long answer costs the short ones little. Batches are formed from
 requests that arrive together and are capped at ``model.max_batch``.
 """
@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from council.adapter_scope import AdapterUse
-from council.errors import InvalidRequestError
+from council.engine.adapter_scope import AdapterUse
+from council.core.errors import InvalidRequestError
 
 if TYPE_CHECKING:
-    from council.local_model import Generation, LocalModel, TokenLogprob
+    from council.engine.local.model import Generation, LocalModel, TokenLogprob
 
 log = logging.getLogger(__name__)
 BASE_ROW = "__base__"  # PEFT's adapter name for "no adapter on this row" in a mixed batch
@@ -89,7 +89,7 @@ class _Row:
                top: list[tuple[int, float]] | None = None) -> None:
         """Take the sampled ``token`` (``top``: the most likely (id, logprob) pairs): update text, stop strings,
         streaming and the finish reason."""
-        from council.local_model import TokenLogprob
+        from council.engine.local.model import TokenLogprob
 
         if token in model.eos_ids:
             self.finish = "stop"
@@ -112,7 +112,7 @@ class _Row:
             self.finish = "length"
 
     def result(self, model: LocalModel) -> Generation | Exception:
-        from council.local_model import Generation, TokenLogprob
+        from council.engine.local.model import Generation, TokenLogprob
 
         if self.error is not None:
             return self.error
@@ -147,7 +147,7 @@ def _row(model: LocalModel, request: GenerationRequest) -> _Row:
 
 
 def _fill_cache(model: LocalModel, rows: list[_Row]) -> None:
-    """Compute and cache the histories that repeat (see council/prefix_cache.py), each once."""
+    """Compute and cache the histories that repeat (see council/engine/local/prefix_cache.py), each once."""
     import torch
 
     cache = model.prefix_cache
@@ -164,7 +164,7 @@ def _fill_cache(model: LocalModel, rows: list[_Row]) -> None:
 def _layout(model: LocalModel, rows: list[_Row], pad_id: int) -> tuple[Any, Any, Any, Any, int]:
     """Prefill inputs: (ids, mask, positions, past, reused tokens).
 
-    A row whose history is cached (council/prefix_cache.py) brings its keys and values in ``past``, left-
+    A row whose history is cached (council/engine/local/prefix_cache.py) brings its keys and values in ``past``, left-
     padded to the longest cached history; only the rest of each prompt, left-padded to the longest rest, is
     computed. The padding inside a row is masked and positions count its real tokens only."""
     import torch

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from council import handlers
+from council.server import handlers
 
 
 def setup_routes(app: web.Application) -> None:

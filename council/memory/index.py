@@ -1,6 +1,6 @@
 """The FAISS half of the memory store: an HNSW index over query embeddings and its file ``index.faiss``.
 
-The index is a cache of what SQLite holds (``council.memory``): its ids are SQLite's integer primary keys and
+The index is a cache of what SQLite holds (``council.memory.store``): its ids are SQLite's integer primary keys and
 its vectors the embeddings stored there, so it can always be rebuilt. HNSW (inner product on unit vectors =
 cosine) inside an IndexIDMap2: at 100k x 384 a search with efSearch 96 costs about 1 ms of one core where
 brute force (IndexFlatIP) costs over 10 ms (bench/memory_bench.py). HNSW cannot remove vectors: the store masks
@@ -24,7 +24,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from council.errors import CouncilError
+from council.core.errors import CouncilError
 
 log = logging.getLogger(__name__)
 

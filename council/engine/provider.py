@@ -3,7 +3,7 @@
 ``register_local_provider(settings)`` loads the base model (converting the embedded GGUF once) and adds
 a ``litellm.CustomLLM`` under the name ``local`` to ``litellm.custom_provider_map``; from then on
 ``litellm.acompletion(model="local/smollm2", ...)`` runs here, off the event loop, requests that wait
-together decoded as one batch (``council/batched_generation.py``), with per-token logprobs in
+together decoded as one batch (``council/engine/local/batched.py``), with per-token logprobs in
 ``choices[0].logprobs`` (and in each stream chunk's ``provider_specific_fields["logprobs"]``).
 """
 
@@ -24,12 +24,12 @@ import litellm  # noqa: E402
 from litellm import CustomLLM, ModelResponse  # noqa: E402
 from litellm.types.utils import Choices, GenericStreamingChunk, Message, Usage  # noqa: E402
 
-from council.adapter_scope import Embed  # noqa: E402
-from council.batched_generation import GenerationRequest  # noqa: E402
-from council.config import Settings  # noqa: E402
-from council.errors import AdapterError, InvalidRequestError  # noqa: E402
-from council.local_model import Generation, LocalModel, ModelWorker, TokenLogprob  # noqa: E402
-from council.model_files import resolve_base_model  # noqa: E402
+from council.engine.adapter_scope import Embed  # noqa: E402
+from council.engine.local.batched import GenerationRequest  # noqa: E402
+from council.core.config import Settings  # noqa: E402
+from council.core.errors import AdapterError, InvalidRequestError  # noqa: E402
+from council.engine.local.model import Generation, LocalModel, ModelWorker, TokenLogprob  # noqa: E402
+from council.engine.model_files import resolve_base_model  # noqa: E402
 
 log = logging.getLogger(__name__)
 litellm.suppress_debug_info = True  # no "file a bug" banners in our logs for provider errors
