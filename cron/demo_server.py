@@ -12,13 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from council.core import http
 from council.core.errors import CouncilError
 from council.core.jsonl import json_objects
 
@@ -43,8 +42,8 @@ class Question:
 
 
 def bundled_questions_path() -> Path:
-    """``deploy/demo_data.jsonl`` as installed with the package."""
-    return Path(str(resources.files("deploy").joinpath(BUNDLED_QUESTIONS)))
+    """``cron/demo_data.jsonl`` as installed with the package."""
+    return Path(str(resources.files("cron").joinpath(BUNDLED_QUESTIONS)))
 
 
 def load_questions(path: Path) -> list[Question]:
@@ -140,15 +139,17 @@ class DemoServer:
             process.wait(timeout=10)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        """The JSON reply of a 2xx answer; CouncilError for any other status, no answer, or a non-JSON body."""
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise CouncilError(f"{method} {path} answered HTTP {exc.code}: {exc.read()[:300]!r}") from exc
-        except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
+            reply = http.request(method, self.url + path, body, headers={"Content-Type": "application/json"},
+                                 timeout=timeout)
+        except http.RequestFailed as exc:
+            raise CouncilError(f"{method} {path} failed: {exc}") from exc
+        if not reply.ok:
+            raise CouncilError(f"{method} {path} answered HTTP {reply.status}: {reply.content[:300]!r}")
+        try:
+            return reply.json()
+        except json.JSONDecodeError as exc:
             raise CouncilError(f"{method} {path} failed: {exc}") from exc
 
     def health(self) -> dict[str, Any]:

@@ -16,19 +16,16 @@ line or an exception message (``redact``).
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from council.core import http
 from council.core.config import AlertSettings
 
 log = logging.getLogger(__name__)
@@ -48,6 +45,7 @@ _STYLE = {  # event -> (emoji, Discord colour)
     PIPELINE_ERROR: (":rotating_light:", 0xE74C3C),
 }
 _DISCORD_HOSTS = ("discord.com", "discordapp.com")
+_HEADERS = {"Content-Type": "application/json", "User-Agent": "council-alerts/1"}
 
 
 def redact(text: str, url: str) -> str:
@@ -160,7 +158,7 @@ class Alerter:
         self.last_attempts = 0
         if not self.url:
             return True
-        body = json.dumps(self.payload(event, title, fields)).encode("utf-8")
+        body = self.payload(event, title, fields)
         deadline = time.monotonic() + self.budget
         error = ""
         for attempt in range(self.retries):
@@ -172,15 +170,16 @@ class Alerter:
             self.last_attempts = attempt + 1
             retry_after = None
             try:
-                self._post(body, timeout=min(self.timeout, remaining))
-                return True
-            except urllib.error.HTTPError as exc:
-                error = f"HTTP {exc.code}"
-                if exc.code != 429 and exc.code < 500:
+                reply = http.request("POST", self.url, body, headers=_HEADERS, timeout=min(self.timeout, remaining))
+            except http.RequestFailed as exc:
+                error = str(exc)
+            else:
+                if reply.ok:
+                    return True
+                error = f"HTTP {reply.status}"
+                if reply.status != 429 and reply.status < 500:
                     break  # a client error will not go away by retrying
-                retry_after = retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-                error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                retry_after = retry_after_seconds(reply.headers.get("Retry-After"))
             if attempt + 1 == self.retries:
                 break
             delay = max(self.backoff * (2 ** attempt), retry_after or 0.0)
@@ -197,11 +196,3 @@ class Alerter:
         log.warning("webhook alert [%s] not delivered after %d attempt(s): %s",
                     event, self.last_attempts, redact(error, self.url))
         return False
-
-    def _post(self, body: bytes, timeout: float) -> None:
-        request = urllib.request.Request(
-            self.url, data=body, method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "council-alerts/1"},
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()

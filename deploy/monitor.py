@@ -17,15 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from council.core import http
+
 log = logging.getLogger(__name__)
 
-_NETWORK_ERRORS = (urllib.error.URLError, OSError, TimeoutError, ValueError)
 LATENCY_FLOOR_MS = 50.0  # added to the relative p95 limit: a 2 ms baseline must not fail at 7 ms
 
 
@@ -47,27 +46,20 @@ class ServerClient:
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
                  timeout: float | None = None) -> tuple[int, Any] | None:
+        """(HTTP status, its JSON body or None when empty or not JSON); None, with ``last_error``, on no reply."""
         headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                raw = response.read()
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            raw, status = exc.read(), exc.code
-        except _NETWORK_ERRORS as exc:
-            self.last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            reply = http.request(method, self.base_url + path, body, headers=headers,
+                                 timeout=timeout or self.timeout)
+        except http.RequestFailed as exc:
+            self.last_error = str(exc)
             return None
         try:
-            return status, json.loads(raw) if raw else None
+            return reply.status, reply.json() if reply.content else None
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return status, None
+            return reply.status, None
 
     def health(self) -> dict[str, Any] | None:
         """The /health JSON, or None when no server answers (or it answers garbage)."""

@@ -8,7 +8,6 @@ the registry ignores dot-names.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import secrets
@@ -16,9 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from council.engine.adapter_files import check_adapter_folder
 from council.core.atomic import fsync_path
 from council.core.errors import CouncilError
+from council.core.locks import exclusive
+from council.engine.adapter_files import check_adapter_folder
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +75,14 @@ def resolve_current(loras: Path, link_name: str = "current") -> Path | None:
 
 @contextmanager
 def deploy_lock(loras: Path) -> Iterator[None]:
-    """Hold ``loras/.deploy.lock`` so only one deploy or rollback changes the link at a time."""
-    loras.mkdir(parents=True, exist_ok=True)
-    handle = open(loras / LOCK_FILE, "a+")  # closed in finally
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise CouncilError(
-                f"another deploy or rollback holds {loras / LOCK_FILE}; wait for it to finish"
-            ) from exc
+    """Hold ``loras/.deploy.lock`` so only one deploy or rollback changes the link at a time.
+
+    Creates ``loras`` when missing and sweeps stray temporary links once the lock is held; raises
+    CouncilError at once when another deploy or rollback holds it.
+    """
+    with exclusive(loras / LOCK_FILE) as held:
+        if not held:
+            raise CouncilError(f"another deploy or rollback holds {loras / LOCK_FILE}; wait for it to finish")
         sweep_temp_links(loras)
         yield
-    finally:
-        handle.close()
 

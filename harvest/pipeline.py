@@ -24,11 +24,11 @@ The run holds ``logs/harvest.lock`` (flock), so two runs never rewrite the same 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,9 +39,10 @@ from tqdm import tqdm
 
 from council.core.config import Settings
 from council.core.errors import CouncilError, StorageError
+from council.core.locks import exclusive
 from council.core.pii import redact_counts
-from council.routing.prompts import PromptStore
 from council.memory.schema import ExchangeRecord, to_iso, utcnow
+from council.routing.prompts import PromptStore
 from harvest.augment import Augmented, Augmenter
 from harvest.council import ORIGINAL_ANSWER, HarvestCouncil, ModelCallError
 from harvest.output import append_jsonl, augmented_rows, dpo_path, harvest_path, kept_rows, written_ids
@@ -120,17 +121,12 @@ class Report:
 
 
 @contextmanager
-def run_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise CouncilError(f"another harvest holds {path}; wait for it to finish") from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold ``path`` (``logs/harvest.lock``) for the run; CouncilError at once when another harvest holds it."""
+    with exclusive(path) as held:
+        if not held:
+            raise CouncilError(f"another harvest holds {path}; wait for it to finish")
+        yield
 
 
 def _redact(report: Report, text: str | None) -> str | None:

@@ -7,7 +7,6 @@ makes any ``.tmp-*`` folder found at start a leftover of a killed run, safe to d
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -19,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from council.engine.adapter_files import check_adapter_folder
 from council.core.atomic import atomic_write_json, fsync_path
+from council.core.locks import exclusive
+from council.engine.adapter_files import check_adapter_folder
 from council.engine.model_files import BaseModel
 from training.data import CONSUMED_FILE, DatasetFile, read_consumed
 from training.errors import TrainingError
@@ -38,18 +38,14 @@ def new_version(now: datetime | None = None) -> str:
 
 @contextmanager
 def training_lock(loras: Path) -> Iterator[None]:
-    """Hold ``loras/.train.lock`` for the whole run; the OS drops it if the process dies."""
-    fd = os.open(loras / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise TrainingError(
-                f"another `council train` is running (it holds {loras / LOCK_FILE}); try later"
-            ) from exc
+    """Hold ``loras/.train.lock`` for the whole run; the OS drops it if the process dies.
+
+    Raises TrainingError at once when another run holds it.
+    """
+    with exclusive(loras / LOCK_FILE) as held:
+        if not held:
+            raise TrainingError(f"another `council train` is running (it holds {loras / LOCK_FILE}); try later")
         yield
-    finally:
-        os.close(fd)
 
 
 def clean_stale(loras: Path) -> list[str]:
