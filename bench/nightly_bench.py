@@ -18,11 +18,12 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from council.core.config import load_settings  # noqa: E402
-from council.memory.embedder import Embedder  # noqa: E402
-from council.memory.store import MemoryStore  # noqa: E402
 from council.engine.model_files import resolve_base_model  # noqa: E402
+from council.memory.embedder import Embedder  # noqa: E402
 from council.memory.schema import ExchangeRecord, Feedback  # noqa: E402
-from cron.nightly import NightlyConfig, main  # noqa: E402
+from council.memory.store import MemoryStore  # noqa: E402
+from cron.config import NightlyConfig  # noqa: E402
+from cron.nightly import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCTS = ["Zorblax 3000", "Quibbletron", "Marnox Pod", "Velquist Lamp", "Drubble Kettle", "Op-Fenwick Drone",

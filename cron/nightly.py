@@ -5,10 +5,11 @@ Run by cron through ``cron/nightly_improvement.sh`` (crontab example in the READ
     council nightly                          # every unharvested failure, server at server.host:server.port
     council nightly --since 2026-11-21 --fresh --window-seconds 120
 
-Each stage is its package's own ``main(config)`` (``cron.stages``); this module sequences them. A lock
-(``<home>/nightly.lock``) refuses a second run while one is going. Preflight needs ``--min-free-gb`` of free
-disk and, when a server URL answers nothing, says so (deploy then runs without monitoring). Every stage logs
-to ``<home>/logs/nightly-<stamp>/<stage>.log``. "Nothing to do" (exit 3) from a stage is normal: the later
+Each stage is its package's own ``main(config)`` (``cron.stages``), given the night's options
+(``cron.config.NightlyConfig``); this module sequences them. A lock (``<home>/nightly.lock``) refuses a
+second run while one is going. Preflight needs ``--min-free-gb`` of free disk and, when a server URL answers
+nothing, says so (deploy then runs without monitoring). Every stage logs to
+``<home>/logs/nightly-<stamp>/<stage>.log``. "Nothing to do" (exit 3) from a stage is normal: the later
 stages run only on work an earlier night left pending (harvest files never trained on, an adapter trained but
 never deployed), else the night ends with exit 0. A stage that fails, or raises instead of returning an exit
 code, fails the night: its traceback goes to its log once, the summary names the stage and the error, the
@@ -22,15 +23,12 @@ Exit codes: 0 done (also when there was nothing to do), 1 a stage failed, 2 bad 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
-import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,9 @@ from council.core import exitcodes
 from council.core.cliargs import add_config_arguments
 from council.core.config import Settings
 from council.core.errors import CouncilError
-from cron.stages import STAGES, Stage, cleanup, deploy_config
+from council.core.locks import exclusive
+from cron.config import NightlyConfig
+from cron.stages import STAGES, Stage, cleanup
 from cron.summary import (
     SUMMARY_FILE,
     alert_training_done,
@@ -50,73 +50,21 @@ from cron.summary import (
     write_and_alert,
 )
 from deploy.alerts import Alerter
-from deploy.monitor import LATENCY_FLOOR_MS, ServerClient, default_server_url
+from deploy.monitor import ServerClient
 from deploy.registry import utc_now
 
 log = logging.getLogger(__name__)
 BUSY = 4
 
 
-@dataclass
-class NightlyConfig:
-    settings: Settings = field(metadata={"help": "Council settings (home, model, alerts, server)."})
-    server_url: str = field(default="", metadata={"help": "Running server to deploy into; empty = from settings."})
-    since: str = field(default="", metadata={"help": "Harvest window start (ISO, UTC); empty = the first unharvested failure."})
-    until: str = field(default="", metadata={"help": "Harvest window end (ISO, UTC, exclusive); empty = now."})
-    max_records: int = field(default=50, metadata={"help": "Most failures rewritten in one night."})
-    agents: int = field(default=3, metadata={"help": "Agent-0 council members."})
-    harvest_models: str = field(default="", metadata={"help": "Comma-separated litellm models for the council "
-                                                              "members; empty = harvest's default."})
-    fresh: bool = field(default=False, metadata={"help": "Train from the base model instead of the current adapter."})
-    epochs: int = field(default=0, metadata={"help": "Training epochs; 0 = the trainer's default."})
-    learning_rate: float = field(default=0.0, metadata={"help": "Training learning rate; 0 = the trainer's default."})
-    min_examples: int = field(default=5, metadata={"help": "Fewest harvested examples worth a training run."})
-    train_threads: int = field(default=0, metadata={"help": "torch threads while training; 0 = model.torch_threads "
-                                                            "(raise it when the server is idle at night)."})
-    window_seconds: float = field(default=60.0, metadata={"help": "Deploy monitoring window."})
-    sample_seconds: float = field(default=10.0, metadata={"help": "Deploy monitoring sample interval."})
-    max_success_drop: float = field(default=0.15, metadata={"help": "Deploy rolls back when the new adapter's "
-                                                                    "success rate is this far below the pre-swap one."})
-    max_latency_ratio: float = field(default=3.0, metadata={"help": "Deploy rolls back when the new adapter's p95 is over "
-                                                                    f"this times the pre-swap p95 + {LATENCY_FLOOR_MS:.0f} ms; 0 = off."})
-    max_p95_latency_ms: float = field(default=0.0, metadata={"help": "Absolute deploy p95 limit (ms); 0 = off."})
-    min_success_rate: float = field(default=0.0, metadata={"help": "Absolute deploy success-rate floor; 0 = off."})
-    min_probe_pass_rate: float = field(default=0.8, metadata={"help": "Share of held-out probes deploy must see right."})
-    probe_file: str = field(default="", metadata={"help": "Probe prompts for a deploy baseline or window without traffic."})
-    min_free_gb: float = field(default=2.0, metadata={"help": "Free disk the state directory needs to start."})
-    keep_adapters: int = field(default=5, metadata={"help": "Adapter versions kept (current and previous always)."})
-    log_days: int = field(default=14, metadata={"help": "Days of nightly logs kept."})
-
-    def __post_init__(self) -> None:
-        if not self.server_url:
-            self.server_url = default_server_url(self.settings)
-        deploy_config(self)  # a bad deploy option fails now, not after harvest and training
-        if self.keep_adapters < 2:
-            raise ValueError("keep_adapters must be >= 2 so the current and previous adapters survive cleanup")
-        if self.train_threads < 0:
-            raise ValueError("train_threads must be >= 0 (0 = model.torch_threads)")
-        if self.min_free_gb < 0 or self.log_days < 1:
-            raise ValueError("min_free_gb must be >= 0 and log_days >= 1")
-
-
 @contextmanager
 def nightly_lock(home: Path) -> Iterator[bool]:
-    """An flock on ``<home>/nightly.lock``; yields False when another run holds it (released by the OS on death)."""
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / "nightly.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """An flock on ``<home>/nightly.lock``; yields False when another run holds it (released by the OS on death).
+
+    While held the file holds this process's id. OSError when ``home`` or the file cannot be created.
+    """
+    with exclusive(home / "nightly.lock", write_pid=True) as held:
+        yield held
 
 
 @contextmanager

@@ -14,15 +14,13 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from cron.nightly import NightlyConfig
-    from deploy.main import DeployConfig
+from cron.config import NightlyConfig, deploy_config
 
 
 def _harvest(config: NightlyConfig) -> int:
-    from harvest.main import HarvestConfig
+    from harvest.config import HarvestConfig
     from harvest.main import main as harvest_main
 
     extra = {"models": [m.strip() for m in config.harvest_models.split(",") if m.strip()]}
@@ -32,7 +30,7 @@ def _harvest(config: NightlyConfig) -> int:
 
 
 def _train(config: NightlyConfig) -> int:
-    from training.main import TrainConfig
+    from training.config import TrainConfig
     from training.main import main as train_main
 
     overrides: dict[str, Any] = {"fresh": config.fresh, "min_examples": config.min_examples}
@@ -43,17 +41,6 @@ def _train(config: NightlyConfig) -> int:
     if config.train_threads:
         overrides["torch_threads"] = config.train_threads
     return train_main(TrainConfig.from_settings(config.settings, **overrides))
-
-
-def deploy_config(config: NightlyConfig) -> DeployConfig:
-    """The deploy stage's options from the night's (ValueError, saying how to fix it, for a bad one)."""
-    from deploy.main import DeployConfig
-
-    return DeployConfig(settings=config.settings, server_url=config.server_url,
-                        window_seconds=config.window_seconds, sample_seconds=config.sample_seconds,
-                        max_success_drop=config.max_success_drop, max_latency_ratio=config.max_latency_ratio,
-                        max_p95_latency_ms=config.max_p95_latency_ms, min_success_rate=config.min_success_rate,
-                        min_probe_pass_rate=config.min_probe_pass_rate, probe_file=config.probe_file)
 
 
 def _deploy(config: NightlyConfig) -> int:

@@ -18,8 +18,8 @@ import pytest
 
 from council.core import exitcodes
 from council.memory.embedder import Embedder
-from cron.nightly import BUSY, STAGES, NightlyConfig, Stage, cli, main, nightly_lock
-from cron.stages import deploy_config
+from cron.config import NightlyConfig, deploy_config
+from cron.nightly import BUSY, STAGES, Stage, cli, main, nightly_lock
 from deploy.main import DeployConfig, pick_version
 from deploy.registry import Registry, RegistryState
 from tests.test_harvest_pipeline import DAY, add, council_answers, failure
