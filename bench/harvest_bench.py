@@ -23,11 +23,12 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from council.core.config import LOCAL_MODEL, load_settings  # noqa: E402
-from council.memory.embedder import Embedder  # noqa: E402
-from council.memory.store import MemoryStore  # noqa: E402
 from council.engine.provider import register_local_provider, unregister_provider  # noqa: E402
+from council.memory.embedder import Embedder  # noqa: E402
 from council.memory.schema import ExchangeRecord, Feedback  # noqa: E402
-from harvest.main import HarvestConfig, harvest  # noqa: E402
+from council.memory.store import MemoryStore  # noqa: E402
+from harvest.config import HarvestConfig  # noqa: E402
+from harvest.main import harvest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CACHED = REPO / ".council" / "test-cache" / "models" / "smollm2-135m-instruct"

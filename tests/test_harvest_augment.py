@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from council.memory.embedder import Embedder
-from council.routing.prompts import PromptStore
 from council.memory.schema import ExchangeRecord, Feedback
+from council.routing.prompts import PromptStore
 from harvest.augment import Augmented, keeps_key_words
+from harvest.config import HarvestConfig
 from harvest.council import HarvestCouncil
-from harvest.main import HarvestConfig, harvest
+from harvest.main import harvest
 from harvest.output import augmented_rows, held_out_count
 from harvest.pipeline import Harvester, Report
 from harvest.quality import agrees

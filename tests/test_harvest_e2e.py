@@ -14,11 +14,12 @@ from autogen_core.models import UserMessage
 
 from council.core import exitcodes
 from council.core.config import LOCAL_MODEL
-from council.memory.embedder import Embedder
-from council.memory.store import MemoryStore
 from council.engine.provider import register_local_provider, unregister_provider
+from council.memory.embedder import Embedder
 from council.memory.schema import ExchangeRecord, Feedback
-from harvest.main import HarvestConfig, harvest
+from council.memory.store import MemoryStore
+from harvest.config import HarvestConfig
+from harvest.main import harvest
 from harvest.model_client import LiteLLMChatClient
 from harvest.output import written_ids
 

@@ -10,9 +10,10 @@ import pytest
 
 from council.core import exitcodes
 from council.memory.embedder import Embedder
-from council.memory.store import MemoryStore
 from council.memory.schema import ExchangeRecord, Feedback
-from harvest.main import HarvestConfig, cli, harvest
+from council.memory.store import MemoryStore
+from harvest.config import HarvestConfig
+from harvest.main import cli, harvest
 from harvest.output import append_jsonl
 from tests.fakes import Script, install_scripted
 

@@ -22,8 +22,9 @@ from council.core.config import load_settings
 from council.engine.model_files import resolve_base_model
 from council.routing.prompts import PromptStore
 from training import artifacts
+from training.config import TrainConfig
 from training.data import encode_example, load_examples, read_harvest, split_examples
-from training.main import TrainConfig, cli, main
+from training.main import cli, main
 
 REPO = Path(__file__).resolve().parent.parent
 FACTS = [
