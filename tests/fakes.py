@@ -14,7 +14,7 @@ from typing import Any
 from litellm import CustomLLM, ModelResponse
 from litellm.types.utils import Choices, GenericStreamingChunk, Message
 
-from council.engine.local.model import TokenLogprob
+from council.engine.base import TokenLogprob
 from council.engine.provider import logprobs_payload, register_provider
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from council.engine.adapter_scope import SCOPE_FILE, query_of, read_scope, write_scope
-from council.engine.local.batched import GenerationRequest
-from council.memory.embedder import Embedder
 from council.core.errors import AdapterError
+from council.engine.adapter_scope import SCOPE_FILE, query_of, read_scope, write_scope
+from council.engine.base import GenerationRequest
 from council.engine.local.model import LocalModel
 from council.engine.model_files import resolve_base_model
+from council.memory.embedder import Embedder
 
 pytestmark = pytest.mark.slow
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from council.server.app import create_app
-from council.engine.local.batched import GenerationRequest
-from council.memory.embedder import BatchingEmbedder, Embedder
 from council.core.errors import InvalidRequestError
+from council.engine.base import GenerationRequest
 from council.engine.local.model import LocalModel
 from council.engine.model_files import resolve_base_model
+from council.memory.embedder import BatchingEmbedder, Embedder
+from council.server.app import create_app
 
 pytestmark = pytest.mark.slow
 ASK = [{"role": "user", "content": "What is the capital of France?"}]

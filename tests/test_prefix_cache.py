@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from council.engine.local.batched import GenerationRequest
+from council.engine.base import GenerationRequest
 from council.engine.local.model import LocalModel
 from council.engine.model_files import resolve_base_model
 

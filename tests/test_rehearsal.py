@@ -13,7 +13,7 @@ from council.engine.model_files import resolve_base_model
 from council.routing.prompts import PromptStore, serving_system_prompt
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX
-from training.rehearsal import REHEARSAL_FILE, RehearsalPrompt, generate_examples, load_prompts
+from training.rehearsal import REHEARSAL_FILE, RehearsalPrompt, generate_examples, load_prompts, local_engine
 
 
 def test_bundled_prompts_parse_and_stay_disjoint_from_the_canary():
@@ -52,7 +52,8 @@ def test_the_models_own_right_answers_become_examples(base_model_dir: Path):
     prompts = [RehearsalPrompt("What is the capital of Germany?", 16, ("Berlin",)),
                RehearsalPrompt("What is the opposite of big?", 12, ("small",)),
                RehearsalPrompt("What is the capital of Germany?", 16, ("no such word in any answer",))]
-    examples = generate_examples(str(base_model_dir), None, tokenizer, system, prompts, batch_size=2)
+    engine = local_engine(resolve_base_model(str(base_model_dir), base_model_dir.parent), None)
+    examples = generate_examples(engine, tokenizer, system, prompts, batch_size=2)
 
     assert len(examples) == 2  # the third prompt's answer lacks its accept word: a mistake is never rehearsed
     served = LocalModel(resolve_base_model(str(base_model_dir), base_model_dir.parent), torch_threads=1)

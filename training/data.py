@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from council.engine.local.model import chat_ids
+from council.engine.loading import chat_ids
 from council.routing.prompts import PromptStore, serving_system_prompt
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX, TokenizedExample

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from council.engine.loading import pad_id
 from council.routing.prompts import PromptStore
 from training.data import encode_all
 from training.loop import evaluate_loss, pick_loss
@@ -31,5 +32,4 @@ def validation_loss(
     """Token-weighted mean loss on the assistant turns of ``examples``; NaN when none fits ``max_length``."""
     encoded, _ = encode_all(tokenizer, examples, prompts, max_length)
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return evaluate_loss(model, encoded, batch_size, pad_id, device, pick_loss(model))
+    return evaluate_loss(model, encoded, batch_size, pad_id(tokenizer), device, pick_loss(model))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from council.engine.loading import load_model
 from training.job import TrainJob, TrainResult, torch_threads
 from training.loop import pick_loss, run_loop
 
@@ -27,17 +28,14 @@ def resolve_device(name: str) -> str:
 def load_trainable(job: TrainJob, device: str) -> Any:
     """The base model with a trainable LoRA: the parent adapter when the job has one, else a fresh one."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from peft import LoraConfig, get_peft_model
 
     hp = job.hyperparameters
     torch.manual_seed(job.seed)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(job.base_path, dtype=dtype)
+    model, _ = load_model(job.base_path, device=device, adapter=job.parent_path, trainable=True,
+                          with_tokenizer=False)
     model.config.use_cache = False
-    if job.parent_path:
-        model = PeftModel.from_pretrained(model, job.parent_path, is_trainable=True)
-    else:
+    if not job.parent_path:
         config = LoraConfig(
             r=hp.lora_r,
             lora_alpha=hp.lora_alpha,

@@ -7,17 +7,16 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from council.core.config import StatePaths
+from council.core.paths import StatePaths
+from council.engine import loading
 from council.engine.model_files import BaseModel, resolve_base_model
 from council.routing.prompts import PromptStore, serving_system_prompt
 from training import artifacts
+from training.config import TrainConfig
 from training.data import HarvestData, consumed_files, encode_all, read_harvest, split_examples, user_message
 from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult, torch_threads
-
-if TYPE_CHECKING:
-    from training.main import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)
     kept_ids = {item.record_id for item in validation}
     trained_ids = {item.record_id for item in train}
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = loading.pad_id(tokenizer)
     enough = bool(train) and len(train) + len(validation) >= config.min_examples
     replay = rehearsal_examples(config, base, parent, tokenizer, prompts, hp.max_length) if enough else []
     return Prepared(
@@ -139,13 +138,12 @@ def rehearsal_examples(config: TrainConfig, base: BaseModel, parent: Path | None
     if not config.rehearsal:
         return []
     from training import rehearsal
-    from training.peft_backend import resolve_device
 
     chosen = rehearsal.load_prompts(config.prompts_dir / rehearsal.REHEARSAL_FILE)[: config.rehearsal]
     with torch_threads(config.torch_threads):
-        return rehearsal.generate_examples(base.path, str(parent) if parent else None, tokenizer,
-                                           serving_system_prompt(prompts), chosen,
-                                           device=resolve_device(config.device), max_length=max_length)
+        engine = rehearsal.local_engine(base, str(parent) if parent else None)
+        return rehearsal.generate_examples(engine, tokenizer, serving_system_prompt(prompts), chosen,
+                                           max_length=max_length)
 
 
 def run(backend: str, prepared: Prepared, output: Path, config: TrainConfig) -> TrainResult:

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from council.core.jsonl import json_objects
-from council.engine.local.model import chat_ids
+from council.engine.base import Engine, GenerationRequest
+from council.engine.loading import chat_ids
+from council.engine.model_files import BaseModel
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX, TokenizedExample
 
@@ -65,76 +67,55 @@ def load_prompts(path: Path) -> list[RehearsalPrompt]:
     return prompts
 
 
-def _load_model(base_path: str, parent_path: str | None, device: str) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
+def local_engine(base: BaseModel, parent_path: str | None) -> Engine:
+    """The model about to be trained, as an engine: the base model, with the parent adapter when continuing
+    (in-process, on CPU: rehearsal answers are short, so even a GPU night generates them here)."""
+    from council.engine.local.model import LocalModel
 
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    engine = LocalModel(base)
     if parent_path:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, parent_path)
-    return model.to(device).eval()
+        engine.use_adapter(parent_path)
+    return engine
 
 
 def generate_examples(
-    base_path: str,
-    parent_path: str | None,
+    engine: Engine,
     tokenizer: Any,
     system: str,
     prompts: list[RehearsalPrompt],
     *,
-    device: str = "cpu",
     batch_size: int = 16,
     max_length: int = 512,
 ) -> list[TokenizedExample]:
-    """The model's greedy answers to ``prompts`` that pass their ``accept`` words, as training examples
-    (labels on the answer tokens only).
+    """``engine``'s greedy answers to ``prompts`` that pass their ``accept`` words, as training examples
+    (labels on the answer tokens only; ``tokenizer`` must be the engine's model's).
 
     An answer that ends with the end-of-turn token keeps it, so the adapter also keeps knowing when to stop;
-    one cut at its ``max_tokens`` is kept as far as it went."""
-    import torch
-
+    one cut at its ``max_tokens`` is kept as far as it went. Raises TrainingError when the engine fails."""
     if not prompts:
         return []
     started = time.perf_counter()
-    model = _load_model(base_path, parent_path, device)
-    stop_ids = {tokenizer.eos_token_id}
-    configured = model.generation_config.eos_token_id
-    stop_ids |= set(configured if isinstance(configured, list) else [configured]) - {None}
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [chat_ids(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": item.prompt}])
-               for item in prompts]
+    conversations = [[{"role": "system", "content": system}, {"role": "user", "content": item.prompt}]
+                     for item in prompts]
     examples: list[TokenizedExample] = []
     rejected = 0
-    # Prompts of one batch share max_tokens; left padding keeps every prompt's end at the generation point.
-    order = sorted(range(len(prompts)), key=lambda i: (prompts[i].max_tokens, len(encoded[i])))
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch], device=device)
-        with torch.inference_mode():
-            output = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                    max_new_tokens=max(prompts[i].max_tokens for i in batch),
-                                    eos_token_id=sorted(stop_ids), pad_token_id=pad_id)
-        for row, index in enumerate(batch):
-            answer: list[int] = []
-            for token in output[row, width:].tolist()[: prompts[index].max_tokens]:
-                answer.append(token)
-                if token in stop_ids:
-                    break
-            full = (encoded[index] + answer)[:max_length]
-            if not answer or len(encoded[index]) >= len(full):
+    for start in range(0, len(prompts), batch_size):
+        requests = [GenerationRequest(messages, prompts[index].max_tokens, temperature=0.0)
+                    for index, messages in enumerate(conversations[start:start + batch_size], start)]
+        for index, answer in enumerate(engine.generate_batch(requests), start):
+            if isinstance(answer, Exception):
+                raise TrainingError(f"rehearsal prompt {index + 1} could not be answered: {answer}") from answer
+            prompt_ids = chat_ids(tokenizer, conversations[index])
+            full = (prompt_ids + answer.token_ids)[:max_length]
+            if not answer.token_ids or len(prompt_ids) >= len(full):
                 continue
-            if not prompts[index].accepts(tokenizer.decode(answer, skip_special_tokens=True)):
+            if not prompts[index].accepts(answer.text):
                 rejected += 1
                 continue
-            labels = [IGNORE_INDEX] * len(encoded[index]) + full[len(encoded[index]) :]
+            labels = [IGNORE_INDEX] * len(prompt_ids) + full[len(prompt_ids):]
             examples.append(TokenizedExample(input_ids=full, labels=labels, record_id=f"rehearsal-{index}",
                                              rehearsal=True))
     log.info("rehearsal: %d right answer(s) of the %s kept, %d wrong one(s) left out, %.1f s", len(examples),
-             "parent adapter" if parent_path else "base model", rejected, time.perf_counter() - started)
-    del model
+             "parent adapter" if getattr(engine, "adapter_version", None) else "base model", rejected,
+             time.perf_counter() - started)
     return examples

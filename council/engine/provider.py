@@ -24,11 +24,12 @@ import litellm  # noqa: E402
 from litellm import CustomLLM, ModelResponse  # noqa: E402
 from litellm.types.utils import Choices, GenericStreamingChunk, Message, Usage  # noqa: E402
 
-from council.engine.adapter_scope import Embed  # noqa: E402
-from council.engine.local.batched import GenerationRequest  # noqa: E402
 from council.core.config import Settings  # noqa: E402
 from council.core.errors import AdapterError, InvalidRequestError  # noqa: E402
-from council.engine.local.model import Generation, LocalModel, ModelWorker, TokenLogprob  # noqa: E402
+from council.engine.adapter_scope import Embed  # noqa: E402
+from council.engine.base import Generation, GenerationRequest, TokenLogprob  # noqa: E402
+from council.engine.local.model import LocalModel  # noqa: E402
+from council.engine.local.worker import ModelWorker  # noqa: E402
 from council.engine.model_files import resolve_base_model  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,12 @@ class LocalProvider(CustomLLM):
             raise
 
     def _drain(self) -> None:
+        """Decode up to ``model.max_batch`` waiting requests as one batch (on the model thread).
+
+        The rule that keeps every request served: ``generate`` queues a request together with exactly one
+        drain job, and drain jobs run one after another. When a request's own drain starts, an earlier drain
+        has taken it or this one takes it, so none waits for a drain that never comes; a drain that finds
+        nothing waiting (its request went with an earlier batch) returns at once."""
         with self._waiting_lock:
             batch = self._waiting[: self.settings.model.max_batch]
             del self._waiting[: len(batch)]

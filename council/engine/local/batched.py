@@ -16,137 +16,20 @@ requests that arrive together and are capped at ``model.max_batch``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from council.engine.adapter_scope import AdapterUse
 from council.core.errors import InvalidRequestError
-
-if TYPE_CHECKING:
-    from council.engine.local.model import Generation, LocalModel, TokenLogprob
+from council.engine import loading
+from council.engine.base import Generation, GenerationRequest
+from council.engine.local.rows import LocalModel, Row, prepare_row
 
 log = logging.getLogger(__name__)
 BASE_ROW = "__base__"  # PEFT's adapter name for "no adapter on this row" in a mixed batch
 
 
-@dataclass
-class GenerationRequest:
-    """One chat generation's settings; ``LocalModel.generate`` takes the same keywords."""
-
-    messages: list[dict[str, str]]
-    max_new_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] | None = None
-    seed: int | None = None
-    on_text: Callable[[str, TokenLogprob], None] | None = None
-    cancelled: threading.Event | None = None
-    top_logprobs: int = 0  # alternatives reported per token (OpenAI top_logprobs, 0-20)
-    logit_bias: dict[int, float] | None = None  # token id -> added to its logit (OpenAI logit_bias)
-    frequency_penalty: float = 0.0  # subtracted per earlier occurrence of a token in the answer
-    presence_penalty: float = 0.0  # subtracted once from any token already in the answer
-    on_failed: Callable[[Exception], None] | None = None  # told at once when the request cannot even start
-
-
-@dataclass
-class _Row:
-    request: GenerationRequest
-    prompt_ids: list[int]
-    generator: Any
-    stop: list[str]
-    started: float
-    use: AdapterUse = field(default_factory=AdapterUse)  # who answers this row
-    history: list[int] = field(default_factory=list)  # prompt tokens before the last message
-    out_ids: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    text: str = ""
-    emitted: int = 0
-    finish: str | None = None
-    error: Exception | None = None  # what this row alone failed with; its batch-mates go on
-
-    def adjust(self, logits: Any) -> Any:
-        """The row's logits with its logit bias and frequency/presence penalties applied (OpenAI's
-        definitions: ``logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty``)."""
-        import torch
-
-        request = self.request
-        if not (request.logit_bias or request.frequency_penalty or request.presence_penalty):
-            return logits
-        logits = logits.clone()
-        if request.logit_bias:
-            ids = torch.tensor(list(request.logit_bias))
-            logits[ids] += torch.tensor(list(request.logit_bias.values()), dtype=logits.dtype)
-        if self.out_ids and (request.frequency_penalty or request.presence_penalty):
-            counts = torch.bincount(torch.tensor(self.out_ids), minlength=logits.shape[0])[: logits.shape[0]]
-            logits -= counts * request.frequency_penalty + (counts > 0) * request.presence_penalty
-        return logits
-
-    def accept(self, model: LocalModel, token: int, logprob: float,
-               top: list[tuple[int, float]] | None = None) -> None:
-        """Take the sampled ``token`` (``top``: the most likely (id, logprob) pairs): update text, stop strings,
-        streaming and the finish reason."""
-        from council.engine.local.model import TokenLogprob
-
-        if token in model.eos_ids:
-            self.finish = "stop"
-            return
-        self.out_ids.append(token)
-        self.logprobs.append(TokenLogprob(model.tokenizer.decode([token]), logprob, model.token_bytes(token),
-                                          [model.alternative(i, lp) for i, lp in top or []]))
-        self.text = model.tokenizer.decode(self.out_ids, skip_special_tokens=True)
-        hit = min((i for i in (self.text.find(s) for s in self.stop) if i >= 0), default=-1)
-        if hit >= 0:
-            self.text, self.finish = self.text[:hit], "stop"
-        on_text = self.request.on_text
-        if on_text is not None and not self.text.endswith("\ufffd"):
-            hold = max((len(s) - 1 for s in self.stop), default=0) if self.finish != "stop" else 0
-            visible = len(self.text) - hold
-            if visible > self.emitted:
-                on_text(self.text[self.emitted:visible], self.logprobs[-1])
-                self.emitted = visible
-        if self.finish is None and len(self.out_ids) >= self.request.max_new_tokens:
-            self.finish = "length"
-
-    def result(self, model: LocalModel) -> Generation | Exception:
-        from council.engine.local.model import Generation, TokenLogprob
-
-        if self.error is not None:
-            return self.error
-        on_text = self.request.on_text
-        if on_text is not None and len(self.text) > self.emitted:
-            on_text(self.text[self.emitted:], self.logprobs[-1] if self.logprobs else TokenLogprob("", 0.0))
-        return Generation(text=self.text, finish_reason=self.finish or "length", logprobs=self.logprobs,
-                          prompt_tokens=len(self.prompt_ids),
-                          adapter=self.use.adapter, seconds=time.perf_counter() - self.started,
-                          scope_similarity=self.use.similarity)
-
-
-def _row(model: LocalModel, request: GenerationRequest) -> _Row:
-    import torch
-
-    prompt_ids = model.encode_chat(request.messages)
-    limit = model.model.config.max_position_embeddings
-    if len(prompt_ids) + request.max_new_tokens > limit:
-        raise InvalidRequestError(
-            f"prompt is {len(prompt_ids)} tokens; with max_tokens={request.max_new_tokens} it exceeds the "
-            f"model's context of {limit} tokens",
-            code="context_length_exceeded",
-        )
-    vocab = model.model.get_output_embeddings().weight.shape[0]
-    if request.logit_bias and max(request.logit_bias) >= vocab:
-        raise InvalidRequestError(f"logit_bias names token {max(request.logit_bias)}; this model's tokens are "
-                                  f"0-{vocab - 1}", code="invalid_value", param="logit_bias")
-    # torch seeds are unsigned 64-bit; OpenAI's are signed, so map them one to one
-    generator = torch.Generator().manual_seed(request.seed % 2**64) if request.seed is not None else None
-    return _Row(request, prompt_ids, generator, [s for s in (request.stop or []) if s], time.perf_counter(),
-                history=model.encode_history(request.messages, prompt_ids) if model.prefix_cache.max_entries else [])
-
-
-def _fill_cache(model: LocalModel, rows: list[_Row]) -> None:
+def _fill_cache(model: LocalModel, rows: list[Row]) -> None:
     """Compute and cache the histories that repeat (see council/engine/local/prefix_cache.py), each once."""
     import torch
 
@@ -161,7 +44,7 @@ def _fill_cache(model: LocalModel, rows: list[_Row]) -> None:
                     [(layer.keys[0], layer.values[0]) for layer in output.past_key_values.layers])
 
 
-def _layout(model: LocalModel, rows: list[_Row], pad_id: int) -> tuple[Any, Any, Any, Any, int]:
+def _layout(model: LocalModel, rows: list[Row], pad_id: int) -> tuple[Any, Any, Any, Any, int]:
     """Prefill inputs: (ids, mask, positions, past, reused tokens).
 
     A row whose history is cached (council/engine/local/prefix_cache.py) brings its keys and values in ``past``, left-
@@ -199,7 +82,7 @@ def _layout(model: LocalModel, rows: list[_Row], pad_id: int) -> tuple[Any, Any,
     return ids, mask, positions, DynamicCache(ddp_cache_data=layers), sum(cached)
 
 
-def _step(model: LocalModel, live: list[_Row], logits: Any, logp: Any, pad_id: int) -> list[int]:
+def _step(model: LocalModel, live: list[Row], logits: Any, logp: Any, pad_id: int) -> list[int]:
     """Pick each row's next token; a row whose sampling fails finishes with its own error."""
     import torch
 
@@ -227,14 +110,22 @@ def _step(model: LocalModel, live: list[_Row], logits: Any, logp: Any, pad_id: i
     return next_ids
 
 
-def _decode(model: LocalModel, live: list[_Row]) -> tuple[int, float, int]:
-    """Run the batch's forward passes until every row has finished; returns (steps, prefill s, reused)."""
+def _adapter_names(model: LocalModel, live: list[Row]) -> list[str] | None:
+    """PEFT's per-row adapter names when the batch mixes adapter rows and base rows, else None."""
+    if model.adapter_version is None or all(row.use.adapter for row in live):
+        return None
+    return [model.peft_name if row.use.adapter else BASE_ROW for row in live]
+
+
+def _decode(model: LocalModel, live: list[Row]) -> tuple[int, float, int]:
+    """Run the batch's forward passes until every row has finished; returns (steps, prefill s, reused).
+
+    Steps: lay the prompts out (prefill), then per step: one forward pass, pick each row's token, append it;
+    once half the rows have finished, drop them from every tensor so later steps cost less."""
     import torch
 
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    names = None
-    if model.adapter_version is not None and not all(row.use.adapter for row in live):
-        names = [model.peft_name if row.use.adapter else BASE_ROW for row in live]
+    pad_id = loading.pad_id(model.tokenizer)
+    names = _adapter_names(model, live)
     started, prefill, steps = time.perf_counter(), 0.0, 0
     with torch.inference_mode():
         ids, mask, positions, past, reused = _layout(model, live, pad_id)
@@ -251,7 +142,7 @@ def _decode(model: LocalModel, live: list[_Row]) -> tuple[int, float, int]:
             mask = torch.cat([mask, torch.ones(len(live), 1, dtype=mask.dtype)], dim=1)
             positions = positions[:, -1:] + 1
             going = [slot for slot, row in enumerate(live) if row.finish is None]
-            if going and len(going) <= len(live) // 2:  # drop finished rows: later steps cost less
+            if going and len(going) <= len(live) // 2:
                 keep = torch.tensor(going)
                 past.batch_select_indices(keep)
                 ids, mask, positions = ids[keep], mask[keep], positions[keep]
@@ -260,7 +151,7 @@ def _decode(model: LocalModel, live: list[_Row]) -> tuple[int, float, int]:
     return steps, prefill, reused
 
 
-def _assign_adapters(model: LocalModel, live: list[_Row]) -> None:
+def _assign_adapters(model: LocalModel, live: list[Row]) -> None:
     """Decide who answers each row; when the queries cannot be embedded together, each row is tried alone
     and only the one that breaks the embedder fails."""
     try:
@@ -283,10 +174,10 @@ def generate_batch(model: LocalModel, requests: list[GenerationRequest]) -> list
     rejects) or sampled fails alone. If a forward pass of the whole batch fails, the requests that have not
     yet produced a token are decoded again one by one, so only the one that breaks the model fails."""
     results: list[Generation | Exception | None] = [None] * len(requests)
-    rows: dict[int, _Row] = {}
+    rows: dict[int, Row] = {}
     for index, request in enumerate(requests):
         try:
-            rows[index] = _row(model, request)
+            rows[index] = prepare_row(model, request)
         except InvalidRequestError as exc:
             results[index] = exc
         except Exception as exc:  # noqa: BLE001 - the tokenizer refused this request's text: its error alone

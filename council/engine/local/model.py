@@ -6,72 +6,30 @@ happens between two generations and never under one.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
 
+from council.core.config import ModelSettings
+from council.core.errors import AdapterError
 from council.engine.adapter_files import check_adapter_folder, check_against_base, check_loaded
 from council.engine.adapter_scope import AdapterUse, Embed, query_of, read_scope, similarities
-from council.engine.local.batched import GenerationRequest, generate_batch
-from council.core.config import ModelSettings
-from council.core.errors import AdapterError, OverloadedError
-from council.engine.model_files import BaseModel
+from council.engine.base import Generation, GenerationRequest, TokenLogprob
+from council.engine.loading import chat_ids, load_model
+from council.engine.local.batched import generate_batch
 from council.engine.local.prefix_cache import PrefixCache
+from council.engine.model_files import BaseModel
 
 log = logging.getLogger(__name__)
 
 LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, SafetensorError)
-
-
-@dataclass
-class TokenLogprob:
-    """One token of an answer: its text, log-probability (natural log, untempered), raw UTF-8 bytes (a token
-    may hold part of a character, whose text is then U+FFFD) and the most likely alternatives, each a
-    TokenLogprob without alternatives of its own."""
-
-    token: str
-    logprob: float
-    bytes: list[int] = field(default_factory=list)
-    top: list[TokenLogprob] = field(default_factory=list)
-
-    def to_openai(self) -> dict[str, Any]:
-        """OpenAI's ``choices[].logprobs.content[]`` entry."""
-        return {"token": self.token, "logprob": self.logprob, "bytes": self.bytes,
-                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in self.top]}
-
-
-@dataclass
-class Generation:
-    text: str
-    finish_reason: str
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    prompt_tokens: int = 0
-    adapter: str | None = None  # the adapter that answered; None = the base model
-    seconds: float = 0.0
-    scope_similarity: float | None = None  # closeness to the adapter's trained queries, when it is scoped
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self.logprobs)
-
-
-def chat_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-    """``messages`` through the tokenizer's chat template, as a plain list of token ids."""
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    return list(ids)
 
 
 def full_attention(config: Any) -> bool:
@@ -91,14 +49,11 @@ class LocalModel:
     def __init__(self, base: BaseModel, torch_threads: int = 0, scope_similarity: float = 0.0,
                  embed: Embed | None = None, prefix_cache_entries: int = 8) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         self.base = base
-        self.tokenizer = AutoTokenizer.from_pretrained(base.path)
-        self.model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
-        self.model.eval()
+        self.model, self.tokenizer = load_model(base.path)
         self.peft_model: Any = None
         self.peft_name = ""  # the PEFT adapter name of the loaded weights (stays put across hot swaps)
         self._peft_loads = 0
@@ -334,40 +289,3 @@ class LocalModel:
         if not math.isfinite(total) or total <= 0:
             raise ValueError(f"sampling at temperature {temperature} gave no finite distribution")
         return int(torch.multinomial(probs / total, 1, generator=generator))
-
-
-def mean_probability(logprobs: list[TokenLogprob]) -> float:
-    return sum(math.exp(t.logprob) for t in logprobs) / len(logprobs) if logprobs else 0.0
-
-
-class ModelWorker:
-    """Runs model work on one thread; at most ``max_queue`` jobs may be running or waiting."""
-
-    def __init__(self, max_queue: int) -> None:
-        self.max_queue = max_queue
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="council-model")
-        self._pending = 0
-        self._lock = threading.Lock()
-
-    @property
-    def pending(self) -> int:
-        return self._pending
-
-    async def run(self, fn: Callable[..., Any], *args: Any, control: bool = False, **kwargs: Any) -> Any:
-        """Run ``fn`` on the model thread; ``control`` jobs (adapter swaps) are never refused."""
-        with self._lock:
-            if self._pending >= self.max_queue and not control:
-                raise OverloadedError(
-                    f"the local model already has {self._pending} requests queued (model.max_queue="
-                    f"{self.max_queue}); retry shortly"
-                )
-            self._pending += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
-        finally:
-            with self._lock:
-                self._pending -= 1
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
