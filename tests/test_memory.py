@@ -19,10 +19,10 @@ import faiss
 import numpy as np
 import pytest
 
-from council.memory.embedder import BatchingEmbedder, Embedder
 from council.core.errors import CouncilError, InvalidRequestError, NotFoundError, StorageError
-from council.memory.store import MemoryStore
+from council.memory.embedder import BatchingEmbedder, Embedder
 from council.memory.schema import ExchangeRecord, Feedback
+from council.memory.store import MemoryStore
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

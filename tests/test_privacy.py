@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from council.server.app import create_app
 from council.cli import main as council_main
+from council.memory.schema import ExchangeRecord
 from council.routing.prompts import PromptStore
 from council.routing.router import Router
-from council.memory.schema import ExchangeRecord
+from council.server.app import create_app
 from tests.conftest import REPO
 from tests.fakes import Script, install_scripted
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from council.server.app import create_app
 from council.memory.records import cli
+from council.server.app import create_app
 from tests.fakes import Script, install_scripted
 
 

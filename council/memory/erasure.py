@@ -32,18 +32,17 @@ import argparse
 import hashlib
 import json
 import logging
-import sqlite3
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from council.core.atomic import atomic_write_json, atomic_write_lines
-from council.core.config import Settings, StatePaths
+from council.core.config import Settings
 from council.core.errors import CouncilError
 from council.core.exitcodes import FAILURE, NOTHING_TO_DO, OK
+from council.core.paths import StatePaths
 from council.core.pii import redact
 from council.memory.schema import ExchangeRecord
 
@@ -53,43 +52,6 @@ MIN_QUOTE = 12  # shorter erased texts ("Yes", "2031") blank a log string only w
 BLANK = "[erased]"
 JSONL_GLOBS = ("training_data/harvest_*.jsonl", "training_data/dpo_*.jsonl", "loras/*/validation.jsonl")
 CONSUMED = "training_data/consumed.json"  # training's record of the harvest files it trained on: {name: sha256}
-_CHUNK = 500
-_CHECKPOINT_TRIES = 16  # about 5 s in all
-
-
-def delete_rows(conn: sqlite3.Connection, columns: str, record_ids: list[str] | None,
-                user: str | None) -> list[tuple]:
-    """Delete records by id, or every record of ``user``, inside the caller's transaction, and keep their integer
-    ids in ``erased`` (never reused). Returns the deleted rows as ``(fid, *columns)``."""
-    if user is not None:
-        rows = conn.execute(f"SELECT fid, {columns} FROM records WHERE user = ?", (user,)).fetchall()
-    else:
-        ids, rows = list(dict.fromkeys(record_ids or [])), []
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start:start + _CHUNK]
-            rows += conn.execute(f"SELECT fid, {columns} FROM records WHERE id IN ({','.join('?' * len(part))})",
-                                 part).fetchall()
-    fids = [(row[0],) for row in rows]
-    conn.executemany("DELETE FROM records WHERE fid = ?", fids)
-    conn.executemany("INSERT OR IGNORE INTO erased (fid) VALUES (?)", fids)
-    return rows
-
-
-def scrub_sqlite(conn: sqlite3.Connection, vacuum: bool) -> None:
-    """After a delete made with ``secure_delete`` on (outside a transaction): ``vacuum`` rewrites the file without
-    free pages; then the WAL, which still holds the pages as first written, is copied into the file and truncated."""
-    if vacuum:
-        conn.execute("VACUUM")
-    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    conn.execute("PRAGMA busy_timeout = 250")  # the caller holds the write lock: wait for readers in short steps
-    try:
-        for _ in range(_CHECKPOINT_TRIES):
-            if not conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
-                return
-            time.sleep(0.05)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
-    log.warning("the write-ahead log could not be truncated (readers kept it busy); the next checkpoint rewrites it")
 
 
 @dataclass(frozen=True)

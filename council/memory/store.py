@@ -1,23 +1,14 @@
 """Council's memory: every exchange in SQLite, with a FAISS index over the query embeddings.
 
-Layout of the memory folder (``settings.paths.memory``):
-
-* ``records.sqlite3`` -- the SOURCE OF TRUTH. One row per ExchangeRecord (list and feedback fields as JSON,
-  times as integer microseconds since the epoch, UTC) plus the query embedding as a float32 BLOB. WAL journal
-  with ``synchronous=FULL``, so ``add`` is durable when it returns. The integer primary key is the FAISS id.
-* ``index.faiss`` -- HNSW (inner product on unit vectors = cosine) inside an IndexIDMap2. It is a cache: it is
-  written atomically (temp file + os.replace) on ``close()`` and after ``save_every`` adds (or 2% of the index,
-  whichever is more, so big stores are not rewritten constantly). ``open`` reconciles it with SQLite: a missing,
-  unreadable or inconsistent file is rebuilt from the stored embeddings (with a logged warning); a file that is
-  behind (e.g. after kill -9) is extended with the missing rows. A crash at any moment leaves a store that opens.
-
-Erasure (``delete(["rec_..."])``, ``council/memory/erasure.py``): rows go with ``secure_delete`` on, the WAL is truncated,
-ids go to ``erased`` (never reused); their vectors are masked from search until ``compact`` rebuilds the index.
+Files (``settings.paths.memory``): ``records.sqlite3`` is the source of truth (``council/memory/sqlite.py``; WAL,
+``synchronous=FULL``: ``add`` is durable when it returns). ``index.faiss`` (HNSW on unit vectors = cosine, in an
+IndexIDMap2, ``council/memory/index.py``) is a cache, saved atomically on ``close()`` and every ``save_every`` adds,
+reconciled with SQLite on ``open``: a crash at any moment leaves a store that opens. Erased rows' vectors are
+masked from search until ``compact`` rebuilds the index.
 
 Success flags: only negative feedback (thumbs down, rating <= 2, a correction) changes ``success``, and only to
-False; positive feedback never turns a failure into a success. ``search`` reads the flag from SQLite, so it is
-current even when another process (feedback, harvest) changed it. One process should ``add`` at a time; others
-may read, give feedback and mark records harvested.
+False. ``search`` reads the flag from SQLite, so it is current even when another process changed it. One process
+should ``add`` at a time; others may read, give feedback and mark records harvested.
 
 Usage::
 
@@ -36,100 +27,20 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from council.memory import erasure
 from council.core.errors import InvalidRequestError, NotFoundError, StorageError
+from council.memory import sqlite as rows_db
 from council.memory.index import LiveIndex, add_rows, new_index
+from council.memory.recall import CORRECTION_LEAD, RECALL, ranked
 from council.memory.schema import THUMBS, ExchangeRecord, Feedback, utcnow
 
 log = logging.getLogger(__name__)
 
 DB_NAME, INDEX_NAME = "records.sqlite3", "index.faiss"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CHUNK = 500  # ids per SQL "IN (...)"
-_FIELDS = ("id", "query", "answer", "confidence", "success", "model", "created_us", "user", "session",
-           "messages", "adapter", "route", "latency_ms", "context_ids", "feedback", "harvested_us")
-_COLS = ", ".join(_FIELDS)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (fid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, query TEXT NOT NULL,
-  answer TEXT NOT NULL, confidence REAL NOT NULL, success INTEGER NOT NULL, model TEXT NOT NULL,
-  created_us INTEGER NOT NULL, user TEXT, session TEXT, messages TEXT NOT NULL, adapter TEXT, route TEXT NOT NULL,
-  latency_ms REAL NOT NULL, context_ids TEXT NOT NULL, feedback TEXT, harvested_us INTEGER, embedding BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS records_created ON records (created_us);
-CREATE TABLE IF NOT EXISTS erased (fid INTEGER PRIMARY KEY);
-"""
-_TOP_FID = "SELECT max(coalesce((SELECT max(fid) FROM records), 0), coalesce((SELECT max(fid) FROM erased), 0))"
-CORRECTION_LEAD = 0.05  # a recalled correction goes before successes less than this much more similar
-_CORRECTED = "json_extract(feedback, '$.correction') IS NOT NULL"
-_RECALL = {"all": (f"(success = 1 OR {_CORRECTED})", 0), "none": (f"(success = 1 OR {_CORRECTED}) AND user IS ?", 1),
-           "corrections": (f"({_CORRECTED} OR (success = 1 AND user IS ?))", 1)}  # memory.share -> SQL, user args
-
-
-def _to_us(value: datetime) -> int:
-    if value.tzinfo is None:
-        raise ValueError(f"datetime {value} has no timezone; pass an aware datetime (e.g. datetime.now(UTC))")
-    return (value - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_us(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
-
-
-def _row_values(record: ExchangeRecord) -> tuple:
-    fb = json.dumps(record.feedback.to_dict()) if record.feedback else None
-    harvested = _to_us(record.harvested_at) if record.harvested_at else None
-    return (record.id, record.query, record.answer, float(record.confidence), int(bool(record.success)),
-            record.model, _to_us(record.created_at), record.user, record.session, json.dumps(record.messages),
-            record.adapter, json.dumps(record.route), float(record.latency_ms), json.dumps(record.context_ids),
-            fb, harvested)
-
-
-def _record(row: tuple) -> ExchangeRecord:
-    d = dict(zip(_FIELDS, row, strict=True))
-    return ExchangeRecord(
-        query=d["query"], answer=d["answer"], confidence=d["confidence"], success=bool(d["success"]),
-        model=d["model"], id=d["id"], created_at=_from_us(d["created_us"]), user=d["user"], session=d["session"],
-        messages=json.loads(d["messages"]), adapter=d["adapter"], route=json.loads(d["route"]),
-        latency_ms=d["latency_ms"], context_ids=json.loads(d["context_ids"]),
-        feedback=Feedback.from_dict(json.loads(d["feedback"])) if d["feedback"] else None,
-        harvested_at=_from_us(d["harvested_us"]))
-
-
-def _ranked(hits: list[tuple[ExchangeRecord, float]], lead: float) -> list[tuple[ExchangeRecord, float]]:
-    """Recall order: a correction leads hits up to ``lead`` more similar, and a success to the same question as a
-    recalled correction goes (superseded). With ``lead`` 0 (not recall), ``hits`` as they are."""
-    if not lead:
-        return hits
-    same = lambda text: " ".join(text.casefold().split())  # noqa: E731
-    corrected = {same(r.query) for r, _ in hits if r.gold_answer}
-    kept = [(r, s) for r, s in hits if r.gold_answer or same(r.query) not in corrected]
-    return sorted(kept, key=lambda hit: -(hit[1] + lead * bool(hit[0].gold_answer)))
-
-
-def _chunks(items: list, size: int = _CHUNK) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-@contextlib.contextmanager
-def _storage(action: str) -> Iterator[None]:
-    """Turn SQLite failures (disk full, read-only, I/O error) into StorageError (HTTP 507)."""
-    try:
-        yield
-    except (sqlite3.ProgrammingError, sqlite3.InterfaceError):
-        raise  # misuse (e.g. a closed store), not a storage failure
-    except sqlite3.IntegrityError as exc:
-        if "UNIQUE" not in str(exc):
-            raise  # a record that breaks the schema is a bug upstream, not the client's duplicate
-        raise InvalidRequestError(f"could not {action}: {exc}", code="duplicate_record") from exc
-    except sqlite3.DatabaseError as exc:
-        raise StorageError(f"could not {action}: {exc}") from exc
-
-
 class MemoryStore:
     """Exchange records (SQLite, durable) + nearest-neighbour search over query embeddings (FAISS HNSW)."""
 
@@ -151,14 +62,14 @@ class MemoryStore:
         """Open (or create) the store and bring ``index.faiss`` in line with SQLite (``index=False``: don't)."""
         if save_every < 1 or ef_search < 1 or dim < 1:
             raise ValueError("dim, save_every and ef_search must be >= 1 (defaults: 384, 256, 96)")
-        with _storage(f"open the memory store in {folder}"):
+        with rows_db.storage(f"open the memory store in {folder}"):
             try:
                 Path(folder).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"could not create memory folder {folder}: {exc}") from exc
             store = cls(Path(folder), dim, save_every, ef_search)
             try:
-                store._writer.executescript(_SCHEMA)
+                store._writer.executescript(rows_db.SCHEMA)
                 if index:  # bring the index file in line with SQLite: its rows, and the erased ones
                     ids = (store._writer.execute(f"SELECT fid FROM {table} ORDER BY fid").fetchall()
                            for table in ("records", "erased"))
@@ -190,7 +101,7 @@ class MemoryStore:
 
     def _embeddings(self, fids: list[int], conn: sqlite3.Connection | None = None) -> np.ndarray:
         rows: dict[int, bytes] = {}
-        for part in _chunks(fids):
+        for part in rows_db.chunks(fids):
             sql = f"SELECT fid, embedding FROM records WHERE fid IN ({','.join('?' * len(part))})"
             rows.update((conn or self._writer).execute(sql, part))
         return np.frombuffer(b"".join(rows[f] for f in fids), dtype="<f4").reshape(len(fids), self.dim)
@@ -205,7 +116,7 @@ class MemoryStore:
 
     @contextlib.contextmanager
     def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, _storage(action):
+        with self._write_lock, rows_db.storage(action):
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -226,11 +137,11 @@ class MemoryStore:
         if not items:
             return
         vectors = np.stack([self._unit(v) for _, v in items])
-        rows = [(*_row_values(rec), vec.astype("<f4").tobytes()) for (rec, _), vec in zip(items, vectors, strict=True)]
-        sql = f"INSERT INTO records (fid, {_COLS}, embedding) VALUES ({','.join('?' * (len(_FIELDS) + 2))})"
+        rows = [(*rows_db.row_values(rec), vec.astype("<f4").tobytes()) for (rec, _), vec in zip(items, vectors, strict=True)]
+        sql = f"INSERT INTO records (fid, {rows_db.COLS}, embedding) VALUES ({','.join('?' * (len(rows_db.FIELDS) + 2))})"
         with self._write_lock:
             with self._transaction(f"store {len(rows)} record(s)") as conn:
-                top = conn.execute(_TOP_FID).fetchone()[0]  # past erased ids too: an id is never reused
+                top = conn.execute(rows_db.TOP_FID).fetchone()[0]  # past erased ids too: an id is never reused
                 fids = [conn.execute(sql, (top + n, *row)).lastrowid for n, row in enumerate(rows, 1)]
             self._live.add(vectors, fids)
 
@@ -246,10 +157,10 @@ class MemoryStore:
         if thumbs is None and rating is None and correction is None:
             raise InvalidRequestError("feedback needs at least one of thumbs, rating, correction")
         with self._transaction(f"save feedback for {record_id}") as conn:
-            row = conn.execute(f"SELECT {_COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
+            row = conn.execute(f"SELECT {rows_db.COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no record with id {record_id!r}", param="record_id", code="record_not_found")
-            record = _record(row)
+            record = rows_db.record_of(row)
             old = record.feedback or Feedback()
             record.feedback = Feedback(thumbs if thumbs is not None else old.thumbs,
                                        rating if rating is not None else old.rating,
@@ -262,10 +173,10 @@ class MemoryStore:
     def mark_harvested(self, record_ids: list[str], when: datetime) -> None:
         """Set harvested_at on every id (all or nothing; an unknown id raises NotFoundError)."""
         ids = list(dict.fromkeys(record_ids))
-        when_us = _to_us(when)
+        when_us = rows_db.to_us(when)
         with self._transaction(f"mark {len(ids)} record(s) harvested") as conn:
             changed = 0
-            for part in _chunks(ids):
+            for part in rows_db.chunks(ids):
                 marks = ",".join("?" * len(part))
                 changed += conn.execute(f"UPDATE records SET harvested_us = ? WHERE id IN ({marks})",
                                         [when_us, *part]).rowcount
@@ -275,9 +186,9 @@ class MemoryStore:
     # ---- reads ----------------------------------------------------------------------------------------------
 
     def get(self, record_id: str) -> ExchangeRecord | None:
-        with _storage(f"read record {record_id}"):
-            row = self._reader().execute(f"SELECT {_COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
-        return _record(row) if row else None
+        with rows_db.storage(f"read record {record_id}"):
+            row = self._reader().execute(f"SELECT {rows_db.COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
+        return rows_db.record_of(row) if row else None
 
     def search(self, vector: np.ndarray, k: int, min_similarity: float, success_only: bool = True, *,
                share: str | None = None, user: str | None = None) -> list[tuple[ExchangeRecord, float]]:
@@ -286,7 +197,7 @@ class MemoryStore:
         if k <= 0:
             return []
         query = self._unit(vector)[None, :]
-        cond, n_args = _RECALL[share] if share else ("success = 1" if success_only else "1", 0)
+        cond, n_args = RECALL[share] if share else ("success = 1" if success_only else "1", 0)
         lead = CORRECTION_LEAD if share else 0.0
         fetch = 4 * k if share or success_only else k  # over-fetch: some neighbours may not qualify
         while True:
@@ -294,14 +205,14 @@ class MemoryStore:
             if not near:
                 return []
             rows: dict[int, ExchangeRecord | None] = {}
-            with _storage("search the memory"):
+            with rows_db.storage("search the memory"):
                 marks = ",".join("?" * len(found))
-                for row in self._reader().execute(f"SELECT fid, ({cond}), {_COLS} FROM records WHERE fid IN ({marks})",
+                for row in self._reader().execute(f"SELECT fid, ({cond}), {rows_db.COLS} FROM records WHERE fid IN ({marks})",
                                                   [*[user] * n_args, *(i for i, _ in found)]) if found else ():
-                    rows[row[0]] = _record(row[2:]) if row[1] else None
+                    rows[row[0]] = rows_db.record_of(row[2:]) if row[1] else None
             if len(rows) < len(found):  # erased by another process (council forget): mask, compact soon
                 self._live.mask([i for i, _ in found if i not in rows])
-            hits = _ranked([(rows[i], s) for i, s in found if rows.get(i) is not None], lead)
+            hits = ranked([(rows[i], s) for i, s in found if rows.get(i) is not None], lead)
             last = found[-1][1] if found else 1.0  # no neighbour not fetched yet is more similar than this
             enough = len(hits) >= k and hits[k - 1][1] + lead * bool(hits[k - 1][0].gold_answer) >= last + lead
             if enough or fetch >= total or near < min(fetch, total):
@@ -311,40 +222,40 @@ class MemoryStore:
     def window(self, since: datetime, until: datetime, success: bool | None = None,
                harvested: bool | None = None) -> list[ExchangeRecord]:
         """Records with created_at in [since, until), oldest first, optionally filtered by success/harvested."""
-        sql, args = f"SELECT {_COLS} FROM records WHERE created_us >= ? AND created_us < ?", [_to_us(since),
-                                                                                          _to_us(until)]
+        sql, args = f"SELECT {rows_db.COLS} FROM records WHERE created_us >= ? AND created_us < ?", [rows_db.to_us(since),
+                                                                                          rows_db.to_us(until)]
         if success is not None:
             sql, args = sql + " AND success = ?", [*args, int(success)]
         if harvested is not None:
             sql += " AND harvested_us IS NOT NULL" if harvested else " AND harvested_us IS NULL"
-        with _storage("read the memory window"):
-            return [_record(row) for row in self._reader().execute(sql + " ORDER BY created_us, fid", args)]
+        with rows_db.storage("read the memory window"):
+            return [rows_db.record_of(row) for row in self._reader().execute(sql + " ORDER BY created_us, fid", args)]
 
     def page(self, limit: int = 20, after: str | None = None, success: bool | None = None,
              since: datetime | None = None, user: str | None = None) -> tuple[list[ExchangeRecord], bool]:
         """Newest records first, at most ``limit``, older than record ``after`` (a cursor), optionally only
         failures / successes, from ``since``, of ``user``. Returns (records, whether more follow).
         Raises NotFoundError for an unknown cursor."""
-        sql, args = f"SELECT {_COLS} FROM records WHERE 1", []
+        sql, args = f"SELECT {rows_db.COLS} FROM records WHERE 1", []
         if after is not None:
-            with _storage("read the cursor record"):
+            with rows_db.storage("read the cursor record"):
                 row = self._reader().execute("SELECT fid FROM records WHERE id = ?", (after,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no record {after!r} to page after", param="after", code="record_not_found")
             sql, args = sql + " AND fid < ?", [*args, row[0]]
         for clause, value in (("success = ?", None if success is None else int(success)),
-                              ("created_us >= ?", None if since is None else _to_us(since)), ("user = ?", user)):
+                              ("created_us >= ?", None if since is None else rows_db.to_us(since)), ("user = ?", user)):
             if value is not None:
                 sql, args = f"{sql} AND {clause}", [*args, value]
-        with _storage("list records"):
+        with rows_db.storage("list records"):
             rows = self._reader().execute(sql + " ORDER BY fid DESC LIMIT ?", [*args, limit + 1]).fetchall()
-        return [_record(row) for row in rows[:limit]], len(rows) > limit
+        return [rows_db.record_of(row) for row in rows[:limit]], len(rows) > limit
 
     def vectors(self, record_ids: list[str]) -> np.ndarray:
         """Stored query embeddings, (len(record_ids), dim) float32 in the order asked; unknown id: NotFoundError."""
         found: dict[str, bytes] = {}
-        with _storage("read embeddings"):
-            for part in _chunks(list(dict.fromkeys(record_ids))):
+        with rows_db.storage("read embeddings"):
+            for part in rows_db.chunks(list(dict.fromkeys(record_ids))):
                 marks = ",".join("?" * len(part))
                 found.update(self._reader().execute(f"SELECT id, embedding FROM records WHERE id IN ({marks})", part))
         missing = [i for i in record_ids if i not in found]
@@ -366,16 +277,16 @@ class MemoryStore:
             raise ValueError("delete takes record ids or a user, not both")
         with self._write_lock:
             with self._transaction("erase records") as conn:
-                gone = erasure.delete_rows(conn, _COLS, record_ids, user)
+                gone = rows_db.delete_rows(conn, rows_db.COLS, record_ids, user)
             if gone:
-                with _storage("erase records from the database file"):
-                    erasure.scrub_sqlite(self._writer, vacuum)
+                with rows_db.storage("erase records from the database file"):
+                    rows_db.scrub_sqlite(self._writer, vacuum)
                 self._live.mask([fid for fid, *_ in gone], compact=compact)
-        return [_record(row) for _, *row in gone]
+        return [rows_db.record_of(row) for _, *row in gone]
 
     def compact(self) -> None:
         """Rebuild the index from SQLite, without erased vectors, and save it; adds and searches go on meanwhile."""
-        with self._compact_lock, _storage("compact the memory index"):
+        with self._compact_lock, rows_db.storage("compact the memory index"):
             with contextlib.closing(self._connect(True)) as db:  # one snapshot for the ids and their embeddings,
                 db.execute("BEGIN")  # ended before the write lock (a delete holding it waits for readers)
                 fids = [r[0] for r in db.execute("SELECT fid FROM records ORDER BY fid")]
