@@ -35,7 +35,7 @@ from deploy.probes import load_validation, probe_gate
 from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter
 
 if TYPE_CHECKING:
-    from deploy.main import DeployConfig
+    from deploy.config import DeployConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from deploy.registry import AdapterInfo, Registry
 from harvest.quality import agrees
 
 if TYPE_CHECKING:
-    from deploy.main import DeployConfig
+    from deploy.config import DeployConfig
 
 log = logging.getLogger(__name__)
 
