@@ -1,6 +1,6 @@
 """Does a correction become knowledge at once? The demo's facts through a real server, memory on, defaults.
 
-For each question of ``deploy/demo_data.jsonl`` (facts about a fictional product that the base model cannot
+For each question of ``cron/demo_data.jsonl`` (facts about a fictional product that the base model cannot
 know): ask it, send thumbs down with the correction (``POST /v1/feedback``), and once every question is
 corrected ask each again and then its rewording (never corrected). An answer is right when it contains one of
 the line's ``accept`` words. No night runs: only recall (``memory.share``, ``council.memory_k``,

@@ -27,9 +27,9 @@ import faiss
 import numpy as np
 
 from council.memory.embedder import Embedder
-from council.memory.store import MemoryStore
 from council.memory.index import single_threaded
 from council.memory.schema import ExchangeRecord
+from council.memory.store import MemoryStore
 
 DIM = 384
 

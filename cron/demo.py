@@ -2,7 +2,7 @@
 
 1. A fresh temporary state directory gets a ``council.toml`` (below), and the real server
    (``python -m council.cli serve``) starts on a free port of 127.0.0.1 on the embedded SmolLM2-135M model.
-2. **Before**: it asks the bundled questions (``deploy/demo_data.jsonl``: facts about the fictional
+2. **Before**: it asks the bundled questions (``cron/demo_data.jsonl``: facts about the fictional
    "Zorblax 3000", which the base model cannot know) through ``/v1/chat/completions`` and sends a
    thumbs-down with the correction through ``/v1/feedback`` for every answer that misses the fact.
 3. **Memory** (right after the corrections, before any training): the same questions again, then each one
@@ -77,7 +77,7 @@ class DemoConfig:
     keep_home: bool = field(default=False, metadata={"help": "Keep the demo state directory afterwards."})
     questions: int = field(default=0, metadata={"help": "Ask only the first N questions; 0 = all."})
     data_file: str = field(default="", metadata={"help": "Questions JSONL (id, question, correction, accept); "
-                                                         "empty = the bundled deploy/demo_data.jsonl."})
+                                                         "empty = the bundled cron/demo_data.jsonl."})
     model_source: str = field(default="", metadata={"help": "Base model folder; empty = settings' model.source or "
                                                             "the embedded model converted in <home>/models."})
     port: int = field(default=0, metadata={"help": "Port of the demo server; 0 = a free one."})
@@ -180,7 +180,7 @@ def run_night(config: DemoConfig, settings: Settings, url: str) -> dict[str, Any
 
     Only what a demo needs differs: the server URL, a short monitoring window filled by probes (the demo's
     questions, so the window sees adapter-answered traffic), and the council size."""
-    from cron.nightly import NightlyConfig
+    from cron.config import NightlyConfig
     from cron.nightly import main as nightly_main
 
     probes = settings.home / "demo_probes.jsonl"

@@ -23,7 +23,8 @@ from typing import Any
 
 from council.core import exitcodes
 from council.core.atomic import atomic_write_json
-from council.core.config import Settings, StatePaths
+from council.core.config import Settings
+from council.core.paths import StatePaths
 from deploy.alerts import PIPELINE_ERROR, TRAINING_DONE, Alerter, redact
 
 log = logging.getLogger(__name__)

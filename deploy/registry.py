@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from council.engine.adapter_files import check_adapter_folder
 from council.core.atomic import atomic_write_json
 from council.core.config import Settings
 from council.core.errors import AdapterError, CouncilError
 from council.core.exitcodes import FAILURE, OK
+from council.engine.adapter_files import check_adapter_folder
 
 log = logging.getLogger(__name__)
 

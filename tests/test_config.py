@@ -74,7 +74,7 @@ async def test_int_like_api_key_from_env_stays_a_string_and_authenticates(tmp_pa
     from aiohttp import web
 
     from council.server import keys
-    from council.server.handlers import auth_middleware, errors_middleware
+    from council.server.middleware import auth_middleware, errors_middleware
 
     settings = _load(tmp_path, env={name: "123456"})
     assert settings.server.api_key == "123456"

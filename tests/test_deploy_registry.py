@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from council.engine.adapter_files import check_adapter_folder
 from council.core.exitcodes import NOTHING_TO_DO, OK, USAGE
+from council.engine.adapter_files import check_adapter_folder
 from deploy.registry import Registry, RegistryState, cli_list
 from deploy.rollback import RollbackConfig
 from deploy.rollback import main as rollback_main

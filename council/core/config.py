@@ -28,6 +28,8 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from council.core.paths import StatePaths
+
 REPO_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 DEFAULT_HOME = Path("~/.council")
 LOCAL_MODEL = "local/smollm2"
@@ -162,42 +164,6 @@ class Settings:
     @property
     def paths(self) -> StatePaths:
         return StatePaths(self.home)
-
-
-@dataclass(frozen=True)
-class StatePaths:
-    """Where everything Council writes lives, under one movable folder."""
-
-    home: Path
-
-    @property
-    def models(self) -> Path:
-        return self.home / "models"
-
-    @property
-    def memory(self) -> Path:
-        return self.home / "memory"
-
-    @property
-    def loras(self) -> Path:
-        return self.home / "loras"
-
-    @property
-    def current_adapter(self) -> Path:
-        return self.loras / "current"
-
-    @property
-    def training_data(self) -> Path:
-        return self.home / "training_data"
-
-    @property
-    def logs(self) -> Path:
-        return self.home / "logs"
-
-    def ensure(self) -> StatePaths:
-        for folder in (self.models, self.memory, self.loras, self.training_data, self.logs):
-            folder.mkdir(parents=True, exist_ok=True)
-        return self
 
 
 _SECTIONS = {"server": ServerSettings, "model": ModelSettings, "council": CouncilSettings, "memory": MemorySettings,

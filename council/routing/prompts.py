@@ -46,6 +46,7 @@ class PromptStore:
         self.env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
         self._entries: dict[str, _Entry] = {}
         self._errors: dict[str, str] = {}
+        self._rendered: dict[str, Template] = {}  # name -> its last version that rendered without error
         self._lock = threading.Lock()
 
     @property
@@ -85,26 +86,29 @@ class PromptStore:
         self._errors[name] = message
 
     def render(self, name: str, **variables: Any) -> str:
-        """Render ``name`` (e.g. ``"system.j2"``) with ``variables``."""
+        """Render ``name`` (e.g. ``"system.j2"``) with ``variables``. When the newest version fails to render,
+        the last version that rendered is tried; PromptError when neither can."""
         with self._lock:
-            entry = self._load(name)
-            template = entry.template
+            template = self._load(name).template
             if template is None:
                 raise PromptError(f"prompt {self._errors.get(name, name)} and no earlier good version exists")
             try:
-                return template.render(**variables).strip()
+                text = template.render(**variables).strip()
             except TemplateError as exc:
-                good = self._entries.get(f"{name}#good")
                 self._fail(name, exc)
-                if good is not None and good.template is not None and good.template is not template:
-                    try:
-                        return good.template.render(**variables).strip()
-                    except TemplateError:
-                        pass
-                raise PromptError(f"prompt {_describe(name, exc)}") from exc
-            finally:
-                if name not in self._errors:
-                    self._entries[f"{name}#good"] = entry
+                return self._render_last_good(name, template, variables, exc)
+            if name not in self._errors:  # a version that parsed and rendered: the fallback from now on
+                self._rendered[name] = template
+            return text
+
+    def _render_last_good(self, name: str, failed: Template, variables: dict[str, Any], exc: TemplateError) -> str:
+        good = self._rendered.get(name)
+        if good is not None and good is not failed:
+            try:
+                return good.render(**variables).strip()
+            except TemplateError:
+                pass
+        raise PromptError(f"prompt {_describe(name, exc)}") from exc
 
     def names(self) -> list[str]:
         return sorted(p.name for p in self.folder.glob(f"*{TEMPLATE_SUFFIX}"))
@@ -129,3 +133,20 @@ def serving_system_prompt(store: PromptStore) -> str:
     Training and the canary use it so an adapter is trained and checked on the prompt it will answer under.
     """
     return store.render(SYSTEM_TEMPLATE, context=[], client_system="")
+
+
+def cli(argv: list[str], settings: Any) -> int:
+    """``council prompts check``: render-check every template; exit 0 when all are fine, 1 naming the first bad one."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="council prompts", description="Prompt template tools.")
+    parser.add_argument("action", choices=["check"], help="check: parse every template in the prompts folder")
+    parser.parse_args(argv)
+    store = PromptStore(settings.prompts_dir)
+    problems = store.check_all()
+    if problems:
+        sys.stderr.write(f"bad template: {problems[0]}\n")
+        return 1
+    sys.stdout.write(f"{len(store.names())} templates OK in {settings.prompts_dir}\n")
+    return 0

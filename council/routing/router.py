@@ -25,10 +25,10 @@ from typing import Any
 import litellm
 import openai
 
-from council.routing import confidence as conf
 from council.core.config import Settings
 from council.core.errors import CouncilError, ModelUnavailableError
 from council.core.pii import redact
+from council.routing import confidence as conf
 from council.routing.prompts import SYSTEM_TEMPLATE, PromptStore
 
 log = logging.getLogger(__name__)

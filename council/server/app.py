@@ -10,20 +10,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from council.server import keys
 from council.core.config import Settings
+from council.engine.provider import PROVIDER, register_local_provider, register_provider, unregister_provider
 from council.memory.embedder import BatchingEmbedder, Embedder
-from council.server.handlers import (
-    auth_middleware,
-    errors_middleware,
-    live_adapter,
-    note_adapter,
-    startup_middleware,
-)
 from council.memory.store import MemoryStore
 from council.routing.prompts import PromptStore
-from council.engine.provider import PROVIDER, register_local_provider, register_provider, unregister_provider
 from council.routing.router import Router
+from council.server import keys
+from council.server.handlers import live_adapter, note_adapter
+from council.server.middleware import auth_middleware, errors_middleware, startup_middleware
 from council.server.routes import setup_routes
 from council.server.service import ChatService
 from council.server.startup import Startup

@@ -3,10 +3,10 @@
 from aiohttp import web
 
 from council.core.config import Settings
+from council.engine.provider import LocalProvider
 from council.memory.embedder import BatchingEmbedder, Embedder
 from council.memory.store import MemoryStore
 from council.routing.prompts import PromptStore
-from council.engine.provider import LocalProvider
 from council.server.service import ChatService
 from council.server.startup import Startup
 from council.server.stats import ServerStats

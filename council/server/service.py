@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from council.core.config import Settings
+from council.core.errors import NotFoundError, StorageError
 from council.memory.embedder import BatchingEmbedder
 from council.memory.erasure import scrub_files
-from council.core.errors import NotFoundError, StorageError
+from council.memory.schema import ExchangeRecord, new_record_id
 from council.memory.store import MemoryStore
 from council.routing.router import Decision, Router
-from council.memory.schema import ExchangeRecord, new_record_id
 from council.server.stats import ServerStats
 from council.server.validation import COUNCIL_MODEL, ChatRequest
 

@@ -1,0 +1,88 @@
+"""The server's middlewares, outermost first: errors as OpenAI-shaped JSON, "starting" while the models load,
+and the bearer token (``server.api_key``). ``council/server/app.py`` installs them in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from council.core.errors import (
+    AuthenticationError,
+    CouncilError,
+    PayloadTooLargeError,
+    StartingError,
+)
+from council.server import keys
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = ("/health", "/livez", "/readyz")  # no bearer token needed
+STARTUP_PATHS = OPEN_PATHS  # answered while the models load
+
+
+def error_response(exc: CouncilError) -> web.Response:
+    headers = {"Retry-After": "1"} if exc.code in ("overloaded", "starting") else None
+    return web.json_response(exc.to_openai(), status=exc.status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every failure leaves as an OpenAI-style ``{"error": {...}}``; nothing leaks a traceback. An unexpected
+    exception is logged once, with its traceback, under a request id that the 500 answer also carries."""
+    try:
+        return await handler(request)
+    except CouncilError as exc:
+        if exc.status >= 500:
+            log.warning("%s %s -> %s: %s", request.method, request.path, exc.status, exc.message)
+            request.app[keys.STATS].errors.labels(str(exc.status)).inc()
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[keys.SETTINGS].server.max_body_bytes
+        return error_response(PayloadTooLargeError(f"request body exceeds server.max_body_bytes ({limit} bytes)"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        err = CouncilError(exc.reason, code=exc.reason.lower().replace(" ", "_"))
+        err.status, err.type = exc.status, "invalid_request_error"
+        return error_response(err)
+    except Exception:  # noqa: BLE001 - logged with its traceback; the client gets JSON, not text/plain
+        request_id = f"req_{secrets.token_hex(8)}"
+        log.exception("%s %s failed unexpectedly (request id %s)", request.method, request.path, request_id)
+        request.app[keys.STATS].errors.labels("500").inc()
+        err = CouncilError(f"internal error; the server log has the details under request id {request_id}",
+                           code="internal_error")
+        return web.json_response(err.to_openai(), status=500, headers={"x-request-id": request_id})
+
+
+@web.middleware
+async def startup_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Until the models and stores have loaded, requests that need them wait (``/livez``, ``/readyz`` and
+    ``/health`` answer at once); if loading failed, they get a 503 that says why."""
+    startup = request.app[keys.STARTUP]
+    if not startup.ready and request.path not in STARTUP_PATHS:
+        limit = request.app[keys.SETTINGS].server.request_timeout_seconds
+        try:
+            async with asyncio.timeout(limit):
+                await startup.done.wait()
+        except TimeoutError as exc:
+            raise StartingError(f"the server is still loading its models after {limit:g} s; retry shortly") from exc
+        if startup.error:
+            raise StartingError(f"the server could not start: {startup.error}", code="startup_failed")
+    return await handler(request)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    api_key = request.app[keys.SETTINGS].server.api_key
+    if api_key and request.path not in OPEN_PATHS:
+        given = request.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        given_key = token.strip().encode("utf-8", "surrogateescape")  # headers may hold any bytes
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given_key, api_key.encode()):
+            raise AuthenticationError("missing or wrong bearer token: send 'Authorization: Bearer <server.api_key>'")
+    return await handler(request)
