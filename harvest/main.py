@@ -100,6 +100,10 @@ def _say_what_lies_outside(store, config: HarvestConfig, report: Report) -> None
         log.warning("no unharvested failures in [%s, %s), but %d lie outside it; run without --since/--until "
                     "(every unharvested failure up to now) or widen them", config.since.isoformat(),
                     config.until.isoformat(), len(everything))
+    else:
+        log.info("nothing to harvest: no unharvested failures (thumbs down, rating <= 2, corrections, low "
+                 "confidence) are recorded in %s; `council records --failed` lists the harvested ones",
+                 store.folder)
 
 
 def _exit_code(report: Report) -> int:
