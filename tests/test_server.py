@@ -186,7 +186,13 @@ async def test_adapter_link_change_is_served_without_restart(local_server, local
     assert after["council"]["adapter"] == "v1"
     assert "Zanzibar" in after["choices"][0]["message"]["content"]
     assert after["choices"][0]["message"]["content"] != before["choices"][0]["message"]["content"]
-    (loras / "current").unlink()
+    (loras / "current").unlink()  # back to the base model: the watcher follows with no request and no reload
+    for _ in range(40):
+        health = await (await client.get("/health")).json()
+        if health["adapter"] is None:
+            break
+        await asyncio.sleep(0.1)
+    assert health["adapter"] is None and health["window"]["adapter"] is None
     reloaded = await (await client.post("/admin/reload")).json()
     assert reloaded["adapter"] is None
 

@@ -193,7 +193,7 @@ class LocalProvider(CustomLLM):
         target = self._link_target()
         if target == model.adapter_path:
             return model.adapter_error is not None
-        return target != model.adapter_error_path
+        return target is None or target != model.adapter_error_path
 
     async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
                           model_response: ModelResponse, print_verbose: Any, encoding: Any, api_key: Any,
@@ -241,6 +241,25 @@ class LocalProvider(CustomLLM):
                                         provider_specific_fields={"adapter": gen.adapter})
         finally:
             cancelled.set()
+
+    @property
+    def adapter_version(self) -> str | None:
+        return self.model.adapter_version if self.model is not None else None
+
+    @property
+    def adapter_error(self) -> str | None:
+        return self.model.adapter_error if self.model is not None else None
+
+    @property
+    def adapter_changed_at(self) -> float:
+        return self.model.adapter_changed_at if self.model is not None else 0.0
+
+    @property
+    def base(self) -> Any:
+        return self.model.base if self.model is not None else None
+
+    def health(self) -> dict[str, Any]:
+        return {"engine": "local", "queue": {"pending": self.worker.pending, "max": self.worker.max_queue}}
 
     def close(self) -> None:
         self.worker.close()
