@@ -52,6 +52,7 @@ from deploy.monitor import (
     measure_baseline,
     watch,
 )
+from deploy.publish import probe_messages, publish
 from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter, utc_now
 from deploy.rollback import confirm_on_server, switch_to
 from deploy.swap import deploy_lock, point_current
@@ -96,6 +97,9 @@ def _deploy(config: DeployConfig, summary: dict[str, Any]) -> int:
         reason = info.problem or check_candidate(config, info, registry, state, summary)
     except AdapterError as exc:
         reason = exc.message
+    if not reason and settings.engine.kind == "vllm":  # loaded and probed on every replica before the swap
+        summary["engine"] = publish(settings, version, info.path, probe_messages(settings, info))
+        reason = summary["engine"].get("reason")
     if reason:
         state.failed = [*[v for v in state.failed if v != version], version]
         state.reasons[version] = reason

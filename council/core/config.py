@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from council.core.engine_settings import EngineSettings
 from council.core.paths import StatePaths
 
 REPO_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
@@ -153,6 +154,7 @@ class Settings:
     council: CouncilSettings = field(default_factory=CouncilSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser().resolve()
@@ -167,7 +169,7 @@ class Settings:
 
 
 _SECTIONS = {"server": ServerSettings, "model": ModelSettings, "council": CouncilSettings, "memory": MemorySettings,
-             "alerts": AlertSettings}
+             "alerts": AlertSettings, "engine": EngineSettings}
 _SHORT_ENV = {
     "COUNCIL_HOST": ("server", "host"),
     "COUNCIL_PORT": ("server", "port"),

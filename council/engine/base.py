@@ -84,3 +84,26 @@ class Engine(Protocol):
         """Several answers decoded together; each entry is its Generation or the error it alone caused."""
         ...
 
+
+class ServingEngine(Protocol):
+    """What the server holds for ``local/*`` models: a litellm provider (``council/engine/provider.py`` in
+    process, ``council/engine/vllm/provider.py`` on vLLM) that follows ``loras/current``."""
+
+    adapter_version: str | None  # the live adapter, None = the base model
+    adapter_error: str | None  # why the adapter loras/current names was refused, if it was
+    adapter_changed_at: float  # Unix time of the last change of the live adapter
+    base: Any  # council.engine.model_files.BaseModel once started
+
+    def link_changed(self) -> bool:
+        """Cheap, safe on the event loop: does ``loras/current`` name something not yet tried?"""
+        ...
+
+    async def sync_adapter(self) -> bool:
+        """Serve what ``loras/current`` names now; True if the live adapter changed."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """The engine's part of ``/health`` (its kind, queue or replicas)."""
+        ...
+
+    def close(self) -> None: ...

@@ -45,7 +45,18 @@ async def local_model_ctx(app: web.Application) -> AsyncIterator[None]:
     for name, handler in extra.items():
         register_provider(name, handler)
     provider = None
-    if uses_local_models(settings):
+    if uses_local_models(settings) and settings.engine.kind == "vllm":
+        from council.engine.vllm.provider import VllmProvider
+
+        provider = VllmProvider(settings, app[keys.SENTENCE_MODEL].embed)
+        try:
+            await provider.start()
+        except BaseException:
+            await asyncio.to_thread(provider.close)
+            raise
+        register_provider(PROVIDER, provider)
+        app[keys.LOCAL] = provider
+    elif uses_local_models(settings):
         provider = await register_local_provider(settings, app[keys.SENTENCE_MODEL].embed)
         app[keys.LOCAL] = provider
     yield
@@ -84,8 +95,7 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
 async def adapter_watch_ctx(app: web.Application) -> AsyncIterator[None]:
     """Poll ``loras/current``; a new target is loaded between generations, never under one."""
     provider = app.get(keys.LOCAL)
-    model = provider.model if provider is not None else None
-    app[keys.STATS].adapter_live(live_adapter(app), model.adapter_changed_at if model else None)
+    app[keys.STATS].adapter_live(live_adapter(app), provider.adapter_changed_at if provider else None)
     if provider is None:
         yield
         return

