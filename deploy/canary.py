@@ -30,6 +30,8 @@ from council.core.errors import AdapterError, CouncilError
 from council.core.jsonl import json_objects
 from council.engine.local.model import LocalModel
 from council.engine.model_files import BaseModel, resolve_base_model
+from council.engine.vllm.client import VllmReplica
+from council.engine.vllm.engine import VllmEngine
 from council.routing.prompts import PromptStore, serving_system_prompt
 from deploy.probes import load_validation, probe_gate
 from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter
@@ -145,7 +147,7 @@ def load_cases(path: Path, default_system: str | None = None) -> list[CanaryCase
     return cases
 
 
-def run_canary(model: LocalModel, cases: list[CanaryCase]) -> CanaryResult:
+def run_canary(model: LocalModel | VllmEngine, cases: list[CanaryCase]) -> CanaryResult:
     """Run every case greedily, as the server would: on the live adapter, or the base model outside its scope."""
     results = []
     for case in cases:
@@ -157,7 +159,7 @@ def run_canary(model: LocalModel, cases: list[CanaryCase]) -> CanaryResult:
     return CanaryResult(results)
 
 
-def unscoped_canary(model: LocalModel, cases: list[CanaryCase]) -> dict[str, Any]:
+def unscoped_canary(model: LocalModel | VllmEngine, cases: list[CanaryCase]) -> dict[str, Any]:
     """The canary with the adapter answering every case, scope or not: how far the adapter drifts outside its
     scope. Reported, not required (the server applies the scope)."""
     with model.scope_off():
@@ -222,8 +224,12 @@ def validation_loss(model: LocalModel, examples: list[dict[str, Any]], prompts: 
 
 
 def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry, state: RegistryState,
-                    summary: dict[str, Any]) -> str | None:
+                    summary: dict[str, Any], served_on: str | None = None) -> str | None:
     """Validate, canary-test and score ``info`` against the current adapter; the refusal reason or None.
+
+    ``served_on``: a vLLM replica's URL that holds the candidate (``deploy/publish.py``): the canary and the probes
+    then run there, through the engine that will serve; else in this process. The validation loss needs the
+    weights, so it is always computed here.
 
     AdapterError (corrupt, mismatched or unloadable adapter) propagates; a broken canary file raises
     CanaryError (the deploy fails without blaming the adapter).
@@ -235,11 +241,15 @@ def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry,
     tensors = check_weights(info.path)
     model = LocalModel.from_settings(base, settings.model)
     model.use_adapter(str(info.path))
+    served = model if served_on is None else VllmEngine(
+        VllmReplica(served_on), settings.engine.served_model_name, settings.model.adapter_scope_similarity,
+        model.embedder() if settings.model.adapter_scope_similarity > 0 else None)
+    served.use_adapter(str(info.path))
     summary["validation"] = {"tensors": tensors, "base_model": base.model_id, "fingerprint": base.fingerprint}
-    canary = run_canary(model, cases)
-    summary["canary"] = canary.to_dict()
-    if model.adapter_scope is not None:
-        summary["canary_unscoped"] = unscoped_canary(model, cases)
+    canary = run_canary(served, cases)
+    summary["canary"] = {**canary.to_dict(), "engine": f"vllm {served_on}" if served_on else "in-process"}
+    if served.adapter_scope is not None:
+        summary["canary_unscoped"] = unscoped_canary(served, cases)
     if canary.pass_rate < config.min_canary_pass_rate:
         failed = [f"{c.id}: {', '.join(c.failed_checks)} (got {c.output!r})" for c in canary.cases if not c.passed]
         return (f"canary {canary.passed}/{len(canary.cases)} passed, below {config.min_canary_pass_rate:.0%}: "
@@ -247,12 +257,12 @@ def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry,
     baseline_version = state.current if state.current and read_adapter(registry.folder(state.current)).complete \
         else None
     try:
-        refused = probe_gate(config, model, info, baseline_version, registry, summary)
+        refused = probe_gate(config, served, info, baseline_version, registry, summary)
     except AdapterError as exc:
         log.warning("current adapter %s does not load (%s); comparing with the base model", baseline_version, exc)
         baseline_version = None
-        model.use_adapter(str(info.path))
-        refused = probe_gate(config, model, info, None, registry, summary)
+        served.use_adapter(str(info.path))
+        refused = probe_gate(config, served, info, None, registry, summary)
     if refused:
         return refused
     examples = load_validation(info.path / "validation.jsonl", config.max_eval_examples)
@@ -262,7 +272,13 @@ def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry,
         log.warning("validation-loss gate skipped: %s", summary["eval"]["skipped"])
         return None
     prompts = PromptStore(settings.prompts_dir)
-    baseline = validation_loss(model, examples, prompts)  # probe_gate left the model on the baseline
+    if served is not model:
+        try:
+            model.use_adapter(str(registry.folder(baseline_version)) if baseline_version else None)
+        except AdapterError:
+            baseline_version = None
+            model.use_adapter(None)
+    baseline = validation_loss(model, examples, prompts)  # probe_gate left the served model on the baseline
     model.use_adapter(str(info.path))
     candidate = validation_loss(model, examples, prompts)
     summary["eval"] = {"examples": len(examples), "candidate_loss": candidate, "baseline_loss": baseline,

@@ -52,7 +52,7 @@ from deploy.monitor import (
     measure_baseline,
     watch,
 )
-from deploy.publish import probe_messages, publish
+from deploy.publish import probe_messages, publish, unpublish
 from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter, utc_now
 from deploy.rollback import confirm_on_server, switch_to
 from deploy.swap import deploy_lock, point_current
@@ -93,13 +93,17 @@ def _deploy(config: DeployConfig, summary: dict[str, Any]) -> int:
         summary.update(decision="usage_error", reason=f"no adapter version {version} in {registry.loras}; "
                                                       "list them with `council adapters`")
         return USAGE
-    try:
-        reason = info.problem or check_candidate(config, info, registry, state, summary)
-    except AdapterError as exc:
-        reason = exc.message
-    if not reason and settings.engine.kind == "vllm":  # loaded and probed on every replica before the swap
+    reason, served_on = info.problem, None
+    if not reason and settings.engine.kind == "vllm":  # loaded and probed on every replica before the checks
         summary["engine"] = publish(settings, version, info.path, probe_messages(settings, info))
         reason = summary["engine"].get("reason")
+        served_on = next((r["url"] for r in summary["engine"]["replicas"] if r["ok"]), None)
+    try:
+        reason = reason or check_candidate(config, info, registry, state, summary, served_on)
+    except AdapterError as exc:
+        reason = exc.message
+    if reason and served_on:
+        unpublish(settings, version)
     if reason:
         state.failed = [*[v for v in state.failed if v != version], version]
         state.reasons[version] = reason

@@ -215,6 +215,16 @@ def judge(window: dict[str, Any], limits: Thresholds, baseline: Baseline | None 
     return None
 
 
+def lost_replicas(health: dict[str, Any]) -> str | None:
+    """Why the window fails when the server's engine lost replicas: vLLM replicas down or without the live
+    adapter (``/health`` "engine"); None when all serve it (or the engine is in process)."""
+    replicas = (health.get("engine") or {}).get("replicas") or []
+    lost = [r.get("url") for r in replicas if not (r.get("up") and r.get("live_loaded"))]
+    if lost:
+        return f"{len(lost)} of {len(replicas)} vLLM replica(s) down or without the adapter: {', '.join(map(str, lost))}"
+    return None
+
+
 def watch(
     client: ServerClient,
     version: str | None,
@@ -261,7 +271,7 @@ def watch(
                 result.decision = "rollback"
                 result.reason = f"server serves {health.get('adapter')!r} instead of {version!r}"
                 return result
-            why = judge(window, limits, baseline)
+            why = judge(window, limits, baseline) or lost_replicas(health)
             if why:
                 result.decision, result.reason = "rollback", why
                 return result

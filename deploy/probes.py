@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from council.engine.local.model import LocalModel
+from council.engine.vllm.engine import VllmEngine
 from council.routing.prompts import PromptStore, serving_system_prompt
 from deploy.registry import AdapterInfo, Registry
 from harvest.quality import agrees
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def run_probes(model: LocalModel, probes: list[dict[str, Any]], system: str, max_tokens: int) -> dict[str, Any]:
+def run_probes(model: LocalModel | VllmEngine, probes: list[dict[str, Any]], system: str, max_tokens: int) -> dict[str, Any]:
     """Ask each probe (a validation line with a ``correction``) greedily, as served; count the right answers."""
     cases = []
     for probe in probes:
@@ -39,7 +40,7 @@ def run_probes(model: LocalModel, probes: list[dict[str, Any]], system: str, max
     return {"right": right, "total": len(cases), "rate": right / len(cases) if cases else None, "cases": cases}
 
 
-def probe_gate(config: DeployConfig, model: LocalModel, info: AdapterInfo, baseline: str | None,
+def probe_gate(config: DeployConfig, model: LocalModel | VllmEngine, info: AdapterInfo, baseline: str | None,
                registry: Registry, summary: dict[str, Any]) -> str | None:
     """Run the in-scope probes on the candidate, then on ``baseline``; the refusal reason or None.
 

@@ -81,12 +81,16 @@ def publish(settings: Settings, version: str, folder: Path, probe: list[dict[str
     if not result["ok"]:
         problems = "; ".join(f"{r['url']}: {r.get('problem', 'ok')}" for r in reports)
         result["reason"] = f"{good} of {len(replicas)} vLLM replica(s) serve {version} correctly, {needed} needed ({problems})"
-        for replica, report in zip(replicas, reports, strict=True):
-            if report["loaded"]:
-                try:
-                    replica.unload_adapter(version)
-                except CouncilError as exc:
-                    log.warning("could not unload refused %s from %s: %s", version, replica.url, exc.message)
+        unpublish(settings, version, [r["url"] for r in reports if r["loaded"]])
     for report in reports:
         log.info("vLLM replica %s: %s", report["url"], "serves " + version if report["ok"] else report.get("problem"))
     return result
+
+
+def unpublish(settings: Settings, version: str, urls: list[str] | None = None) -> None:
+    """Unload a refused ``version`` from the replicas (``urls``; default all); failures are only logged."""
+    for url in replica_urls(settings) if urls is None else urls:
+        try:
+            VllmReplica(url).unload_adapter(version)
+        except CouncilError as exc:
+            log.warning("could not unload refused %s from %s: %s", version, url, exc.message)

@@ -57,6 +57,17 @@ def test_missing_model_folder_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2 and err.strip().count("\n") == 0 and "/no/such/model" in err
 
 
+def test_vllm_engine_without_vllm_installed_is_one_line_naming_the_setting(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "council.toml").write_text('[engine]\nvllm_python = "/no/such/venv/bin/python"\n')
+    proc = _council(home, "serve", "--engine", "vllm", "--port", str(free_port()))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "engine.vllm_python" in err and "council.engine.vllm.install" in err
+
+
 def test_serve_answers_at_once_says_ready_once_and_keeps_a_quiet_console(tmp_path, base_model_dir):
     home, port = tmp_path / "home", free_port()
     home.mkdir()

@@ -305,3 +305,16 @@ def test_confirm_adapter_without_server():
     client = ServerClient("http://127.0.0.1:9", timeout=1)
     assert confirm_adapter(client, VERSION, 1.0) == (False, False, None)
     assert client.last_error
+
+
+def test_a_lost_vllm_replica_fails_the_window():
+    from deploy.monitor import lost_replicas
+
+    serving = {"url": "http://a:1", "up": True, "adapters": ["v1"], "live_loaded": True, "error": None}
+    assert lost_replicas({"engine": {"engine": "vllm", "replicas": [serving]}}) is None
+    assert lost_replicas({"engine": {"engine": "local", "queue": {}}}) is None
+    down = {**serving, "url": "http://b:2", "up": False}
+    why = lost_replicas({"engine": {"engine": "vllm", "replicas": [serving, down]}})
+    assert why is not None and "http://b:2" in why and "1 of 2" in why
+    forgot = {**serving, "url": "http://c:3", "live_loaded": False}
+    assert "http://c:3" in lost_replicas({"engine": {"replicas": [forgot]}})

@@ -139,6 +139,7 @@ def test_deploy_serve_roll_back_and_reload_after_a_vllm_restart(council_on_vllm:
     assert summary["engine"]["ok"] and summary["engine"]["replicas"][0]["adapter_answer"] != \
         summary["engine"]["replicas"][0]["base_answer"]
     assert VERSION in VllmReplica(vllm.url).models()
+    assert summary["canary"]["engine"] == f"vllm {vllm.url}"  # the canary ran through the engine that serves
 
     after = ask(council_on_vllm, FACT[0])
     assert after["council"]["adapter"] == VERSION and "pangolin" in after["choices"][0]["message"]["content"].lower()
@@ -173,3 +174,20 @@ def test_an_adapter_vllm_cannot_serve_is_refused_with_its_reason(council_home: P
     assert not result["ok"]
     assert "rank" in result["reason"].lower() and vllm.url in result["reason"]
     assert "wide-1" not in VllmReplica(vllm.url).models()
+
+
+def test_a_replica_that_is_down_refuses_the_deploy_and_is_named(council_home: Path, base_model_dir: Path,
+                                                               vllm: VllmProcess):
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = load_settings(overrides={"home": str(council_home), "engine.kind": "vllm",
+                                        "engine.urls": [vllm.url, dead]})
+    folder = council_home / "fine"
+    _train(base_model_dir, folder, rank=8, steps=30)
+    result = publish(settings, "fine-1", folder, [{"role": "user", "content": FACT[0]}])
+    assert not result["ok"] and result["needed"] == 2
+    assert dead in result["reason"] and "does not answer" in result["reason"]
+    assert "fine-1" not in VllmReplica(vllm.url).models()  # unloaded again where it had loaded
+    quorum = load_settings(overrides={"home": str(council_home), "engine.kind": "vllm",
+                                      "engine.urls": [vllm.url, dead], "engine.quorum": 1})
+    assert publish(quorum, "fine-2", folder, [{"role": "user", "content": FACT[0]}])["ok"]
+    assert "fine-2" in VllmReplica(vllm.url).models()
