@@ -62,12 +62,17 @@ async def test_raw_stream_ends_with_done_and_carries_headers(local_server, aioht
         "messages": [{"role": "user", "content": "Say hello."}]})
     assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
     assert resp.headers["x-council-record-id"].startswith("rec_")
-    float(resp.headers["x-council-confidence"])
+    assert "x-council-confidence" not in resp.headers  # live: sent before the confidence is known
     events = [line for line in (await resp.text()).splitlines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"
     last = json.loads(events[-2][6:])
     assert last["choices"][0]["finish_reason"] in ("stop", "length")
     assert last["council"]["record_id"] == resp.headers["x-council-record-id"]
+    assert 0.0 <= last["council"]["confidence"] <= 1.0 and last["council"]["route"][:2] == ["agent0", "stream"]
+    record = await (await client.get(f"/v1/records/{last['council']['record_id']}")).json()
+    assert record["confidence"] == pytest.approx(last["council"]["confidence"], abs=1e-4)  # durable before [DONE]
+    assert record["answer"] == "".join(json.loads(e[6:])["choices"][0]["delta"].get("content", "")
+                                       for e in events[:-1])
 
 
 BAD_BODIES = [

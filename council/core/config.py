@@ -105,8 +105,11 @@ class CouncilSettings:
     memory_k: int = field(default=3, metadata={"help": "Past successful exchanges given to the model as context."})
     memory_min_similarity: float = field(default=0.6, metadata={"help": "Cosine similarity a past exchange needs to be used as context."})
     temperature: float = field(default=0.0, metadata={"help": "Default sampling temperature when the client sends none."})
+    stream_mode: str = field(default="live", metadata={"help": "'live': a streamed answer is Agent-0's, sent token by token as it is made; a low-confidence one is recorded as a failure for the night, not escalated. 'decided': the council decides first (heads included), then the chosen answer streams."})
 
     def __post_init__(self) -> None:
+        if self.stream_mode not in ("live", "decided"):
+            raise ValueError(f"council.stream_mode must be 'live' or 'decided', got {self.stream_mode!r}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"council.threshold must be within 0..1, got {self.threshold}")
         if not -1.0 <= self.memory_min_similarity <= 1.0:

@@ -12,6 +12,10 @@
    model at all answers, the request fails with 503.
 
 Every model call goes through ``litellm.acompletion``.
+
+``stream`` is the live variant (``council.stream_mode = "live"``): Agent-0's answer (or its fallback's, when the
+model fails before its first token) is passed on token by token as it is made; the heads are not asked, so its
+confidence, known only at the end, decides whether the record is a success or a failure for the night.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,3 +189,70 @@ class Router:
             raise ModelUnavailableError("every configured model failed: " + "; ".join(skipped.values()))
         winner = max(candidates, key=lambda c: c.confidence)  # max keeps the first of equals
         return Decision(winner=winner, route=route, context=context, skipped=skipped)
+
+    def _split(self, messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+        client_system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
+        return client_system, [m for m in messages if m["role"] not in ("system", "developer")]
+
+    async def stream(self, messages: list[dict[str, Any]], params: dict[str, Any], context: list[tuple[Any, float]],
+                     on_text: Callable[[str], Awaitable[None]], direct_model: str | None = None) -> Decision:
+        """Agent-0's answer (``direct_model``'s, when given), each piece of text awaited through ``on_text`` as
+        the model makes it. A model that fails before its first piece is replaced by its fallbacks; after it,
+        the error propagates (a half-sent answer cannot switch models). Raises ModelUnavailableError."""
+        client_system, dialogue = self._split(messages)
+        model = direct_model or self.council.agent0
+        errors: list[str] = []
+        sent: list[str] = []
+
+        async def forward(piece: str) -> None:
+            sent.append(piece)
+            await on_text(piece)
+
+        for candidate_model in [model, *self.council.fallbacks.get(model, [])]:
+            system = self.system_prompt(SYSTEM_TEMPLATE, context, client_system, candidate_model)
+            full = [{"role": "system", "content": system}, *dialogue]
+            try:
+                winner = await self._stream_one(candidate_model, full, params, forward)
+                return Decision(winner=winner, route=[AGENT0, "stream"], context=context)
+            except (TimeoutError, openai.OpenAIError, CouncilError) as exc:
+                inner = council_error_in(exc)
+                if sent or (inner is not None and inner.status < 500):
+                    raise (inner or exc) from exc
+                reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                log.warning("stream: model %s failed before its first token (%s)", candidate_model, reason[:300])
+                errors.append(f"{candidate_model}: {reason[:200]}")
+        raise ModelUnavailableError(f"every model failed ({'; '.join(errors)})")
+
+    async def _stream_one(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any],
+                          on_text: Callable[[str], Awaitable[None]]) -> Candidate:
+        pieces, logprobs, usage, finish, adapter = [], [], None, "stop", None
+        async with asyncio.timeout(self.council.head_timeout_seconds):
+            response = await litellm.acompletion(model=model, messages=messages, logprobs=True, stream=True,
+                                                 stream_options={"include_usage": True}, **params)
+            async for chunk in response:
+                usage = getattr(chunk, "usage", None) or usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                extra = getattr(choice.delta, "provider_specific_fields", None) or {}
+                content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+                logprobs += extra.get("logprobs") or [t.logprob for t in content]
+                adapter = extra.get("adapter", adapter)
+                finish = choice.finish_reason or finish
+                if choice.delta.content:
+                    pieces.append(choice.delta.content)
+                    await on_text(choice.delta.content)
+        text = "".join(pieces)
+        confidence = conf.from_logprobs(logprobs) if logprobs else await self._rate(model, messages, text)
+        return Candidate(head=AGENT0, model=model, text=text, confidence=confidence, finish_reason=finish,
+                         logprobs=None, adapter=adapter,
+                         usage={"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+                                "completion_tokens": getattr(usage, "completion_tokens", 0) or len(logprobs)})
+
+    async def _rate(self, model: str, messages: list[dict[str, Any]], answer: str) -> float:
+        """Self-rated confidence, for models that give no logprobs."""
+        if not answer:
+            return 0.0
+        rate_prompt = self.prompts.render("self_rate.j2", question=messages[-1]["content"], answer=answer)
+        rating = await self._call(model, [{"role": "user", "content": rate_prompt}], {"max_tokens": 8, "temperature": 0.0})
+        return conf.from_self_rating(rating.choices[0].message.content or "") or 0.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import codecs
 import json
 import logging
 import time
@@ -19,27 +18,20 @@ from council.core.errors import (
 )
 from council.memory.schema import THUMBS
 from council.server import keys
-from council.server.service import Answer
+from council.server.streaming import council_field, council_headers, entry, stream_decided, stream_live, usage
 from council.server.validation import ChatRequest, check_text, parse_chat_request
 
 log = logging.getLogger(__name__)
-def _council_field(answer: Answer) -> dict[str, Any]:
-    r = answer.record
-    return {"record_id": r.id, "confidence": round(r.confidence, 4), "success": r.success, "route": r.route,
-            "adapter": r.adapter, "model": r.model, "context_ids": r.context_ids,
-            "skipped": answer.decision.skipped}
-
-
-def _council_headers(answer: Answer) -> dict[str, str]:
-    return {"x-council-record-id": answer.record.id, "x-council-confidence": f"{answer.record.confidence:.4f}"}
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     raw = await request.read()
     chat: ChatRequest = parse_chat_request(raw)
     user = chat.user or request.headers.get("x-council-user")
     session = request.headers.get("x-council-session")
-    limit = request.app[keys.SETTINGS].server.request_timeout_seconds
+    settings = request.app[keys.SETTINGS]
+    if chat.stream and settings.council.stream_mode == "live" and not chat.logprobs:
+        request.app[keys.SERVICE].check_model(chat.model)  # a bad model is a JSON 404, not a broken stream
+        return await stream_live(request, chat, user, session)
+    limit = settings.server.request_timeout_seconds
     try:
         async with asyncio.timeout(limit):
             answer = await request.app[keys.SERVICE].answer(chat, user, session)
@@ -49,84 +41,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request.app[keys.STATS].cancelled.inc()
         raise
     if chat.stream:
-        return await _stream(request, chat, answer)
+        return await stream_decided(request, chat, answer)
     winner = answer.decision.winner
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": winner.text},
                               "finish_reason": winner.finish_reason, "logprobs": None}
     if chat.logprobs and winner.logprobs is not None:
-        choice["logprobs"] = {"content": [_entry(t, chat.top_logprobs) for t in winner.logprobs]}
+        choice["logprobs"] = {"content": [entry(t, chat.top_logprobs) for t in winner.logprobs]}
     body = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion", "created": int(time.time()),
-            "model": chat.model, "choices": [choice], "usage": _usage(winner.usage), "council": _council_field(answer)}
-    return web.json_response(body, headers=_council_headers(answer))
-
-
-def _usage(usage: dict[str, int]) -> dict[str, int]:
-    return dict(usage, total_tokens=sum(usage.values()))
-
-
-def _entry(token: dict[str, Any], top: int) -> dict[str, Any]:
-    """One token's logprobs as OpenAI sends it: at most ``top`` alternatives, most likely first."""
-    alternatives = sorted(token.get("top_logprobs") or [], key=lambda t: -t["logprob"])[:top]
-    return {"token": token["token"], "logprob": token["logprob"], "bytes": token.get("bytes"),
-            "top_logprobs": [{"token": t["token"], "logprob": t["logprob"], "bytes": t.get("bytes")}
-                             for t in alternatives]}
-
-
-def _pieces(answer: Answer) -> list[tuple[str, list[dict[str, Any]]]]:
-    """The answer cut at token boundaries, each piece with the logprobs of the tokens it holds. A token that
-    holds part of a character rides with the piece that completes it (its raw ``bytes`` say where it ends).
-    Without token data (or when it does not spell the answer), the answer is cut at words."""
-    winner = answer.decision.winner
-    tokens = winner.logprobs or []
-    pieces: list[tuple[str, list[dict[str, Any]]]] = []
-    if tokens and all(isinstance(t.get("bytes"), list) for t in tokens):
-        decoder, held = codecs.getincrementaldecoder("utf-8")("replace"), []
-        for token in tokens:
-            held.append(token)
-            text = decoder.decode(bytes(token["bytes"]))
-            if text:
-                pieces.append((text, held))
-                held = []
-        tail = decoder.decode(b"", final=True)
-        if tail or held:
-            pieces.append((tail, held))
-        if "".join(text for text, _ in pieces) == winner.text:
-            return pieces
-    if tokens and "".join(t["token"] for t in tokens) == winner.text:
-        return [(t["token"], [t]) for t in tokens]
-    words = winner.text.split(" ")
-    return [(w if i == 0 else " " + w, []) for i, w in enumerate(words)] if winner.text else []
-
-
-async def _stream(request: web.Request, chat: ChatRequest, answer: Answer) -> web.StreamResponse:
-    """SSE stream of the chosen answer; sent once the council has decided, so the headers carry its confidence.
-    With ``stream_options.include_usage`` every chunk carries ``usage: null`` and a last chunk with no choices
-    carries the usage, as OpenAI sends it."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           **_council_headers(answer)})
-    await response.prepare(request)
-    base = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": chat.model}
-    if chat.include_usage:
-        base["usage"] = None
-
-    async def send(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, **extra: Any) -> None:
-        chunk = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
-                     **extra)
-        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-
-    await send({"role": "assistant", "content": ""})
-    for piece, tokens in _pieces(answer):
-        logprobs = {"content": [_entry(t, chat.top_logprobs) for t in tokens]} if chat.logprobs and tokens else None
-        await send({"content": piece}, logprobs=logprobs)
-    winner = answer.decision.winner
-    await send({}, winner.finish_reason, council=_council_field(answer))
-    if chat.include_usage:
-        chunk = dict(base, choices=[], usage=_usage(winner.usage))
-        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response
+            "model": chat.model, "choices": [choice], "usage": usage(winner.usage), "council": council_field(answer)}
+    return web.json_response(body, headers=council_headers(answer))
 
 
 def _model_object(model: str, created: int) -> dict[str, Any]:

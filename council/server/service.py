@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,18 +64,24 @@ class ChatService:
                                           share=self.settings.memory.share, user=user)
         return vector, context
 
-    async def answer(self, request: ChatRequest, user: str | None, session: str | None) -> Answer:
-        """Route ``request``, then write its record; returns only after the record is durable."""
+    async def answer(self, request: ChatRequest, user: str | None, session: str | None,
+                     on_text: Callable[[str], Awaitable[None]] | None = None, record_id: str | None = None) -> Answer:
+        """Route ``request``, then write its record (id ``record_id``, default a new one); returns only after the
+        record is durable. With ``on_text`` the answer is Agent-0's, passed on piece by piece as the model makes
+        it (``Router.stream``: no heads; a low-confidence answer is recorded as a failure)."""
         self.check_model(request.model)
         started = time.perf_counter()
         vector, context = await self._recall(request.query, user)
         direct = None if request.model == COUNCIL_MODEL else request.model
         params = request.params(self.settings.council.temperature)
-        decision = await self.router.decide(request.messages, params, context, direct_model=direct)
+        if on_text is None:
+            decision = await self.router.decide(request.messages, params, context, direct_model=direct)
+        else:
+            decision = await self.router.stream(request.messages, params, context, on_text, direct_model=direct)
         winner = decision.winner
         latency_ms = (time.perf_counter() - started) * 1000
         record = ExchangeRecord(
-            id=new_record_id(),
+            id=record_id or new_record_id(),
             query=request.query,
             answer=winner.text,
             confidence=winner.confidence,
@@ -90,7 +97,7 @@ class ChatService:
         )
         await asyncio.to_thread(self.memory.add, record, vector)
         self.stats.observe(winner.head, record.success, record.confidence, latency_ms, record.failure_source,
-                           escalated=len(decision.route) > 1, adapter=record.adapter, live=self.live_adapter())
+                           escalated=len(decision.route) > 1 and decision.route[1] != "stream", adapter=record.adapter, live=self.live_adapter())
         self.stats.memory_size.set(self.memory.count())
         return Answer(record=record, decision=decision)
 
