@@ -63,6 +63,7 @@ class ModelSettings:
     max_new_tokens: int = field(default=128, metadata={"help": "Default and upper bound of max_tokens for local models."})
     max_batch: int = field(default=16, metadata={"help": "Local generations waiting together are decoded as one batch of "
                                                         "at most this many (1 = one at a time)."})
+    batch_wait_ms: float = field(default=250.0, metadata={"help": "A batch about to start waits up to this long for requests that arrived with it and are still being prepared (memory recall), so requests sent together decode together; 0 = never wait."})
     adapter_scope_similarity: float = field(default=0.75, metadata={
         "help": "An adapter answers a request only when its last user message is at least this similar (cosine, "
                 "all-MiniLM-L6-v2) to a query the adapter was trained on; other requests get the base model, so "
@@ -83,6 +84,8 @@ class ModelSettings:
             raise ValueError("model.max_new_tokens must be >= 1")
         if self.max_batch < 1:
             raise ValueError("model.max_batch must be >= 1 (1 = no batching)")
+        if not 0 <= self.batch_wait_ms <= 10_000:
+            raise ValueError("model.batch_wait_ms must be within 0..10000")
         if self.torch_threads < 0:
             raise ValueError("model.torch_threads must be >= 0 (0 = torch's default)")
         if self.prefix_cache_entries < 0:

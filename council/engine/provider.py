@@ -10,6 +10,7 @@ together decoded as one batch (``council/engine/local/batched.py``), with per-to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -28,6 +29,7 @@ from council.core.config import Settings  # noqa: E402
 from council.core.errors import AdapterError, InvalidRequestError  # noqa: E402
 from council.engine.adapter_scope import Embed  # noqa: E402
 from council.engine.base import Generation, GenerationRequest, TokenLogprob  # noqa: E402
+from council.engine.local.arrivals import Arrivals  # noqa: E402
 from council.engine.local.model import LocalModel  # noqa: E402
 from council.engine.local.worker import ModelWorker  # noqa: E402
 from council.engine.model_files import resolve_base_model  # noqa: E402
@@ -84,6 +86,7 @@ class LocalProvider(CustomLLM):
         self.batch_sizes: Counter[int] = Counter()  # requests per decoded batch -> batches so far
         self.model: LocalModel | None = None
         self._load_lock = asyncio.Lock()
+        self.arrivals = Arrivals()  # requests on their way here: a batch waits for them (model.batch_wait_ms)
 
     async def start(self) -> None:
         """Load the base model (off the loop) and the adapter ``loras/current`` names, if any."""
@@ -148,6 +151,7 @@ class LocalProvider(CustomLLM):
         request.on_failed = lambda exc: loop.call_soon_threadsafe(_settle, entry[1], exc)
         with self._waiting_lock:
             self._waiting.append(entry)
+        self.arrivals.queued()  # this request's batch need not wait for it any more
         drain = asyncio.ensure_future(self.worker.run(self._drain))
         drain.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved: never "lost"
         try:
@@ -163,6 +167,10 @@ class LocalProvider(CustomLLM):
                     self._waiting.remove(entry)
             raise
 
+    def arriving(self) -> contextlib.AbstractContextManager[None]:
+        """Around a request's handling: a batch about to start waits for it (``council/engine/local/arrivals.py``)."""
+        return self.arrivals.arriving()
+
     def _drain(self) -> None:
         """Decode up to ``model.max_batch`` waiting requests as one batch (on the model thread).
 
@@ -170,6 +178,7 @@ class LocalProvider(CustomLLM):
         drain job, and drain jobs run one after another. When a request's own drain starts, an earlier drain
         has taken it or this one takes it, so none waits for a drain that never comes; a drain that finds
         nothing waiting (its request went with an earlier batch) returns at once."""
+        self.arrivals.wait(self.settings.model.batch_wait_ms / 1000)
         with self._waiting_lock:
             batch = self._waiting[: self.settings.model.max_batch]
             del self._waiting[: len(batch)]

@@ -84,8 +84,10 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
     memory = await asyncio.to_thread(MemoryStore.open, settings.paths.memory, embedder.dim)
     app[keys.EMBEDDER] = BatchingEmbedder(embedder)
     app[keys.MEMORY] = memory
+    engine = app.get(keys.LOCAL)
     app[keys.SERVICE] = ChatService(settings, Router(settings, app[keys.PROMPTS]), memory, app[keys.EMBEDDER],
-                                    app[keys.STATS], lambda: live_adapter(app))
+                                    app[keys.STATS], lambda: live_adapter(app),
+                                    getattr(engine, "arriving", contextlib.nullcontext))
     app[keys.STATS].memory_size.set(memory.count())
     yield
     await app[keys.EMBEDDER].close()

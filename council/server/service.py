@@ -7,6 +7,7 @@ successful ones, of U only or of anyone as the setting says; ``delete`` erases o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,13 +37,15 @@ class ChatService:
     """Holds the server's long-lived parts and answers ``ChatRequest``s."""
 
     def __init__(self, settings: Settings, router: Router, memory: MemoryStore, embedder: BatchingEmbedder,
-                 stats: ServerStats, live_adapter: Any) -> None:
+                 stats: ServerStats, live_adapter: Any,
+                 arriving: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext) -> None:
         self.settings = settings
         self.router = router
         self.memory = memory
         self.embedder = embedder
         self.stats = stats
         self.live_adapter = live_adapter  # callable -> str | None: the adapter the local model serves now
+        self.arriving = arriving  # the in-process engine's batch waits while a request is being prepared
         self.started = int(time.time())  # the models' "created" time
 
     def models(self) -> list[str]:
@@ -71,13 +74,14 @@ class ChatService:
         it (``Router.stream``: no heads; a low-confidence answer is recorded as a failure)."""
         self.check_model(request.model)
         started = time.perf_counter()
-        vector, context = await self._recall(request.query, user)
         direct = None if request.model == COUNCIL_MODEL else request.model
         params = request.params(self.settings.council.temperature)
-        if on_text is None:
-            decision = await self.router.decide(request.messages, params, context, direct_model=direct)
-        else:
-            decision = await self.router.stream(request.messages, params, context, on_text, direct_model=direct)
+        with self.arriving():  # requests sent together decode together (LocalProvider.arriving)
+            vector, context = await self._recall(request.query, user)
+            if on_text is None:
+                decision = await self.router.decide(request.messages, params, context, direct_model=direct)
+            else:
+                decision = await self.router.stream(request.messages, params, context, on_text, direct_model=direct)
         winner = decision.winner
         latency_ms = (time.perf_counter() - started) * 1000
         record = ExchangeRecord(
