@@ -21,8 +21,15 @@ from council.core.errors import (
 from council.server import keys
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = ("/health", "/livez", "/readyz")  # no bearer token needed
+OPEN_PATHS = ("/health", "/livez", "/readyz", "/", "/loop")  # no bearer token needed (the pages hold no data)
+OPEN_PREFIXES = ("/static/",)  # the pages' scripts and styles: no token, and served while the models load
 STARTUP_PATHS = OPEN_PATHS  # answered while the models load
+STARTUP_PREFIXES = (*OPEN_PREFIXES, "/v1/loop/")  # the loop's files need no model (the token still does)
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is served without the bearer token."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def error_response(exc: CouncilError) -> web.Response:
@@ -61,10 +68,11 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
 
 @web.middleware
 async def startup_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Until the models and stores have loaded, requests that need them wait (``/livez``, ``/readyz`` and
-    ``/health`` answer at once); if loading failed, they get a 503 that says why."""
+    """Until the models and stores have loaded, requests that need them wait (``/livez``, ``/readyz``,
+    ``/health``, the pages, their static files and ``/v1/loop/*`` answer at once); if loading failed, they get
+    a 503 that says why."""
     startup = request.app[keys.STARTUP]
-    if not startup.ready and request.path not in STARTUP_PATHS:
+    if not startup.ready and request.path not in STARTUP_PATHS and not request.path.startswith(STARTUP_PREFIXES):
         limit = request.app[keys.SETTINGS].server.request_timeout_seconds
         try:
             async with asyncio.timeout(limit):
@@ -79,7 +87,7 @@ async def startup_middleware(request: web.Request, handler: Any) -> web.StreamRe
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     api_key = request.app[keys.SETTINGS].server.api_key
-    if api_key and request.path not in OPEN_PATHS:
+    if api_key and not is_open(request.path):
         given = request.headers.get("Authorization", "")
         scheme, _, token = given.partition(" ")
         given_key = token.strip().encode("utf-8", "surrogateescape")  # headers may hold any bytes

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from council.server import handlers
+from council.server import handlers, pages
 
 
 def setup_routes(app: web.Application) -> None:
@@ -13,8 +13,15 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/records", handlers.list_records)
     app.router.add_get("/v1/records/{record_id}", handlers.get_record)
     app.router.add_delete("/v1/records/{record_id}", handlers.delete_record)
+    app.router.add_get("/v1/loop/adapters", pages.loop_adapters)
+    app.router.add_get("/v1/loop/adapters/{version}", pages.loop_adapter)
+    app.router.add_get("/v1/loop/adapters/{version}/loss.png", pages.loop_loss_png)
+    app.router.add_get("/v1/loop/night", pages.loop_night)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/livez", handlers.livez)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_post("/admin/reload", handlers.admin_reload)
+    app.router.add_get("/", pages.chat_page)
+    app.router.add_get("/loop", pages.loop_page)
+    app.router.add_get("/static/{name:.+}", pages.static_file)
