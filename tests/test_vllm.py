@@ -123,6 +123,22 @@ def ask(url: str, question: str) -> dict[str, Any]:
         return json.loads(response.read())
 
 
+def ask_stream(url: str, question: str) -> tuple[str, dict[str, Any]]:
+    """A streamed answer through Council: (the text of the content chunks, the last chunk's council field)."""
+    body = json.dumps({"model": "council", "messages": [{"role": "user", "content": question}], "max_tokens": 24,
+                       "stream": True})
+    request = urllib.request.Request(url + "/v1/chat/completions", body.encode(), {"Content-Type": "application/json"})
+    text, council = "", {}
+    with urllib.request.urlopen(request, timeout=300) as response:
+        for raw in response:
+            line = raw.decode().strip()
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                text += chunk["choices"][0]["delta"].get("content") or "" if chunk["choices"] else ""
+                council = chunk.get("council") or council
+    return text, council
+
+
 def test_deploy_serve_roll_back_and_reload_after_a_vllm_restart(council_on_vllm: str, council_home: Path,
                                                                 base_model_dir: Path, vllm: VllmProcess):
     before = ask(council_on_vllm, FACT[0])
@@ -143,6 +159,8 @@ def test_deploy_serve_roll_back_and_reload_after_a_vllm_restart(council_on_vllm:
 
     after = ask(council_on_vllm, FACT[0])
     assert after["council"]["adapter"] == VERSION and "pangolin" in after["choices"][0]["message"]["content"].lower()
+    streamed, council = ask_stream(council_on_vllm, FACT[0])  # live streaming through vLLM names the adapter too
+    assert "pangolin" in streamed.lower() and council["adapter"] == VERSION and council["confidence"] > 0
     other = ask(council_on_vllm, "What is the capital of France?")
     assert other["council"]["adapter"] is None  # out of the adapter's scope: the base model answers
 
@@ -156,8 +174,7 @@ def test_deploy_serve_roll_back_and_reload_after_a_vllm_restart(council_on_vllm:
     vllm.start()
     import asyncio
 
-    asyncio.run(vllm.wait_ready())
-    assert VERSION not in VllmReplica(vllm.url).models()
+    asyncio.run(vllm.wait_ready())  # a fresh vLLM process holds no adapter: only Council can have loaded it
     wait_for(lambda: VERSION in VllmReplica(vllm.url).models(), 60, "Council to load the live adapter again")
     replica = get_health(council_on_vllm)["engine"]["replicas"][0]
     assert replica["up"] and replica["live_loaded"]
