@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from council.core.errors import AdapterError, CouncilError
 from council.core.jsonl import json_objects
+from council.engine.adapter_scope import scope_off
 from council.engine.local.model import LocalModel
 from council.engine.model_files import BaseModel, resolve_base_model
 from council.engine.vllm.client import VllmReplica
@@ -162,7 +163,7 @@ def run_canary(model: LocalModel | VllmEngine, cases: list[CanaryCase]) -> Canar
 def unscoped_canary(model: LocalModel | VllmEngine, cases: list[CanaryCase]) -> dict[str, Any]:
     """The canary with the adapter answering every case, scope or not: how far the adapter drifts outside its
     scope. Reported, not required (the server applies the scope)."""
-    with model.scope_off():
+    with scope_off(model):
         drift = run_canary(model, cases)
     failed = [c.id for c in drift.cases if not c.passed]
     if failed:

@@ -18,7 +18,8 @@ without ``scope.npy`` (made by hand or by an older Council) is served to every r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,14 @@ def similarities(scope: np.ndarray, queries: list[str], embed: Embed) -> list[fl
     texts = [q for q in queries if q.strip()]
     best = iter((embed(texts) @ scope.T).max(axis=1).tolist() if texts else [])
     return [float(next(best)) if q.strip() else -1.0 for q in queries]
+
+
+@contextmanager
+def scope_off(engine: Any) -> Iterator[None]:
+    """Within the block ``engine``'s live adapter answers every request, in scope or not: its ``adapter_scope``
+    (LocalModel's or VllmEngine's) is set aside and put back after."""
+    scope, engine.adapter_scope = engine.adapter_scope, None
+    try:
+        yield
+    finally:
+        engine.adapter_scope = scope

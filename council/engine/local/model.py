@@ -10,8 +10,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -207,15 +205,6 @@ class LocalModel:
 
             self._embed = Embedder().embed
         return self._embed
-
-    @contextmanager
-    def scope_off(self) -> Iterator[None]:
-        """Within the block the live adapter answers every request, in scope or not."""
-        scope, self.adapter_scope = self.adapter_scope, None
-        try:
-            yield
-        finally:
-            self.adapter_scope = scope
 
     def adapter_uses(self, requests: list[list[dict[str, str]]]) -> list[AdapterUse]:
         """For each request's messages: does the live adapter answer it?"""

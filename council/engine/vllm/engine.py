@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +39,6 @@ class VllmEngine:
         self.adapter_version = version
         self.adapter_scope = read_scope(Path(folder)) if folder and self.scope_similarity > 0 else None
         return changed
-
-    @contextmanager
-    def scope_off(self) -> Iterator[None]:
-        """Within the block the selected adapter answers every request, in scope or not."""
-        scope, self.adapter_scope = self.adapter_scope, None
-        try:
-            yield
-        finally:
-            self.adapter_scope = scope
 
     def _answerer(self, messages: list[dict[str, str]]) -> tuple[str | None, float | None]:
         if self.adapter_version is None or self.adapter_scope is None:
