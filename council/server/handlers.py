@@ -73,6 +73,7 @@ async def get_model(request: web.Request) -> web.Response:
 def health_body(app: web.Application) -> dict[str, Any]:
     engine = app.get(keys.LOCAL)
     base = engine.base if engine is not None else None
+    engine_health = engine.health() if engine is not None else None
     stats = app[keys.STATS]
     return {
         "status": "ok",
@@ -80,8 +81,8 @@ def health_body(app: web.Application) -> dict[str, Any]:
         "adapter_error": engine.adapter_error if engine else None,
         "adapter_changed_at": engine.adapter_changed_at if engine else None,
         "base_model": {"id": base.model_id, "fingerprint": base.fingerprint} if base else None,
-        "queue": engine.health().get("queue") if engine else None,
-        "engine": engine.health() if engine else None,
+        "queue": engine_health.get("queue") if engine_health else None,
+        "engine": engine_health,
         "window": stats.window.to_dict(),
         "memory": {"records": app[keys.MEMORY].count()},  # kept in memory: no query on the event loop
         "prompt_errors": app[keys.PROMPTS].errors,
