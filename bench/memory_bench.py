@@ -96,7 +96,7 @@ def bench_size(root: Path, n: int, rng: np.random.Generator, queries: int) -> No
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     flat = faiss.IndexFlatIP(DIM)
     flat.add(vectors)
-    hnsw = store._index  # the store's own index, searched without the SQLite read
+    hnsw = store._live.index  # the store's own index, searched without the SQLite read
     names = ("flat", "hnsw", "hnsw_omp", "store", "success_only")
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}

@@ -312,4 +312,5 @@ def build_augmenter(settings: Settings, council: HarvestCouncil, config: Any) ->
         return None
     from council.memory.embedder import Embedder
 
-    return Augmenter(council, PromptStore(settings.prompts_dir), augment, Embedder().embed)
+    embed = Embedder(runtime=settings.memory.embedder_runtime).embed
+    return Augmenter(council, PromptStore(settings.prompts_dir), augment, embed)

@@ -16,6 +16,7 @@ from council.engine.model_files import resolve_base_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("COUNCIL_TEST_CACHE", REPO / ".council" / "test-cache"))
+os.environ.setdefault("XDG_CACHE_HOME", str(TEST_CACHE / "xdg"))  # the embedder's ONNX export, made once per machine
 
 
 @pytest.fixture(autouse=True)

@@ -434,7 +434,7 @@ def test_delete_masks_compacts_and_leaves_no_text_in_the_files(tmp_path, caplog)
         assert [r.id for r in gone] == [secret.id] and gone[0].gold_answer == "never say PLUGH-XYZZY-7731"
         assert store.get(secret.id) is None and store.count() == 5
         assert store.search(unit(99), k=1, min_similarity=0.9, success_only=False) == []  # masked, not compacted
-        assert store._index.ntotal == 6
+        assert store._live.index.ntotal == 6
         assert b"PLUGH-XYZZY" not in _file_bytes(tmp_path)  # database, WAL and index files
         assert store._writer.execute("PRAGMA secure_delete").fetchone()[0] == 1  # not only a build default
         assert store.delete(["rec_unknown"]) == []
@@ -444,7 +444,7 @@ def test_delete_masks_compacts_and_leaves_no_text_in_the_files(tmp_path, caplog)
         store = MemoryStore.open(tmp_path)  # the saved index still held the erased vector: compacted on open
     try:
         assert "holds 1 erased record(s); compacting it" in caplog.text and "does not fit" not in caplog.text
-        assert store._index.ntotal == 5 and faiss.read_index(str(tmp_path / "index.faiss")).ntotal == 5
+        assert store._live.index.ntotal == 5 and faiss.read_index(str(tmp_path / "index.faiss")).ntotal == 5
         late = rec("added after the erasure")
         store.add(late, unit(100))
         fid = store._writer.execute("SELECT fid FROM records WHERE id = ?", (late.id,)).fetchone()[0]
@@ -466,10 +466,10 @@ def test_masked_neighbours_do_not_cost_hits_and_compaction_runs_in_the_backgroun
         hits = store.search(base, k=3, min_similarity=0.5)
         assert sorted(h.id for h, _ in hits) == sorted(r.id for r in far)
         for _ in range(100):
-            if store._index.ntotal == 3:
+            if store._live.index.ntotal == 3:
                 break
             time.sleep(0.05)
-        assert store._index.ntotal == 3 and store.count() == 3
+        assert store._live.index.ntotal == 3 and store.count() == 3
     finally:
         store.close()
     assert faiss.read_index(str(tmp_path / "index.faiss")).ntotal == 3
@@ -485,10 +485,10 @@ def test_records_erased_by_another_process_are_masked_and_compacted(tmp_path):
         other.delete([records[1].id], compact=False)
         assert server.search(unit(1), k=1, min_similarity=0.9) == []
         for _ in range(100):
-            if server._index.ntotal == 3:
+            if server._live.index.ntotal == 3:
                 break
             time.sleep(0.05)
-        assert server._index.ntotal == 3 and server.count() == 3
+        assert server._live.index.ntotal == 3 and server.count() == 3
         assert server.search(unit(2), k=1, min_similarity=0.9)[0][0].id == records[2].id
     finally:
         other.close()

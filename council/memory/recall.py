@@ -7,12 +7,17 @@ their own user only; "none": everything stays with its user; "all": every succes
 
 from __future__ import annotations
 
+from council.memory.corrections import CORRECTED as _CORRECTED
 from council.memory.schema import ExchangeRecord
 
 CORRECTION_LEAD = 0.05  # a recalled correction goes before successes less than this much more similar
-_CORRECTED = "json_extract(feedback, '$.correction') IS NOT NULL"
 RECALL = {"all": (f"(success = 1 OR {_CORRECTED})", 0), "none": (f"(success = 1 OR {_CORRECTED}) AND user IS ?", 1),
            "corrections": (f"({_CORRECTED} OR (success = 1 AND user IS ?))", 1)}  # memory.share -> SQL, user args
+
+
+def same_question(text: str) -> str:
+    """``text`` as recall compares questions: case and runs of whitespace ignored."""
+    return " ".join(text.casefold().split())
 
 
 def ranked(hits: list[tuple[ExchangeRecord, float]], lead: float) -> list[tuple[ExchangeRecord, float]]:
@@ -20,7 +25,6 @@ def ranked(hits: list[tuple[ExchangeRecord, float]], lead: float) -> list[tuple[
     recalled correction goes (superseded). With ``lead`` 0 (not recall), ``hits`` as they are."""
     if not lead:
         return hits
-    same = lambda text: " ".join(text.casefold().split())  # noqa: E731
-    corrected = {same(r.query) for r, _ in hits if r.gold_answer}
-    kept = [(r, s) for r, s in hits if r.gold_answer or same(r.query) not in corrected]
+    corrected = {same_question(r.query) for r, _ in hits if r.gold_answer}
+    kept = [(r, s) for r, s in hits if r.gold_answer or same_question(r.query) not in corrected]
     return sorted(kept, key=lambda hit: -(hit[1] + lead * bool(hit[0].gold_answer)))

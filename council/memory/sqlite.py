@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from council.core.errors import InvalidRequestError, StorageError
+from council.memory.corrections import INDEX_SQL
 from council.memory.schema import ExchangeRecord, Feedback
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS records (fid INTEGER PRIMARY KEY, id TEXT NOT NULL UN
   latency_ms REAL NOT NULL, context_ids TEXT NOT NULL, feedback TEXT, harvested_us INTEGER, embedding BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS records_created ON records (created_us);
 CREATE TABLE IF NOT EXISTS erased (fid INTEGER PRIMARY KEY);
-"""
+""" + INDEX_SQL + ";"
 TOP_FID = "SELECT max(coalesce((SELECT max(fid) FROM records), 0), coalesce((SELECT max(fid) FROM erased), 0))"
 CHUNK = 500  # ids per SQL "IN (...)"
 _CHECKPOINT_TRIES = 16  # about 5 s in all

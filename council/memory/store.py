@@ -6,17 +6,14 @@ IndexIDMap2, ``council/memory/index.py``) is a cache, saved atomically on ``clos
 reconciled with SQLite on ``open``: a crash at any moment leaves a store that opens. Erased rows' vectors are
 masked from search until ``compact`` rebuilds the index.
 
-Success flags: only negative feedback (thumbs down, rating <= 2, a correction) changes ``success``, and only to
-False. ``search`` reads the flag from SQLite, so it is current even when another process changed it. One process
-should ``add`` at a time; others may read, give feedback and mark records harvested.
+Only negative feedback (thumbs down, rating <= 2, a correction) changes ``success``, only to False; ``search`` reads
+it from SQLite, current when another process changed it. One process adds; others read, give feedback, harvest.
 
 Usage::
 
-    store = MemoryStore.open(settings.paths.memory)
-    store.add(record, embedder.embed([record.query])[0])
+    store = MemoryStore.open(settings.paths.memory); store.add(record, embedder.embed([record.query])[0])
     hits = store.search(vector, k=3, min_similarity=0.6)   # [(ExchangeRecord, cosine), ...]
-    hits = store.search(vector, 3, 0.6, share="corrections", user="alice")   # what alice may recall
-    store.close()
+    hits = store.search(vector, 3, 0.6, share="corrections", user="alice"); store.close()  # alice's recall
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -34,13 +31,17 @@ import numpy as np
 
 from council.core.errors import InvalidRequestError, NotFoundError, StorageError
 from council.memory import sqlite as rows_db
+from council.memory.corrections import CorrectionSet
 from council.memory.index import LiveIndex, add_rows, new_index
-from council.memory.recall import CORRECTION_LEAD, RECALL, ranked
+from council.memory.recall import CORRECTION_LEAD, RECALL, ranked, same_question
 from council.memory.schema import THUMBS, ExchangeRecord, Feedback, utcnow
 
 log = logging.getLogger(__name__)
 
 DB_NAME, INDEX_NAME = "records.sqlite3", "index.faiss"
+MAX_FETCH = 1024  # HNSW neighbours one search reads at most while looking for records it may recall
+
+
 class MemoryStore:
     """Exchange records (SQLite, durable) + nearest-neighbour search over query embeddings (FAISS HNSW)."""
 
@@ -53,6 +54,7 @@ class MemoryStore:
         self._readers_lock = threading.Lock()
         self._live = LiveIndex(self.index_path, dim, ef_search, save_every, rebuild=self.compact)
         self._compact_lock = threading.Lock()
+        self._corrections = CorrectionSet(dim)
         self._closed = False
         self._writer = self._connect(readonly=False)
 
@@ -97,7 +99,6 @@ class MemoryStore:
                 self._readers.append(conn)
         return conn
 
-    _index = property(lambda self: self._live.index)  # the faiss.IndexIDMap2, for bench/memory_bench.py
 
     def _embeddings(self, fids: list[int], conn: sqlite3.Connection | None = None) -> np.ndarray:
         rows: dict[int, bytes] = {}
@@ -193,31 +194,49 @@ class MemoryStore:
     def search(self, vector: np.ndarray, k: int, min_similarity: float, success_only: bool = True, *,
                share: str | None = None, user: str | None = None) -> list[tuple[ExchangeRecord, float]]:
         """Up to k successes whose query embedding has cosine >= min_similarity, most similar first; with ``share``
-        (``memory.share``), what a request by ``user`` may recall instead: corrections and successes, see _ranked."""
+        (``memory.share``), what a request by ``user`` may recall instead: the nearest successes it may see
+        (HNSW) and the nearest corrections (exact, ``council/memory/corrections.py``), in recall order
+        (``council/memory/recall.py``)."""
         if k <= 0:
             return []
         query = self._unit(vector)[None, :]
-        cond, n_args = RECALL[share] if share else ("success = 1" if success_only else "1", 0)
-        lead = CORRECTION_LEAD if share else 0.0
-        fetch = 4 * k if share or success_only else k  # over-fetch: some neighbours may not qualify
+        if not share:
+            return self._nearest(query, k, min_similarity, "success = 1" if success_only else "1", [])
+        cond, n_args = RECALL[share]
+        with rows_db.storage("search the memory"):
+            fixed = self._corrections.nearest(self._reader(), query, k, min_similarity, user, own_only=share == "none")
+            corrections = self._rows(fixed, "1", [])
+        superseded = {same_question(r.query) for r, _ in corrections}
+        successes = self._nearest(query, k, min_similarity, f"success = 1 AND {cond}", [user] * n_args,
+                                  lambda r: same_question(r.query) not in superseded)
+        return ranked(corrections + successes, CORRECTION_LEAD)[:k]
+
+    def _rows(self, found: list[tuple[int, float]], cond: str, args: list) -> list[tuple[ExchangeRecord | None, float]]:
+        """The records of ``found`` (fid, cosine), in order; None for those failing ``cond``. Ids SQLite no longer
+        has (erased by another process, e.g. council forget) are masked in the index and left out."""
+        if not found:
+            return []
+        rows: dict[int, ExchangeRecord | None] = {}
+        marks = ",".join("?" * len(found))
+        for row in self._reader().execute(f"SELECT fid, ({cond}), {rows_db.COLS} FROM records WHERE fid IN ({marks})",
+                                          [*args, *(i for i, _ in found)]):
+            rows[row[0]] = rows_db.record_of(row[2:]) if row[1] else None
+        if len(rows) < len(found):
+            self._live.mask([i for i, _ in found if i not in rows])
+        return [(rows[i], s) for i, s in found if i in rows]
+
+    def _nearest(self, query: np.ndarray, k: int, min_similarity: float, cond: str, args: list,
+                 keep: Callable[[ExchangeRecord], bool] = bool) -> list[tuple[ExchangeRecord, float]]:
+        """Up to ``k`` records meeting ``cond`` and ``keep`` among the HNSW neighbours, most similar first: fetches
+        4k, and 4x more while too many fail, up to MAX_FETCH neighbours (a bound on one request's work)."""
+        fetch = min(4 * k, MAX_FETCH)
         while True:
             found, near, total = self._live.search(query, fetch, min_similarity)
-            if not near:
-                return []
-            rows: dict[int, ExchangeRecord | None] = {}
             with rows_db.storage("search the memory"):
-                marks = ",".join("?" * len(found))
-                for row in self._reader().execute(f"SELECT fid, ({cond}), {rows_db.COLS} FROM records WHERE fid IN ({marks})",
-                                                  [*[user] * n_args, *(i for i, _ in found)]) if found else ():
-                    rows[row[0]] = rows_db.record_of(row[2:]) if row[1] else None
-            if len(rows) < len(found):  # erased by another process (council forget): mask, compact soon
-                self._live.mask([i for i, _ in found if i not in rows])
-            hits = ranked([(rows[i], s) for i, s in found if rows.get(i) is not None], lead)
-            last = found[-1][1] if found else 1.0  # no neighbour not fetched yet is more similar than this
-            enough = len(hits) >= k and hits[k - 1][1] + lead * bool(hits[k - 1][0].gold_answer) >= last + lead
-            if enough or fetch >= total or near < min(fetch, total):
+                hits = [(r, s) for r, s in self._rows(found, cond, args) if r is not None and keep(r)]
+            if len(hits) >= k or fetch >= min(total, MAX_FETCH) or near < min(fetch, total):
                 return hits[:k]
-            fetch *= 4
+            fetch = min(fetch * 4, MAX_FETCH)
 
     def window(self, since: datetime, until: datetime, success: bool | None = None,
                harvested: bool | None = None) -> list[ExchangeRecord]:

@@ -74,7 +74,7 @@ async def sentence_model_ctx(app: web.Application) -> AsyncIterator[None]:
         import torch
 
         torch.set_num_threads(settings.model.torch_threads)
-    app[keys.SENTENCE_MODEL] = await asyncio.to_thread(Embedder)
+    app[keys.SENTENCE_MODEL] = await asyncio.to_thread(Embedder, runtime=settings.memory.embedder_runtime)
     yield
 
 
