@@ -1,11 +1,12 @@
-"""Memory store benchmark: insert throughput, search latency (HNSW store vs brute force), embedding speed.
+"""Memory store benchmark: insert throughput, search latency (the store's index vs brute force), embedding speed.
 
-Run:  cd /work/main && PYTHONPATH=. .venv/bin/python bench/memory_bench.py [--sizes 10000,100000]
+Run:  .venv/bin/python -m bench.memory_bench [--sizes 10000,100000,1000000]
 
-* Index numbers use random unit vectors (384-d), the hardest case for HNSW: real sentence embeddings cluster
-  and are easier. Each query is a stored vector plus noise (cosine ~0.9 to its source), like a re-asked
-  question; "recall@1" = share of queries whose source comes back first.
-* ``store.search`` is the full path (FAISS HNSW + the SQLite read of the hits); the baseline is
+* Index numbers use random unit vectors (384-d), the hardest case for an approximate index: real sentence
+  embeddings cluster and are easier. Each query is a stored vector plus noise (cosine ~0.9 to its source), like
+  a re-asked question; "recall@1" = share of queries whose source comes back first; the harder queries sit at
+  cosine ~0.71. Issue 17's target at 1M records: store.search p50 <= 5 ms, harder recall@1 >= 0.95.
+* ``store.search`` is the full path (sign-bit scan + exact re-rank + the SQLite read of the hits); the baseline is
   ``faiss.IndexFlatIP`` (exact brute force) over the same vectors. Raw index rows run single-threaded like
   the store does, except "faiss default OpenMP", which shows why the store avoids OpenMP for one query.
 * "cpu" columns are CPU time of the calling thread (process for embeddings): on a shared, busy machine
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import shutil
 import tempfile
 import time
@@ -96,47 +98,60 @@ def bench_size(root: Path, n: int, rng: np.random.Generator, queries: int) -> No
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     flat = faiss.IndexFlatIP(DIM)
     flat.add(vectors)
-    hnsw = store._live.index  # the store's own index, searched without the SQLite read
-    names = ("flat", "hnsw", "hnsw_omp", "store", "success_only")
+    own = store._live.index  # the store's own index, searched without the SQLite read
+    names = ("flat", "index", "index_omp", "store", "success_only")
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     hits = dict.fromkeys(names, 0)
-    for i in range(queries):
-        for name, index in (("flat", flat), ("hnsw", hnsw), ("hnsw_omp", hnsw)):
-            with single_threaded() if name != "hnsw_omp" else contextlib.nullcontext():
-                dt, ct, (_, ids) = cpu_timed(index.search, q[i:i + 1], 3)
+    for name in names:  # each method's queries back to back, as an ANN benchmark runs them
+        for i in range(queries):
+            if name in ("flat", "index", "index_omp"):
+                index = flat if name == "flat" else own
+                with single_threaded() if name != "index_omp" else contextlib.nullcontext():
+                    dt, ct, (_, ids) = cpu_timed(index.search, q[i:i + 1], 3)
+                hits[name] += int(ids[0, 0] == (src[i] if name == "flat" else src[i] + 1))  # store ids start at 1
+            else:
+                dt, ct, found = cpu_timed(store.search, q[i], 3, 0.6, name == "success_only")
+                hits[name] += int(bool(found) and found[0][0].query == f"benchmark question {src[i]}")
             wall[name].append(dt)
             cpu[name].append(ct)
-            hits[name] += int(ids[0, 0] == (src[i] if name == "flat" else src[i] + 1))  # store ids start at 1
-        for name, success_only in (("store", False), ("success_only", True)):
-            dt, ct, found = cpu_timed(store.search, q[i], 3, 0.6, success_only)
-            wall[name].append(dt)
-            cpu[name].append(ct)
-            hits[name] += int(bool(found) and found[0][0].query == f"benchmark question {src[i]}")
     hard = vectors[src] + 0.05 * rng.standard_normal((queries, DIM), dtype=np.float32)  # cosine ~0.71
     hard /= np.linalg.norm(hard, axis=1, keepdims=True)
-    hard_hits = sum(bool(found) and found[0][0].query == f"benchmark question {src[i]}"
-                    for i, found in enumerate(store.search(hard[i], 3, 0.6, False) for i in range(queries)))
+    hard_wall, hard_hits = [], 0
+    for i in range(queries):
+        dt, found = timed(store.search, hard[i], 3, 0.6, False)
+        hard_wall.append(dt)
+        hard_hits += int(bool(found) and found[0][0].query == f"benchmark question {src[i]}")
+    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # this process, flat baseline included
     store.close()
+    index_mib = (folder / "index.faiss").stat().st_size / 2**20
     shutil.rmtree(folder)
 
-    print(f"\n{n:,} records: fill {n / fill:,.0f} records/s (add_many, HNSW insert), index save {save:.2f} s, "
+    print(f"\n{n:,} records: fill {n / fill:,.0f} records/s (add_many), index save {save:.2f} s, "
           f"open (load + reconcile) {reopen:.2f} s, count() {count_s * 1000:.2f} ms")
     base50, _ = pct(wall["flat"])
     base_cpu, _ = pct(cpu["flat"])
     print(f"  {'search (k=3)':36s} {'p50 ms':>7s} {'p99 ms':>7s} {'cpu p50':>8s} {'recall@1':>8s} "
           f"{'speedup p50 / cpu':>18s}")
-    labels = {"flat": "IndexFlatIP brute force (baseline)", "hnsw": "HNSW index alone",
-              "hnsw_omp": "HNSW alone, faiss default OpenMP",
-              "store": "store.search (HNSW + SQLite read)", "success_only": "store.search success_only=True *"}
+    labels = {"flat": "IndexFlatIP brute force (baseline)", "index": "the store's index alone",
+              "index_omp": "index alone, faiss default OpenMP",
+              "store": "store.search (index + SQLite read)", "success_only": "store.search success_only=True *"}
     for name in names:
         p50, p99 = pct(wall[name])
         c50, _ = pct(cpu[name])
         print(f"  {labels[name]:36s} {p50:7.3f} {p99:7.3f} {c50:8.3f} {hits[name] / queries:8.3f} "
               f"{base50 / p50:8.1f}x / {base_cpu / c50:5.1f}x")
     print("  * 20% of records are failures; recall@1 there counts a failed source as a miss")
-    print(f"  harder queries (cosine ~0.71 to their source): store.search recall@1 {hard_hits / queries:.3f} "
-          "(brute force: 1.000)")
+    hard_p50, _ = pct(hard_wall)
+    print(f"  harder queries (cosine ~0.71 to their source): store.search p50 {hard_p50:.3f} ms, recall@1 "
+          f"{hard_hits / queries:.3f} (brute force: 1.000)")
+    print(f"  memory: index {index_mib:,.0f} MiB ({index_mib * 2**20 / n:.0f} bytes a record); peak RSS of this "
+          f"process {rss_gib:.2f} GiB (the vectors, the brute-force baseline and SQLite's cache included)")
+    if n >= 1_000_000:
+        s50, _ = pct(wall["store"])
+        met = s50 <= 5.0 and hard_hits / queries >= 0.95
+        print(f"  target at {n:,}: store.search p50 <= 5 ms ({s50:.2f}) and harder recall@1 >= 0.95 "
+              f"({hard_hits / queries:.3f}): {'MET' if met else 'NOT MET'}")
 
 
 def bench_embedding(embedder: Embedder) -> None:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import pytest
 
 from council.core.config import load_settings
 from council.core.engine_settings import EngineSettings
-from council.core.exitcodes import OK
+from council.core.exitcodes import FAILURE, OK
 from council.engine.model_files import resolve_base_model
 from council.engine.vllm.client import VllmReplica
 from council.engine.vllm.process import VllmProcess
@@ -31,6 +32,7 @@ from deploy.main import main as deploy
 from deploy.publish import publish
 from deploy.swap import point_current
 from tests.conftest import REPO
+from tests.test_alerts import SLACK_PATH, receiver  # noqa: F401 - fixture
 from tests.test_deploy_server import free_port, get_health, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -179,6 +181,35 @@ def test_deploy_serve_roll_back_and_reload_after_a_vllm_restart(council_on_vllm:
     replica = get_health(council_on_vllm)["engine"]["replicas"][0]
     assert replica["up"] and replica["live_loaded"]
     assert ask(council_on_vllm, FACT[0])["council"]["adapter"] == VERSION
+
+
+def test_a_replica_that_dies_in_the_monitoring_window_rolls_back_and_alerts(
+        council_on_vllm: str, council_home: Path, base_model_dir: Path, vllm: VllmProcess, receiver):  # noqa: F811
+    settings = load_settings(overrides={"home": str(council_home), "alerts.webhook_url": receiver.url(SLACK_PATH)})
+    version = "20261130-020202-bbbbbb"
+    _train(base_model_dir, settings.paths.loras / version, rank=8, steps=30)
+    config = DeployConfig(settings=settings, version=version, server_url=council_on_vllm, window_seconds=240,
+                          sample_seconds=0.5)
+    result: dict[str, int] = {}
+    worker = threading.Thread(target=lambda: result.update(code=deploy(config)))
+    worker.start()
+    try:
+        wait_for(lambda: (get_health(council_on_vllm) or {}).get("adapter") == version, 300, "the swap to the server")
+        vllm.stop()  # the only replica dies while the window watches it
+        worker.join(timeout=120)
+        assert not worker.is_alive() and result["code"] == FAILURE
+        summary = json.loads((settings.paths.logs / "deploy_summary.json").read_text())
+        assert summary["decision"] == "rolled_back", summary
+        assert "replica" in summary["reason"] and vllm.url in summary["reason"]
+        assert not (settings.paths.loras / "current").is_symlink()  # back to the base model
+        assert receiver.posts[-1][1]["text"].endswith(f"Deploy of {version} rolled back")
+    finally:
+        worker.join(timeout=120)
+        if not vllm.running():  # the next tests need the replica
+            vllm.start()
+            import asyncio
+
+            asyncio.run(vllm.wait_ready())
 
 
 def test_an_adapter_vllm_cannot_serve_is_refused_with_its_reason(council_home: Path, base_model_dir: Path,

@@ -1,7 +1,7 @@
-"""The corrected exchanges, searched exactly: recall's shared knowledge, kept apart from the HNSW graph.
+"""The corrected exchanges, searched exactly: recall's shared knowledge, kept apart from the index.
 
 A correction may be recalled ahead of successes up to ``CORRECTION_LEAD`` more similar (``recall.py``). Looking
-for it among the HNSW neighbours meant fetching every neighbour within the lead of the k-th success: with many
+for it among the index's neighbours meant fetching every neighbour within the lead of the k-th success: with many
 near-identical questions in the memory (one question asked a thousand times) each request read them all.
 Corrections are few (people write them), so ``CorrectionSet`` keeps their query embeddings in one matrix and
 scores all of them with one product: about 1 ms per 10,000 corrections.

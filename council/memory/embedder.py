@@ -7,9 +7,9 @@ cached in ``cache_dir`` (default ``~/.cache/council``; ``council/memory/onnx_exp
 query, the same vectors);
 ``"torch"`` runs it with sentence-transformers. A model folder the export cannot reproduce falls back to torch.
 
-``BatchingEmbedder.embed_one(text)`` is the asyncio front door for the server: concurrent calls are collected
-for up to ``max_wait_ms`` (or until ``max_batch`` texts wait) and embedded as ONE batch in a worker thread, so
-the event loop never runs the model. While a batch runs, new calls queue up and form the next batch.
+``BatchingEmbedder.embed_one(text)`` is the asyncio front door for the server: calls waiting together (up to
+``max_batch``) are embedded as ONE batch in a worker thread, so the event loop never runs the model. While a
+batch runs, new calls queue up and form the next batch; ``embed_then`` runs a follow-up in the same thread.
 
 Usage::
 
@@ -22,23 +22,22 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from council.core.errors import CouncilError
+from council.core.batcher import Batcher
 from council.memory import onnx_export
 
 log = logging.getLogger(__name__)
 
-_STOP = object()  # queue sentinel that ends the BatchingEmbedder worker
 RUNTIMES = ("onnx", "torch")
 
 
@@ -131,88 +130,36 @@ class Embedder:
 
 
 class BatchingEmbedder:
-    """Collects concurrent ``embed_one`` calls into batches run by ``Embedder.embed`` in a worker thread."""
+    """Concurrent ``embed_one`` / ``embed_then`` calls embedded as batches in one worker thread
+    (``council/core/batcher.py``); ``embed_then`` also runs the caller's follow-up (a memory search) there, so a
+    request crosses to a thread once for both."""
 
-    def __init__(self, embedder: Embedder, max_batch: int = 64, max_wait_ms: float = 2.0) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
-        if max_wait_ms < 0:
-            raise ValueError("max_wait_ms must be >= 0 (0 = no waiting for company)")
+    def __init__(self, embedder: Embedder, max_batch: int = 64, max_wait_ms: float = 0.0) -> None:
         self.embedder = embedder
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000.0
-        self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="council-embed")
-        self._closed = False
+        self._batcher: Batcher[tuple[str, Callable[[np.ndarray], Any] | None]] = Batcher(
+            self._run, max_batch=max_batch, max_wait_ms=max_wait_ms, name="council-embed")
+
+    def _run(self, items: list[tuple[str, Callable[[np.ndarray], Any] | None]]) -> list[Any]:
+        vectors = self.embedder.embed([text for text, _ in items])
+        results: list[Any] = []
+        for (_, then), vector in zip(items, vectors, strict=True):
+            if then is None:
+                results.append(vector)
+                continue
+            try:
+                results.append((vector, then(vector)))
+            except Exception as exc:  # noqa: BLE001 - handed to this item's caller only (Batcher raises it there)
+                results.append(exc)
+        return results
 
     async def embed_one(self, text: str) -> np.ndarray:
         """Embedding of one text, shape (384,), computed in a batch with whatever else is waiting."""
-        if self._closed:
-            raise CouncilError("the embedder is closed", code="embedder_closed")
-        loop = asyncio.get_running_loop()
-        if self._worker is None:
-            self._queue = asyncio.Queue()
-            self._worker = loop.create_task(self._run(), name="council-embed-batcher")
-        elif self._worker.done():  # only if its event loop was torn down under it
-            raise CouncilError("the embedding worker has stopped; create a new BatchingEmbedder", code="embedder_closed")
-        future: asyncio.Future[np.ndarray] = loop.create_future()
-        self._queue.put_nowait((text, future))
-        return await future
+        return await self._batcher.submit((text, None))
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        queue = self._queue
-        stop = False
-        while not stop:
-            first = await queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_batch:
-                try:
-                    item = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(remaining):
-                            item = await queue.get()
-                    except TimeoutError:
-                        break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            await self._embed_batch(loop, batch)
-
-    async def _embed_batch(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
-        """Embed ``batch`` together; if that fails, embed each text alone so only the culprit gets the error."""
-        texts = [text for text, _ in batch]
-        try:
-            vectors = await loop.run_in_executor(self._executor, self.embedder.embed, texts)
-        except Exception as exc:  # never swallowed: retried one by one, the failing caller receives it
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
-                return
-            log.warning("an embedding batch of %d failed (%s); embedding its texts one by one", len(batch),
-                        type(exc).__name__)
-            for item in batch:
-                await self._embed_batch(loop, [item])
-            return
-        for (_, future), vector in zip(batch, vectors, strict=True):
-            if not future.done():
-                future.set_result(vector)
+    async def embed_then(self, text: str, then: Callable[[np.ndarray], Any]) -> tuple[np.ndarray, Any]:
+        """(embedding of ``text``, ``then(embedding)``), both in the worker thread; raises what ``then`` raised."""
+        return await self._batcher.submit((text, then))
 
     async def close(self) -> None:
         """Finish every call already waiting, then stop the worker thread. Later calls raise CouncilError."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._worker is not None:
-            self._queue.put_nowait(_STOP)
-            await self._worker
-        self._executor.shutdown(wait=True)
+        await self._batcher.close()

@@ -1,8 +1,8 @@
 """Council's memory: every exchange in SQLite, with a FAISS index over the query embeddings.
 
 Files (``settings.paths.memory``): ``records.sqlite3`` is the source of truth (``council/memory/sqlite.py``; WAL,
-``synchronous=FULL``: ``add`` is durable when it returns). ``index.faiss`` (HNSW on unit vectors = cosine, in an
-IndexIDMap2, ``council/memory/index.py``) is a cache, saved atomically on ``close()`` and every ``save_every`` adds,
+``synchronous=FULL``: ``add`` is durable when it returns). ``index.faiss`` (sign bits scanned, then an exact
+re-rank on unit vectors = cosine, in an IndexIDMap2, ``council/memory/index.py``) is a cache, saved atomically on ``close()`` and every ``save_every`` adds,
 reconciled with SQLite on ``open``: a crash at any moment leaves a store that opens. Erased rows' vectors are
 masked from search until ``compact`` rebuilds the index.
 
@@ -32,44 +32,44 @@ import numpy as np
 from council.core.errors import InvalidRequestError, NotFoundError, StorageError
 from council.memory import sqlite as rows_db
 from council.memory.corrections import CorrectionSet
-from council.memory.index import LiveIndex, add_rows, new_index
+from council.memory.index import REFINE_FACTOR, LiveIndex, add_rows, new_index
 from council.memory.recall import CORRECTION_LEAD, RECALL, ranked, same_question
 from council.memory.schema import THUMBS, ExchangeRecord, Feedback, utcnow
 
 log = logging.getLogger(__name__)
 
 DB_NAME, INDEX_NAME = "records.sqlite3", "index.faiss"
-MAX_FETCH = 1024  # HNSW neighbours one search reads at most while looking for records it may recall
+MAX_FETCH = 1024  # index neighbours one search reads at most while looking for records it may recall
 
 
 class MemoryStore:
-    """Exchange records (SQLite, durable) + nearest-neighbour search over query embeddings (FAISS HNSW)."""
+    """Exchange records (SQLite, durable) + nearest-neighbour search over query embeddings (FAISS)."""
 
-    def __init__(self, folder: Path, dim: int, save_every: int, ef_search: int) -> None:
+    def __init__(self, folder: Path, dim: int, save_every: int, refine_factor: int) -> None:
         self.folder, self.dim, self.save_every = Path(folder), dim, save_every
         self.db_path, self.index_path = self.folder / DB_NAME, self.folder / INDEX_NAME
         self._write_lock = threading.RLock()  # one writer at a time: SQLite writes, FAISS adds, index saves
         self._local = threading.local()  # per-thread read-only connections (WAL readers never block)
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._live = LiveIndex(self.index_path, dim, ef_search, save_every, rebuild=self.compact)
+        self._live = LiveIndex(self.index_path, dim, refine_factor, save_every, rebuild=self.compact)
         self._compact_lock = threading.Lock()
         self._corrections = CorrectionSet(dim)
         self._closed = False
         self._writer = self._connect(readonly=False)
 
     @classmethod
-    def open(cls, folder: Path, dim: int = 384, *, save_every: int = 256, ef_search: int = 96,
+    def open(cls, folder: Path, dim: int = 384, *, save_every: int = 256, refine_factor: int = REFINE_FACTOR,
              index: bool = True) -> MemoryStore:
         """Open (or create) the store and bring ``index.faiss`` in line with SQLite (``index=False``: don't)."""
-        if save_every < 1 or ef_search < 1 or dim < 1:
-            raise ValueError("dim, save_every and ef_search must be >= 1 (defaults: 384, 256, 96)")
+        if save_every < 1 or refine_factor < 1 or dim < 1:
+            raise ValueError("dim, save_every and refine_factor must be >= 1 (defaults: 384, 256, 32)")
         with rows_db.storage(f"open the memory store in {folder}"):
             try:
                 Path(folder).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"could not create memory folder {folder}: {exc}") from exc
-            store = cls(Path(folder), dim, save_every, ef_search)
+            store = cls(Path(folder), dim, save_every, refine_factor)
             try:
                 store._writer.executescript(rows_db.SCHEMA)
                 if index:  # bring the index file in line with SQLite: its rows, and the erased ones
@@ -195,7 +195,7 @@ class MemoryStore:
                share: str | None = None, user: str | None = None) -> list[tuple[ExchangeRecord, float]]:
         """Up to k successes whose query embedding has cosine >= min_similarity, most similar first; with ``share``
         (``memory.share``), what a request by ``user`` may recall instead: the nearest successes it may see
-        (HNSW) and the nearest corrections (exact, ``council/memory/corrections.py``), in recall order
+        (the index) and the nearest corrections (exact, ``council/memory/corrections.py``), in recall order
         (``council/memory/recall.py``)."""
         if k <= 0:
             return []
@@ -227,7 +227,7 @@ class MemoryStore:
 
     def _nearest(self, query: np.ndarray, k: int, min_similarity: float, cond: str, args: list,
                  keep: Callable[[ExchangeRecord], bool] = bool) -> list[tuple[ExchangeRecord, float]]:
-        """Up to ``k`` records meeting ``cond`` and ``keep`` among the HNSW neighbours, most similar first: fetches
+        """Up to ``k`` records meeting ``cond`` and ``keep`` among the index's neighbours, most similar first: fetches
         4k, and 4x more while too many fail, up to MAX_FETCH neighbours (a bound on one request's work)."""
         fetch = min(4 * k, MAX_FETCH)
         while True:
@@ -309,7 +309,7 @@ class MemoryStore:
             with contextlib.closing(self._connect(True)) as db:  # one snapshot for the ids and their embeddings,
                 db.execute("BEGIN")  # ended before the write lock (a delete holding it waits for readers)
                 fids = [r[0] for r in db.execute("SELECT fid FROM records ORDER BY fid")]
-                index = add_rows(new_index(self.dim, self._live.ef_search), fids, lambda ids: self._embeddings(ids, db))
+                index = add_rows(new_index(self.dim, self._live.refine_factor), fids, lambda ids: self._embeddings(ids, db))
             with self._write_lock:  # rows added during the rebuild join it before the swap
                 late = [r[0] for r in self._writer.execute("SELECT fid FROM records WHERE fid > ? ORDER BY fid",
                                                            (max(fids, default=0),))]

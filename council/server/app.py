@@ -90,6 +90,7 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
                                     getattr(engine, "arriving", contextlib.nullcontext))
     app[keys.STATS].memory_size.set(memory.count())
     yield
+    await app[keys.SERVICE].close()
     await app[keys.EMBEDDER].close()
     await asyncio.to_thread(memory.close)
 

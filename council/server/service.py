@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from council.core.batcher import Batcher
 from council.core.config import Settings
 from council.core.errors import NotFoundError, StorageError
 from council.memory.embedder import BatchingEmbedder
@@ -47,6 +48,8 @@ class ChatService:
         self.live_adapter = live_adapter  # callable -> str | None: the adapter the local model serves now
         self.arriving = arriving  # the in-process engine's batch waits while a request is being prepared
         self.started = int(time.time())  # the models' "created" time
+        # records are written in batches by one thread; a request returns only after its batch is committed
+        self.writer: Batcher[tuple[ExchangeRecord, Any]] = Batcher(self._write, name="council-write")
 
     def models(self) -> list[str]:
         c = self.settings.council
@@ -59,13 +62,20 @@ class ChatService:
                                 code="model_not_found", param="model")
 
     async def _recall(self, query: str, user: str | None) -> tuple[Any, list[tuple[ExchangeRecord, float]]]:
-        vector = await self.embedder.embed_one(query)
+        """The query's embedding and what it recalls, both computed in the embedder's thread (one hop)."""
         c = self.settings.council
         if c.memory_k == 0:
-            return vector, []
-        context = await asyncio.to_thread(self.memory.search, vector, c.memory_k, c.memory_min_similarity,
-                                          share=self.settings.memory.share, user=user)
-        return vector, context
+            return await self.embedder.embed_one(query), []
+        return await self.embedder.embed_then(query, lambda vector: self.memory.search(
+            vector, c.memory_k, c.memory_min_similarity, share=self.settings.memory.share, user=user))
+
+    def _write(self, items: list[tuple[ExchangeRecord, Any]]) -> list[None]:
+        self.memory.add_many(items)  # one transaction, one fsync, for every record waiting (group commit)
+        return [None] * len(items)
+
+    async def close(self) -> None:
+        """Write the records still waiting, then stop the writer thread."""
+        await self.writer.close()
 
     async def answer(self, request: ChatRequest, user: str | None, session: str | None,
                      on_text: Callable[[str], Awaitable[None]] | None = None, record_id: str | None = None) -> Answer:
@@ -99,7 +109,7 @@ class ChatService:
             latency_ms=round(latency_ms, 3),
             context_ids=[r.id for r, _ in context],
         )
-        await asyncio.to_thread(self.memory.add, record, vector)
+        await self.writer.submit((record, vector))
         self.stats.observe(winner.head, record.success, record.confidence, latency_ms, record.failure_source,
                            escalated=len(decision.route) > 1 and decision.route[1] != "stream", adapter=record.adapter, live=self.live_adapter())
         self.stats.memory_size.set(self.memory.count())
