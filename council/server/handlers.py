@@ -46,7 +46,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": winner.text},
                               "finish_reason": winner.finish_reason, "logprobs": None}
     if chat.logprobs and winner.logprobs is not None:
-        choice["logprobs"] = {"content": [entry(t, chat.top_logprobs) for t in winner.logprobs]}
+        choice["logprobs"] = {"content": [entry(t, chat.top_logprobs) for t in winner.token_dicts()]}
     body = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion", "created": int(time.time()),
             "model": chat.model, "choices": [choice], "usage": usage(winner.usage), "council": council_field(answer)}
     return web.json_response(body, headers=council_headers(answer))

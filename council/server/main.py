@@ -9,6 +9,7 @@ loads; "ready on URL" is logged once the server can answer (``council/server/sta
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import signal
@@ -80,6 +81,15 @@ def _check_model_source(settings: Settings) -> None:
         raise ValueError(f"model.source {source} is not a folder; point it at a model folder or a hub id")
 
 
+def event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop (libuv: faster sockets and scheduling) where it is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def _serve(settings: Settings) -> int:
     try:
         _check_model_source(settings)
@@ -104,5 +114,5 @@ def _serve(settings: Settings) -> int:
     log.info("loading models; %s/health says \"starting\" until they are ready", url)
     # handler_cancellation: a client that hangs up cancels its handler, which stops its generation
     web.run_app(app, sock=sock, print=None, access_log_class=AccessLogger,
-                access_log=logging.getLogger("council.access"), handler_cancellation=True)
+                access_log=logging.getLogger("council.access"), handler_cancellation=True, loop=event_loop())
     return exitcodes.FAILURE if startup.error else exitcodes.OK

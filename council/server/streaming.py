@@ -59,7 +59,7 @@ def pieces(answer: Answer) -> list[tuple[str, list[dict[str, Any]]]]:
     holds part of a character rides with the piece that completes it (its raw ``bytes`` say where it ends).
     Without token data (or when it does not spell the answer), the answer is cut at words."""
     winner = answer.decision.winner
-    tokens = winner.logprobs or []
+    tokens = winner.token_dicts()
     pieces: list[tuple[str, list[dict[str, Any]]]] = []
     if tokens and all(isinstance(t.get("bytes"), list) for t in tokens):
         decoder, held = codecs.getincrementaldecoder("utf-8")("replace"), []
