@@ -139,3 +139,48 @@ def test_recall_reads_a_bounded_number_of_rows_among_many_near_identical_questio
     finally:
         conn.set_trace_callback(None)
         store.close()
+
+
+def _rows_read(reads: list[str]) -> int:
+    return sum(sql.rsplit("IN (", 1)[1].count(",") + 1 for sql in reads if sql.startswith("SELECT fid, ("))
+
+
+def test_a_corrected_question_asked_many_times_does_not_make_recall_read_every_copy(tmp_path):
+    store = MemoryStore.open(tmp_path)
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(384).astype(np.float32)
+    base /= np.linalg.norm(base)
+    copies = [_rec("When does the shop open?") for _ in range(1500)]
+    store.add_many([(r, base + 0.01 * rng.standard_normal(384).astype(np.float32)) for r in copies])
+    store.apply_feedback(copies[700].id, correction="At nine.")
+    reads: list[str] = []
+    conn = store._reader()
+    conn.set_trace_callback(reads.append)
+    try:
+        hits = store.search(base, 3, 0.5, share="all")
+        assert hits[0][0].id == copies[700].id and hits[0][0].gold_answer == "At nine."
+        assert _rows_read(reads) < 100  # the superseded copies are no reason to read all 1,500
+    finally:
+        conn.set_trace_callback(None)
+        store.close()
+
+
+def test_recall_sees_corrections_made_after_others_were_erased(tmp_path):
+    """Erase three corrected records and correct three others: the exact search reloads (the same count and
+    the same sum of ids, {1, 5, 6} then {2, 3, 7}, must not fool it)."""
+    store = MemoryStore.open(tmp_path)
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal(384).astype(np.float32)
+    base /= np.linalg.norm(base)
+    records = [_rec(f"question {i}", success=False) for i in range(1, 8)]  # fids 1..7
+    store.add_many([(r, base + 0.01 * rng.standard_normal(384).astype(np.float32)) for r in records])
+    try:
+        for i in (1, 5, 6):
+            store.apply_feedback(records[i - 1].id, correction=f"fix {i}")
+        assert {h.gold_answer for h, _ in store.search(base, 3, 0.5, share="all")} == {"fix 1", "fix 5", "fix 6"}
+        store.delete([records[i - 1].id for i in (1, 5, 6)], compact=False)
+        for i in (2, 3, 7):
+            store.apply_feedback(records[i - 1].id, correction=f"fix {i}")
+        assert {h.gold_answer for h, _ in store.search(base, 3, 0.5, share="all")} == {"fix 2", "fix 3", "fix 7"}
+    finally:
+        store.close()

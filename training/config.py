@@ -27,6 +27,8 @@ class TrainConfig:
         default="", metadata={"help": "Base model folder or hub id; empty = embedded SmolLM2."}
     )
     prompts_dir: Path = field(default=REPO_PROMPTS, metadata={"help": "Folder holding train_assistant.j2."})
+    embedder_runtime: str = field(default="onnx-int8", metadata={
+        "help": "memory.embedder_runtime: the runtime that embeds the adapter's scope, as the server will."})
     backend: str = field(default="auto", metadata={
         "help": "Training backend: auto (unsloth if CUDA and Unsloth are present, else peft), unsloth (QLoRA on "
                 "a CUDA GPU, in a child process) or peft (LoRA in this process, CPU or GPU)."})
@@ -128,6 +130,8 @@ class TrainConfig:
             )
         if not math.isfinite(self.min_quality):
             raise ValueError("min_quality must be a number, e.g. 0.7")
+        if self.embedder_runtime not in ("onnx-int8", "onnx", "torch"):
+            raise ValueError("embedder_runtime must be onnx-int8, onnx or torch (memory.embedder_runtime)")
         if not (self.prompts_dir / ASSISTANT_TEMPLATE).is_file():
             raise ValueError(
                 f"{self.prompts_dir / ASSISTANT_TEMPLATE} is missing; set prompts_dir in council.toml"
@@ -143,5 +147,6 @@ class TrainConfig:
             "home": settings.home,
             "model_source": settings.model.source,
             "prompts_dir": settings.prompts_dir,
+            "embedder_runtime": settings.memory.embedder_runtime,
         }
         return cls(**{**fields, **overrides})

@@ -249,7 +249,8 @@ def write_scope(tmp: Path, config: TrainConfig, prepared: Prepared) -> int:
     from council.memory.embedder import Embedder
 
     with torch_threads(config.torch_threads):
-        return adapter_scope.write_scope(tmp, prepared.train_queries, Embedder().embed, prepared.parent)
+        embed = Embedder(runtime=config.embedder_runtime).embed
+        return adapter_scope.write_scope(tmp, prepared.train_queries, embed, prepared.parent)
 
 
 def summary_line(version: str, meta: dict[str, Any]) -> str:

@@ -6,8 +6,8 @@ near-identical questions in the memory (one question asked a thousand times) eac
 Corrections are few (people write them), so ``CorrectionSet`` keeps their query embeddings in one matrix and
 scores all of them with one product: about 1 ms per 10,000 corrections.
 
-The matrix is reloaded when the corrected rows change, in this process or another (``council forget``, a
-feedback through another server): a partial index on the corrected rows makes the check one cheap query.
+The matrix is reloaded when the set of corrected rows changes, in this process or another (``council forget``,
+a feedback through another server): a partial index on the corrected rows makes reading their ids cheap.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 CORRECTED = "json_extract(feedback, '$.correction') IS NOT NULL"
 INDEX_SQL = f"CREATE INDEX IF NOT EXISTS records_corrected ON records (fid) WHERE {CORRECTED}"
-_STAMP = f"SELECT count(*), total(fid), total(fid * fid) FROM records WHERE {CORRECTED}"
+_IDS = f"SELECT fid FROM records WHERE {CORRECTED} ORDER BY fid"  # the partial index alone: ids, no rows
 
 
 class CorrectionSet:
@@ -28,20 +28,18 @@ class CorrectionSet:
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self._lock = threading.Lock()
-        self._stamp: tuple | None = None
         self._fids = np.zeros(0, np.int64)
         self._users: list[str | None] = []
         self._vectors = np.zeros((0, dim), np.float32)
 
     def _refresh(self, conn: sqlite3.Connection) -> None:
-        stamp = tuple(conn.execute(_STAMP).fetchone())  # which corrected rows exist, without reading them
-        if stamp == self._stamp:
+        ids = np.array([r[0] for r in conn.execute(_IDS)], np.int64)  # which corrected rows exist now
+        if np.array_equal(ids, self._fids):
             return
         rows = conn.execute(f"SELECT fid, user, embedding FROM records WHERE {CORRECTED} ORDER BY fid").fetchall()
         self._fids = np.array([r[0] for r in rows], np.int64)
         self._users = [r[1] for r in rows]
         self._vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
-        self._stamp = stamp
 
     def nearest(self, conn: sqlite3.Connection, query: np.ndarray, n: int, min_similarity: float,
                 user: str | None = None, own_only: bool = False) -> list[tuple[int, float]]:

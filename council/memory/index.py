@@ -211,6 +211,10 @@ class LiveIndex:
     def count(self) -> int:
         return int(self.index.ntotal) - len(self.masked)
 
+    def resync(self) -> None:
+        """Rebuild from SQLite in the background (after an add that SQLite committed but the index missed)."""
+        self._compactor.request()
+
     def save(self) -> None:
         """Write a copy of the index, taken between two adds; adds and searches go on while it is written."""
         with self._save_lock:

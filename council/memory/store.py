@@ -99,7 +99,6 @@ class MemoryStore:
                 self._readers.append(conn)
         return conn
 
-
     def _embeddings(self, fids: list[int], conn: sqlite3.Connection | None = None) -> np.ndarray:
         rows: dict[int, bytes] = {}
         for part in rows_db.chunks(fids):
@@ -107,7 +106,6 @@ class MemoryStore:
             rows.update((conn or self._writer).execute(sql, part))
         return np.frombuffer(b"".join(rows[f] for f in fids), dtype="<f4").reshape(len(fids), self.dim)
 
-    # ---- writes ---------------------------------------------------------------------------------------------
     def _unit(self, vector: np.ndarray) -> np.ndarray:
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(vec))
@@ -144,7 +142,11 @@ class MemoryStore:
             with self._transaction(f"store {len(rows)} record(s)") as conn:
                 top = conn.execute(rows_db.TOP_FID).fetchone()[0]  # past erased ids too: an id is never reused
                 fids = [conn.execute(sql, (top + n, *row)).lastrowid for n, row in enumerate(rows, 1)]
-            self._live.add(vectors, fids)
+            try:  # the records are committed: an index failure must not fail (or repeat) them
+                self._live.add(vectors, fids)
+            except (RuntimeError, MemoryError) as exc:
+                log.warning("could not index %d record(s) (%s); rebuilding the index from SQLite", len(fids), exc)
+                self._live.resync()
 
     def apply_feedback(self, record_id: str, thumbs: str | None = None, rating: int | None = None,
                        correction: str | None = None) -> ExchangeRecord:
@@ -184,8 +186,6 @@ class MemoryStore:
             if changed != len(ids):
                 raise NotFoundError(f"{len(ids) - changed} of {len(ids)} record ids are unknown; nothing marked")
 
-    # ---- reads ----------------------------------------------------------------------------------------------
-
     def get(self, record_id: str) -> ExchangeRecord | None:
         with rows_db.storage(f"read record {record_id}"):
             row = self._reader().execute(f"SELECT {rows_db.COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
@@ -193,10 +193,9 @@ class MemoryStore:
 
     def search(self, vector: np.ndarray, k: int, min_similarity: float, success_only: bool = True, *,
                share: str | None = None, user: str | None = None) -> list[tuple[ExchangeRecord, float]]:
-        """Up to k successes whose query embedding has cosine >= min_similarity, most similar first; with ``share``
-        (``memory.share``), what a request by ``user`` may recall instead: the nearest successes it may see
-        (the index) and the nearest corrections (exact, ``council/memory/corrections.py``), in recall order
-        (``council/memory/recall.py``)."""
+        """Up to k successes with cosine >= min_similarity, most similar first; with ``share`` (``memory.share``), what
+        ``user`` may recall: the nearest successes it may see and corrections (exact, ``corrections.py``), in
+        recall order (``recall.py``)."""
         if k <= 0:
             return []
         query = self._unit(vector)[None, :]
@@ -217,9 +216,8 @@ class MemoryStore:
         if not found:
             return []
         rows: dict[int, ExchangeRecord | None] = {}
-        marks = ",".join("?" * len(found))
-        for row in self._reader().execute(f"SELECT fid, ({cond}), {rows_db.COLS} FROM records WHERE fid IN ({marks})",
-                                          [*args, *(i for i, _ in found)]):
+        for row in self._reader().execute(f"SELECT fid, ({cond}), {rows_db.COLS} FROM records WHERE fid IN "
+                                          f"({','.join('?' * len(found))})", [*args, *(i for i, _ in found)]):
             rows[row[0]] = rows_db.record_of(row[2:]) if row[1] else None
         if len(rows) < len(found):
             self._live.mask([i for i, _ in found if i not in rows])
@@ -227,14 +225,16 @@ class MemoryStore:
 
     def _nearest(self, query: np.ndarray, k: int, min_similarity: float, cond: str, args: list,
                  keep: Callable[[ExchangeRecord], bool] = bool) -> list[tuple[ExchangeRecord, float]]:
-        """Up to ``k`` records meeting ``cond`` and ``keep`` among the index's neighbours, most similar first: fetches
-        2k, and 4x more while too many fail, up to MAX_FETCH neighbours (a bound on one request's work)."""
+        """Up to ``k`` records meeting ``cond`` and ``keep``, most similar first: fetches 2k neighbours, 4x more while
+        fewer than k qualify, up to MAX_FETCH (a bound on one request), or 8k when only ``keep`` dropped them."""
         fetch = min(2 * k, MAX_FETCH)
         while True:
             found, near, total = self._live.search(query, fetch, min_similarity)
             with rows_db.storage("search the memory"):
-                hits = [(r, s) for r, s in self._rows(found, cond, args) if r is not None and keep(r)]
-            if len(hits) >= k or fetch >= min(total, MAX_FETCH) or near < min(fetch, total):
+                rows = [(r, s) for r, s in self._rows(found, cond, args) if r is not None]
+            hits = [(r, s) for r, s in rows if keep(r)]
+            superseded_only = len(rows) >= k and fetch >= 8 * k  # superseded copies widen the search up to 8k
+            if len(hits) >= k or superseded_only or fetch >= min(total, MAX_FETCH) or near < min(fetch, total):
                 return hits[:k]
             fetch = min(fetch * 4, MAX_FETCH)
 
