@@ -34,13 +34,16 @@ MIN_COSINE = 0.9999  # exported vs sentence-transformers on CHECK_SENTENCES; flo
 MIN_COSINE_INT8 = 0.98  # the int8 graph: measured 0.992 at worst on short questions
 
 
-class _DropMessage(logging.Filter):
-    def __init__(self, text: str) -> None:
+class _DropFrom(logging.Filter):
+    """Drops records logged from files under ``folder`` (onnxruntime's quantizer logs each tensor on the root
+    logger: hundreds of lines on a server's first start)."""
+
+    def __init__(self, folder: str) -> None:
         super().__init__()
-        self.text = text
+        self.folder = folder
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
+        return not record.pathname.startswith(self.folder)
 
 
 class UnsupportedModelError(ValueError):
@@ -92,6 +95,8 @@ def onnx_file(folder: Path, cache_dir: Path, int8: bool = False) -> Path:
             try:
                 quantize(folder, source, temp) if source else export(folder, temp)
                 os.replace(temp, target)
+                log.info("made the embedder's %s graph %s (once; cached in %s)", "int8" if int8 else "ONNX",
+                         target.name, target.parent)
             finally:
                 temp.unlink(missing_ok=True)
     return target
@@ -102,9 +107,10 @@ def quantize(folder: Path, source: Path, target: Path) -> None:
     activations quantized on the fly (ONNX Runtime's dynamic quantization). About 2x faster for one query
     (1.6 vs 3.3 ms on one core here); embeddings within cosine 0.98 of the float ones. Checked against
     sentence-transformers (cosine >= MIN_COSINE_INT8) before it is kept."""
+    import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quiet = _DropMessage("pre-processing before quantization")  # its advice, logged on the root logger
+    quiet = _DropFrom(str(Path(onnxruntime.__file__).parent))
     logging.getLogger().addFilter(quiet)
     try:
         quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], per_channel=True,
@@ -148,7 +154,6 @@ def export(folder: Path, target: Path) -> None:
         torch.onnx.export(Pooled(), tuple(sample[n] for n in names), str(target), input_names=names,
                           output_names=["embedding"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     check(folder, target, MIN_COSINE)
-    log.info("exported %s to ONNX (%s)", folder.name, target.name)
 
 
 def check(folder: Path, path: Path, min_cosine: float) -> None:
