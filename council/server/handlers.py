@@ -75,9 +75,12 @@ def health_body(app: web.Application) -> dict[str, Any]:
     base = engine.base if engine is not None else None
     engine_health = engine.health() if engine is not None else None
     stats = app[keys.STATS]
+    adapter = live_adapter(app)
+    if stats.window.adapter != adapter:  # swapped in, and the watcher has not noted it yet: one view, not two
+        stats.adapter_live(adapter)
     return {
         "status": "ok",
-        "adapter": engine.adapter_version if engine else None,
+        "adapter": adapter,
         "adapter_error": engine.adapter_error if engine else None,
         "adapter_changed_at": engine.adapter_changed_at if engine else None,
         "base_model": {"id": base.model_id, "fingerprint": base.fingerprint} if base else None,
