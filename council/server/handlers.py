@@ -75,9 +75,7 @@ def health_body(app: web.Application) -> dict[str, Any]:
     base = engine.base if engine is not None else None
     engine_health = engine.health() if engine is not None else None
     stats = app[keys.STATS]
-    adapter = live_adapter(app)
-    if stats.window.adapter != adapter:  # swapped in, and the watcher has not noted it yet: one view, not two
-        stats.adapter_live(adapter)
+    adapter = note_adapter(app)  # swapped in before the watcher noted it: the adapter and its window agree
     return {
         "status": "ok",
         "adapter": adapter,
@@ -126,11 +124,12 @@ async def admin_reload(request: web.Request) -> web.Response:
     return await health(request)
 
 
-def note_adapter(app: web.Application) -> None:
-    """Start a new stats window when the local model's live adapter differs from the window's."""
+def note_adapter(app: web.Application) -> str | None:
+    """Start a new stats window when the local model's live adapter differs from the window's; returns it."""
     live = live_adapter(app)
     if app[keys.STATS].window.adapter != live:
         app[keys.STATS].adapter_live(live)
+    return live
 
 
 def live_adapter(app: web.Application) -> str | None:
