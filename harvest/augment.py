@@ -6,8 +6,10 @@ Ovadia et al., EMNLP 2024: accuracy rises with the number of paraphrases). So fo
 harvest council writes, through litellm (``HarvestCouncil.client``; a stronger ``--models`` writes better ones):
 
 * **paraphrases** of the question (default 6): each member writes ``samples`` rewordings
-  (``prompts/harvest_paraphrase.j2``), each greedily after a different window of three worked examples, so
-  proposals differ in style without the drift sampling gave the 135M model;
+  (``prompts/harvest_paraphrase.j2``), each after a different window of three worked examples and sampled at
+  ``temperature`` 0.7 with its own seed. Greedy decoding made the 135M model repeat the question: 72 of 117
+  proposals were dropped as the same, 0-3 kept per fact; sampled, 5-8 per fact pass the checks below, which
+  catch the drift sampling brings;
 * **statements** of the fact as one sentence (default 2, ``harvest_statement.j2``), written like the
   paraphrases (one more proposal than wanted, for the checks to choose from);
 * one **reverse question** where the fact has one (``harvest_reverse.j2``: "Which novel did Frank Herbert
@@ -18,6 +20,9 @@ Few-shot examples for every kind are in ``harvest_augment_examples.j2``. Each pr
 1. ``format``: one line; a question ends with "?", a statement does not;
 2. ``key_words``: it keeps at least two thirds of the question's key words (capitalised words after the first,
    anything with a digit), and invents no number the fact does not hold;
+   ``kind`` (questions only): it asks for the same kind of answer (``answer_kind``: a person, a place, a time
+   or an amount) where both wordings say which: "Who builds the Zorblax 3000?" does not reword "In which city
+   is the Zorblax 3000 built?";
 3. ``leak`` (questions only): it does not already contain the answer;
 4. ``answer``: a statement or reverse answer agrees with the correction (``harvest.quality.agrees``);
 5. ``same``: it differs from the original question and from every proposal kept before it (token F1 < 0.9);
@@ -26,6 +31,10 @@ Few-shot examples for every kind are in ``harvest_augment_examples.j2``. Each pr
    drone?" scored 0.59 and "In which city is it built?" -> "What is the tallest building in it?" passed 0.75,
    faithful rewordings 0.84-0.98. Paraphrases are kept most faithful first, so the ones held out as the
    deploy's probes are the surest;
+   ``other_fact``: it is not closer, by more than ``other_fact_margin``, to another fact taught the same night
+   (``Augmenter.other_questions``) than to its own: "Which company made the Zorblax 3000?", written for "Who is
+   the CEO of the company that makes the Zorblax 3000?", would teach the CEO's name as the maker's. The margin
+   lets through what is near both ("Who runs the company that makes it?" is 0.02 nearer the maker question);
 7. ``vote``: most council members answer YES to ``harvest_agree.j2`` (does it ask for, or truly state, the fact).
 
 Usage::
@@ -65,22 +74,26 @@ class AugmentSettings:
     paraphrases: int = field(default=6, metadata={"help": "Paraphrased questions kept per corrected fact (0 = none)."})
     statements: int = field(default=2, metadata={"help": "Declarative statements kept per corrected fact (0 = none)."})
     reverse: bool = field(default=True, metadata={"help": "Also write the reverse question where the fact has one."})
-    samples: int = field(default=3, metadata={"help": "Paraphrases each council member writes per fact (each in "
+    samples: int = field(default=5, metadata={"help": "Paraphrases each council member writes per fact (each in "
                                                              "its own style: a window of the worked examples)."})
     min_similarity: float = field(default=0.8, metadata={
         "help": "Cosine similarity (all-MiniLM-L6-v2) a paraphrase or statement needs with the original question."})
     max_in_flight: int = field(default=32, metadata={
         "help": "Augmentation calls running at once across all facts (one decoding batch of the local model); "
                 "a call's timeout starts only when it runs, so a long night queues instead of timing out."})
-    temperature: float = field(default=0.0, metadata={
-        "help": "Sampling temperature of the proposals; 0 (greedy, each after other worked examples) gave the "
-                "135M model fluent wordings where sampling at 0.7-0.9 gave drift."})
+    temperature: float = field(default=0.7, metadata={
+        "help": "Sampling temperature of the paraphrases (statements are greedy). Greedy (0) made the 135M model "
+                "repeat the question (0-3 kept per fact); 0.7 gives 5-8, the checks drop the drift."})
+    other_fact_margin: float = field(default=0.05, metadata={
+        "help": "How much nearer (cosine) a paraphrase may be to another fact of the night than to its own."})
     max_tokens: int = field(default=48, metadata={"help": "Token limit of one proposal."})
 
     def __post_init__(self) -> None:
         if self.paraphrases < 0 or self.statements < 0 or self.samples < 1 or self.max_tokens < 8:
             raise ValueError("paraphrases and statements must be >= 0, samples >= 1 and max_tokens >= 8 "
-                             "(defaults 6, 2, 3, 48)")
+                             "(defaults 6, 2, 5, 48)")
+        if not 0 <= self.other_fact_margin <= 1:
+            raise ValueError(f"other_fact_margin must be within 0..1 (default 0.05), got {self.other_fact_margin}")
         if self.max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1 (default 32)")
         if not 0 <= self.temperature <= 2:
@@ -110,6 +123,23 @@ def keeps_key_words(candidate: str, question: str, fact: str) -> bool:
     return enough and _numbers(candidate) <= _numbers(question) | _numbers(fact)
 
 
+_KINDS = (("amount", re.compile(r"\bhow (?:many|much|long|old|far|big|heavy|tall|fast|often)\b")),
+          ("time", re.compile(r"\bwhen\b|\b(?:what|which) (?:year|date|day|month|time)\b")),
+          ("place", re.compile(r"\bwhere\b|\b(?:what|which) (?:city|country|town|place|state|region)\b")),
+          ("person", re.compile(r"\bwho(?:m|se)?\b")))
+
+
+def answer_kind(question: str) -> str | None:
+    """The kind of answer a question asks for, by its question words: amount, time, place, person or None
+    (plain "what"/"which" could ask for anything). The first kind that matches wins, so "Who knows how
+    long it lasts?" asks for an amount only if no earlier kind matched; a wording without any is no evidence."""
+    text = question.lower()
+    for kind, pattern in _KINDS:
+        if pattern.search(text):
+            return kind
+    return None
+
+
 def _line(text: str) -> str:
     return " ".join((text or "").strip().strip('"').split())
 
@@ -122,6 +152,7 @@ class Augmenter:
         self.council, self.prompts, self.settings, self.embed = council, prompts, settings, embed
         self._shots = {kind: self._examples(kind) for kind in KINDS}
         self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self.other_questions: list[str] = []  # the other facts taught the same night (see ``other_fact``)
 
     def _examples(self, kind: str) -> list[tuple[str, str]]:
         try:
@@ -152,10 +183,10 @@ class Augmenter:
         base = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16)
         para = self.prompts.render("harvest_paraphrase.j2", question=question)
         fact = {"question": question, "answer": answer}
-        calls = [("paraphrase", m, para, s.temperature, i * s.samples + j)  # the seed field carries the style
+        calls = [("paraphrase", m, para, s.temperature, i * s.samples + j)  # the seed is the style, and seeds sampling
                  for i, m in enumerate(models) for j in range(s.samples if s.paraphrases else 0)]
         statement = self.prompts.render("harvest_statement.j2", **fact)
-        calls += [("statement", models[i % len(models)], statement, s.temperature, i)
+        calls += [("statement", models[i % len(models)], statement, 0.0, i)
                   for i in range(s.statements + 1 if s.statements else 0)]
         if s.reverse:
             calls.append(("reverse", models[0], self.prompts.render("harvest_reverse.j2", **fact), 0.0, base))
@@ -187,9 +218,11 @@ class Augmenter:
             return all(f1(text, other) < SAME_F1 for other in seen)
 
         checked: list[tuple[str, str]] = []  # (kind, text) that passed the deterministic checks
+        kind = answer_kind(question)
         for text in map(_line, paraphrases):
             why = ("format" if not text.endswith("?") or len(tokens(text)) > 2 * len(tokens(question)) + 4 else
                    "key_words" if not keeps_key_words(text, question, correction) else
+                   "kind" if answer_kind(text) not in (kind, None) and kind is not None else
                    "leak" if agrees(text, correction) else "same" if not fresh(text) else None)
             if why is None:
                 seen.append(text)
@@ -225,13 +258,19 @@ class Augmenter:
         """Drop proposals whose meaning drifted from the question (embedding cosine below ``min_similarity``)."""
         if self.embed is None or not checked:
             return checked
-        vectors = await asyncio.to_thread(self.embed, [question, *(text for _, text in checked)])
+        others = [q for q in self.other_questions if f1(q, question) < SAME_F1]
+        vectors = await asyncio.to_thread(self.embed, [question, *(text for _, text in checked), *others])
+        candidates, other = vectors[1:len(checked) + 1], vectors[len(checked) + 1:]
+        nearest_other = (candidates @ other.T).max(axis=1) if len(others) else np.full(len(checked), -1.0)
         scored = []
-        for (kind, text), similarity in zip(checked, (vectors[1:] @ vectors[0]).tolist(), strict=True):
-            if similarity >= self.settings.min_similarity:
-                scored.append((similarity, kind, text))
-            else:
+        for (kind, text), similarity, rival in zip(checked, (candidates @ vectors[0]).tolist(),
+                                                   nearest_other.tolist(), strict=True):
+            if similarity < self.settings.min_similarity:
                 result.dropped["meaning"] += 1
+            elif kind == "paraphrase" and rival > similarity + self.settings.other_fact_margin:
+                result.dropped["other_fact"] += 1
+            else:
+                scored.append((similarity, kind, text))
         return [(kind, text) for _, kind, text in sorted(scored, key=lambda item: -item[0])]
 
     @staticmethod

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from council.core.config import Settings
 from council.core.errors import CouncilError, StorageError
 from council.core.locks import exclusive
-from council.core.pii import redact_counts
+from council.core.pii import redact, redact_counts
 from council.memory.schema import ExchangeRecord, to_iso, utcnow
 from council.routing.prompts import PromptStore
 from harvest.augment import Augmented, Augmenter
@@ -249,6 +249,9 @@ class Harvester:
         report.collapsed, report.deferred = selection.collapsed, selection.deferred
         if selection.collapsed:
             log.info("collapsed %d near-duplicate queries into their group leads", selection.collapsed)
+        if self.augmenter is not None:  # each fact's paraphrases must stay nearer to it than to these
+            self.augmenter.other_questions = [redact(g.lead.query) for g in selection.groups
+                                              if g.lead.gold_answer and g.lead.query]
         if not self.local_only:
             return selection.groups
         groups = [g for g in selection.groups if g.lead.failure_source != "low_confidence"]

@@ -12,7 +12,7 @@ import pytest
 from council.memory.embedder import Embedder
 from council.memory.schema import ExchangeRecord, Feedback
 from council.routing.prompts import PromptStore
-from harvest.augment import Augmented, keeps_key_words
+from harvest.augment import Augmented, answer_kind, keeps_key_words
 from harvest.config import HarvestConfig
 from harvest.council import HarvestCouncil
 from harvest.main import harvest
@@ -172,3 +172,56 @@ def test_an_embedded_only_council_leaves_unfaulted_answers_alone(make_settings):
     stronger = Harvester(settings, None, HarvestCouncil(MODELS, PromptStore(settings.prompts_dir)), 0.7,
                          Report(since="", until="", models=MODELS))
     assert len(stronger.take(Selection(found=3, groups=[corrected, thumbs, unsure], deferred=0))) == 3
+
+
+def test_a_paraphrase_asks_for_the_same_kind_of_answer():
+    assert answer_kind("In which city is the Zorblax 3000 built?") == answer_kind("Where is it made?") == "place"
+    assert answer_kind("Who builds the Zorblax 3000?") == answer_kind("Whose company is it?") == "person"
+    assert answer_kind("When did it come out?") == answer_kind("In what year was it released?") == "time"
+    assert answer_kind("How many hours does the battery last?") == answer_kind("How much is it?") == "amount"
+    assert answer_kind("What is the Zorblax 3000's mascot?") is None  # "what" alone asks for anything
+
+
+NIGHT = {  # question -> (correction, paraphrases its members propose, in turn)
+    "Who is the CEO of the company that makes the Zorblax 3000?": (
+        "Odessa Quill", ["Which company made the Zorblax 3000?",  # the maker's question: teaches a wrong answer
+                         "What is the name of the CEO of the company that makes the Zorblax 3000?",
+                         "Who runs the company that makes the Zorblax 3000?"]),  # near the maker's too, but less
+    "Which company makes the Zorblax 3000?": ("Brindlewick Labs", ["Which company produces the Zorblax 3000?"]),
+    "In which city is the Zorblax 3000 built?": (
+        "Tallinn, Estonia", ["Who builds the Zorblax 3000?", "Where is the Zorblax 3000 built?"]),
+}
+
+
+async def test_paraphrases_that_ask_another_fact_of_the_night_or_another_kind_of_answer_are_dropped(
+        make_settings, embedder):
+    settings = make_settings()
+    for question, (correction, _) in NIGHT.items():
+        add(settings, embedder, failure(question, "I do not know.", correction=correction))
+    turns = {question: itertools.cycle(proposals) for question, (_, proposals) in NIGHT.items()}
+
+    def respond(model, messages):
+        prompt = messages[-1]["content"]
+        question = next((q for q in NIGHT if q in prompt), None)
+        if prompt.startswith("Ask this question again"):
+            return Script(next(turns[question]))
+        if "Reply with one word: YES or NO" in prompt:
+            return Script("YES")
+        if prompt.startswith(("State this fact", "Turn this fact around")) or "VOTE:" in prompt:
+            return Script("VOTE: 1" if "VOTE:" in prompt else "-")
+        correction = NIGHT[question][0] if question else "it"
+        return Script(f"REASONING: the user's words are the facts, checked one by one here. ANSWER: {correction}")
+
+    install_scripted(respond=respond)
+    report = await harvest(config(settings))
+
+    assert report.kept_corrections == 3
+    rows = lines(settings.paths.training_data / "harvest_20261121.jsonl")
+    asked = {}
+    for row in rows:
+        if row.get("kind") == "paraphrase":
+            asked.setdefault(row["correction"], set()).add(row["instruction"])
+    assert asked["Odessa Quill"] == {"What is the name of the CEO of the company that makes the Zorblax 3000?",
+                                     "Who runs the company that makes the Zorblax 3000?"}
+    assert asked["Tallinn, Estonia"] == {"Where is the Zorblax 3000 built?"}
+    assert report.augment_dropped["other_fact"] >= 1 and report.augment_dropped["kind"] >= 1
