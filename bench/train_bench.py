@@ -63,7 +63,7 @@ def baseline(base_path: str, encoded, hp: Hyperparameters, pad_id: int, seed: in
         r=hp.lora_r,
         lora_alpha=hp.lora_alpha,
         lora_dropout=hp.lora_dropout,
-        target_modules=list(hp.target_modules),
+        target_modules=hp.target_modules,
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)

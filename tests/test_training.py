@@ -209,6 +209,10 @@ def test_bad_config_is_a_usage_error(tmp_path, base_model_dir):
         TrainConfig(home=tmp_path, batch_size=0)
     with pytest.raises(ValueError, match="backend"):
         TrainConfig(home=tmp_path, backend="tpu")
+    with pytest.raises(ValueError, match="lora_target_modules"):
+        TrainConfig(home=tmp_path, lora_target_modules="q_proj;v_proj")
+    assert TrainConfig(home=tmp_path, lora_target_modules="q_proj, v_proj").target_modules() == ["q_proj", "v_proj"]
+    assert TrainConfig(home=tmp_path).target_modules() == "all-linear"
     settings = settings_for(tmp_path, base_model_dir)
     assert run_cli(["--data", str(tmp_path / "missing.jsonl")], settings)[0] == exitcodes.USAGE
     assert run_cli(["--epochs", "zero"], settings)[0] == exitcodes.USAGE
@@ -290,7 +294,10 @@ def test_training_changed_the_lora_weights(fresh_run):
     folder = fresh_run["settings"].paths.loras / fresh_run["versions"][0]
     tensors = load_file(folder / "adapter_model.safetensors")
     lora_b = [t for name, t in tensors.items() if "lora_B" in name]
-    assert len(lora_b) == 30 * 4  # 30 layers x q/k/v/o_proj
+    assert len(lora_b) == 30 * 7  # 30 layers x every linear layer: q/k/v/o_proj and the MLP's gate/up/down_proj
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert set(config["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"}
     assert all(float(t.abs().max()) > 0 for t in lora_b)  # PEFT starts B at zero; every one was trained
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+ALL_LINEAR = "all-linear"  # PEFT's name for every linear layer but the output head
 IGNORE_INDEX = -100
 
 
@@ -41,7 +41,7 @@ class Hyperparameters:
     lora_r: int
     lora_alpha: int
     lora_dropout: float
-    target_modules: list[str] = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
+    target_modules: list[str] | str = ALL_LINEAR  # module names, or ALL_LINEAR
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0

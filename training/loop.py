@@ -78,6 +78,16 @@ def collate(batch: list[TokenizedExample], pad_id: int, device: Any) -> dict[str
     }
 
 
+def linear_layer_names(model: Any) -> list[str]:
+    """Names (last part) of the model's linear layers but its output head: what PEFT's ``"all-linear"`` picks,
+    for backends that want the names spelled out (Unsloth)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head})
+
+
 def causal_lm(model: Any) -> Any:
     """The transformers ``*ForCausalLM`` under a PeftModel (LoRA layers are injected into it in place)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

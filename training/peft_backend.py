@@ -40,7 +40,7 @@ def load_trainable(job: TrainJob, device: str) -> Any:
             r=hp.lora_r,
             lora_alpha=hp.lora_alpha,
             lora_dropout=hp.lora_dropout,
-            target_modules=list(hp.target_modules),
+            target_modules=hp.target_modules,
             bias="none",
             task_type="CAUSAL_LM",
         )

@@ -59,6 +59,7 @@ def hyperparameters(config: TrainConfig, parent: Path | None) -> Hyperparameters
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules(),
         warmup_ratio=config.warmup_ratio,
         stop_when_learned=config.stop_when_learned,
     )

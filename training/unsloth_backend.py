@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from training.errors import TrainingError
-from training.job import TrainJob, TrainResult
+from training.job import ALL_LINEAR, TrainJob, TrainResult
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ def _child(job_path: Path) -> int:
     import unsloth  # noqa: F401  (must come before transformers and peft)
     from unsloth import FastLanguageModel
 
-    from training.loop import full_loss, run_loop
+    from training.loop import full_loss, linear_layer_names, run_loop
 
     job = TrainJob.from_json(job_path.read_text())
     hp = job.hyperparameters
@@ -77,7 +77,7 @@ def _child(job_path: Path) -> int:
             r=hp.lora_r,
             lora_alpha=hp.lora_alpha,
             lora_dropout=hp.lora_dropout,
-            target_modules=list(hp.target_modules),
+            target_modules=linear_layer_names(model) if hp.target_modules == ALL_LINEAR else hp.target_modules,
             bias="none",
             use_gradient_checkpointing="unsloth",
             random_state=job.seed,
