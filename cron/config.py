@@ -38,8 +38,8 @@ class NightlyConfig:
     epochs: int = field(default=0, metadata={"help": "Training epochs; 0 = the trainer's default."})
     learning_rate: float = field(default=0.0, metadata={"help": "Training learning rate; 0 = the trainer's default."})
     min_examples: int = field(default=5, metadata={"help": "Fewest harvested examples worth a training run."})
-    train_threads: int = field(default=0, metadata={"help": "torch threads while training; 0 = model.torch_threads "
-                                                            "(raise it when the server is idle at night)."})
+    train_threads: int = field(default=0, metadata={"help": "torch threads while training; 0 = one per core (the "
+                                                            "night's server is mostly idle; 1 leaves it a core)."})
     window_seconds: float = field(default=60.0, metadata={"help": "Deploy monitoring window."})
     sample_seconds: float = field(default=10.0, metadata={"help": "Deploy monitoring sample interval."})
     max_success_drop: float = field(default=0.15, metadata={"help": "Deploy rolls back when the new adapter's "
@@ -61,7 +61,7 @@ class NightlyConfig:
         if self.keep_adapters < 2:
             raise ValueError("keep_adapters must be >= 2 so the current and previous adapters survive cleanup")
         if self.train_threads < 0:
-            raise ValueError("train_threads must be >= 0 (0 = model.torch_threads)")
+            raise ValueError("train_threads must be >= 0 (0 = one per core)")
         if self.min_free_gb < 0 or self.log_days < 1:
             raise ValueError("min_free_gb must be >= 0 and log_days >= 1")
 

@@ -10,6 +10,7 @@ a ``loras/<version>/`` newer than the current one that the registry never deploy
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -38,8 +39,9 @@ def _train(config: NightlyConfig) -> int:
         overrides.update(epochs=config.epochs, incremental_epochs=config.epochs)
     if config.learning_rate:
         overrides.update(learning_rate=config.learning_rate, incremental_learning_rate=config.learning_rate)
-    if config.train_threads:
-        overrides["torch_threads"] = config.train_threads
+    # The harvest's local model left torch on model.torch_threads (1); training takes every core unless told:
+    # on 2 cores the demo's night trained at 126 tokens/s on one thread, 222 on two.
+    overrides["torch_threads"] = config.train_threads or os.cpu_count() or 1
     return train_main(TrainConfig.from_settings(config.settings, **overrides))
 
 
