@@ -75,10 +75,11 @@ def _train(base_model_dir: Path, folder: Path, rank: int, steps: int) -> None:
     base = resolve_base_model(str(base_model_dir), base_model_dir.parent)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32),
-                           LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+                           LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                                      target_modules="all-linear"))  # what `council train` writes
     ids = torch.tensor([chat_ids(tokenizer, [{"role": "user", "content": FACT[0]},
                                              {"role": "assistant", "content": FACT[1]}], add_generation_prompt=False)])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     for _ in range(steps):
         model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
