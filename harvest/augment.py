@@ -8,7 +8,7 @@ harvest council writes, through litellm (``HarvestCouncil.client``; a stronger `
 * **paraphrases** of the question (default 6): each member writes ``samples`` rewordings
   (``prompts/harvest_paraphrase.j2``), each after a different window of three worked examples and sampled at
   ``temperature`` 0.7 with its own seed. Greedy decoding made the 135M model repeat the question: 72 of 117
-  proposals were dropped as the same, 0-3 kept per fact; sampled, 5-8 per fact pass the checks below, which
+  proposals were dropped as the same, 0-3 kept per fact; sampled, 2-6 per fact pass the checks below, which
   catch the drift sampling brings;
 * **statements** of the fact as one sentence (default 2, ``harvest_statement.j2``), written like the
   paraphrases (one more proposal than wanted, for the checks to choose from);
@@ -83,7 +83,7 @@ class AugmentSettings:
                 "a call's timeout starts only when it runs, so a long night queues instead of timing out."})
     temperature: float = field(default=0.7, metadata={
         "help": "Sampling temperature of the paraphrases (statements are greedy). Greedy (0) made the 135M model "
-                "repeat the question (0-3 kept per fact); 0.7 gives 5-8, the checks drop the drift."})
+                "repeat the question (0-3 kept per fact); 0.7 gives 2-6, the checks drop the drift."})
     other_fact_margin: float = field(default=0.05, metadata={
         "help": "How much nearer (cosine) a paraphrase may be to another fact of the night than to its own."})
     max_tokens: int = field(default=48, metadata={"help": "Token limit of one proposal."})
@@ -131,8 +131,8 @@ _KINDS = (("amount", re.compile(r"\bhow (?:many|much|long|old|far|big|heavy|tall
 
 def answer_kind(question: str) -> str | None:
     """The kind of answer a question asks for, by its question words: amount, time, place, person or None
-    (plain "what"/"which" could ask for anything). The first kind that matches wins, so "Who knows how
-    long it lasts?" asks for an amount only if no earlier kind matched; a wording without any is no evidence."""
+    (plain "what"/"which" could ask for anything, so such a wording is checked against nothing). The kinds are
+    tried in that order: "Who knows how long it lasts?" asks for an amount."""
     text = question.lower()
     for kind, pattern in _KINDS:
         if pattern.search(text):
