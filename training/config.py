@@ -15,6 +15,7 @@ from typing import Any
 
 from council.core.config import REPO_PROMPTS, Settings
 from training.data import ASSISTANT_TEMPLATE
+from training.job import ALL_LINEAR
 from training.rehearsal import REHEARSAL_FILE
 
 BACKENDS = ("auto", "unsloth", "peft")
@@ -73,7 +74,7 @@ class TrainConfig:
         default=16, metadata={"help": "LoRA rank (ignored when continuing: the parent's is kept)."}
     )
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (ignored when continuing)."})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": (
+    lora_target_modules: str = field(default=ALL_LINEAR, metadata={"help": (
         "Layers that get LoRA weights (ignored when continuing): all-linear (every linear layer but the output "
         "head; PEFT's option) or a comma list such as q_proj,v_proj. On the 135M model attention-only LoRA "
         "answered 7/9 of the demo's rewordings after the night, all-linear 9/9 (the facts live in the MLPs; "
@@ -152,7 +153,7 @@ class TrainConfig:
     def target_modules(self) -> list[str] | str:
         """``lora_target_modules`` as PEFT takes it: ``"all-linear"`` or a list of names."""
         names = self.lora_target_modules.replace(" ", "")
-        return names if names == "all-linear" else names.split(",")
+        return names if names == ALL_LINEAR else names.split(",")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> TrainConfig:
