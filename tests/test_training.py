@@ -158,13 +158,13 @@ def test_held_out_lines_are_the_validation_set_and_never_trained():
     assert validation == [held] and train == examples
 
 
-def test_split_is_deterministic_and_keyed_by_record_ids():
-    examples = [{"record_id": f"rec_{i}", "instruction": "q", "output": "a"} for i in range(20)]
+def test_split_is_deterministic_and_keyed_by_the_lines_words():
+    examples = [{"record_id": f"rec_{i}", "instruction": f"q{i}", "output": "a"} for i in range(20)]
     train, validation = split_examples(examples, fraction=0.15, min_total=10, seed=0)
     assert len(validation) == 3 and len(train) == 17
-    shuffled = list(reversed(examples))
-    _, again = split_examples(shuffled, fraction=0.15, min_total=10, seed=0)
-    assert {e["record_id"] for e in again} == {e["record_id"] for e in validation}
+    renamed = [{**e, "record_id": f"new_{e['record_id']}"} for e in reversed(examples)]  # another night's ids
+    _, again = split_examples(renamed, fraction=0.15, min_total=10, seed=0)
+    assert {e["instruction"] for e in again} == {e["instruction"] for e in validation}
     assert split_examples(examples[:9], fraction=0.15, min_total=10, seed=0) == (examples[:9], [])
 
 
@@ -217,6 +217,28 @@ def test_bad_config_is_a_usage_error(tmp_path, base_model_dir):
     assert run_cli(["--data", str(tmp_path / "missing.jsonl")], settings)[0] == exitcodes.USAGE
     assert run_cli(["--epochs", "zero"], settings)[0] == exitcodes.USAGE
     assert run_cli(["--lora-r", "0"], settings)[0] == exitcodes.USAGE
+
+
+def test_the_same_lines_in_another_order_train_in_the_same_batches(tmp_path, base_model_dir):
+    # harvest writes a night's lines in the order its concurrent calls finish, and records get new ids
+    # each night: the same facts must give the same training, so that a run's result can be reproduced
+    from training.loop import length_grouped_batches
+    from training.pipeline import prepare
+
+    settings = settings_for(tmp_path, base_model_dir)
+    config = TrainConfig.from_settings(settings, backend="peft", fresh=True, rehearsal=0)
+    orders = {"written": FACTS + MORE_FACTS, "reversed": list(reversed(FACTS + MORE_FACTS))}
+    batches = {}
+    for name, facts in orders.items():
+        lines = [harvest_line(q, a, i + (100 if name == "reversed" else 0)) for i, (q, a) in enumerate(facts)]
+        path = tmp_path / name / "harvest_20260101.jsonl"
+        path.parent.mkdir()
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        prepared = prepare(config, settings.paths, read_harvest([path], 0.7))
+        batches[name] = [[item.input_ids for item in batch]
+                         for batch in length_grouped_batches(prepared.train, 4, seed=config.seed)]
+    assert batches["written"] == batches["reversed"]
+    assert sum(len(batch) for batch in batches["written"]) == 11  # 13 lines, 2 held for validation
 
 
 def test_too_few_examples_is_nothing_to_do(tmp_path, base_model_dir):

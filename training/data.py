@@ -157,18 +157,24 @@ def consumed_files(training_data: Path) -> list[Path]:
             if path.is_file() and consumed.get(path.name) == sha256_bytes(path.read_bytes())]
 
 
+def content_key(example: dict[str, Any]) -> str:
+    """A line's words (instruction, input, output) as one string: what orders and splits lines reproducibly."""
+    return "\x1f".join((example["instruction"], example.get("input") or "", example["output"]))
+
+
 def split_examples(
     examples: list[dict[str, Any]], fraction: float, min_total: int, seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train, validation): the ``held_out`` lines when there are any; else a deterministic split ordered by a
-    hash of seed and record id, none below ``min_total`` examples."""
+    hash of seed and each line's words (not its record id, which is new each night: the same lines split the
+    same way), none below ``min_total`` examples."""
     held = [e for e in examples if e.get("held_out") is True]
     if held:
         return [e for e in examples if e.get("held_out") is not True], held
     if len(examples) < min_total or fraction <= 0:
         return list(examples), []
     count = max(1, round(len(examples) * fraction))
-    ranked = sorted(examples, key=lambda e: sha256_bytes(f"{seed}:{e['record_id']}".encode()))
+    ranked = sorted(examples, key=lambda e: sha256_bytes(f"{seed}:{content_key(e)}".encode()))
     chosen = {e["record_id"] for e in ranked[:count]}
     train = [e for e in examples if e["record_id"] not in chosen]
     validation = [e for e in examples if e["record_id"] in chosen]

@@ -15,7 +15,7 @@ from council.engine.model_files import BaseModel, resolve_base_model
 from council.routing.prompts import PromptStore, serving_system_prompt
 from training import artifacts
 from training.config import TrainConfig
-from training.data import HarvestData, consumed_files, encode_all, read_harvest, split_examples, user_message
+from training.data import HarvestData, consumed_files, content_key, encode_all, read_harvest, split_examples, user_message
 from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult, torch_threads
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,11 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     hp = hyperparameters(config, parent)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
     prompts = PromptStore(config.prompts_dir)
+    # harvest writes a night's lines in the order its concurrent calls finish; ordered by content, the seeded
+    # shuffle gives the same batches, and so the same adapter, for the same lines however they were written
+    examples = sorted(data.examples, key=content_key)
     train_raw, validation_raw = split_examples(
-        data.examples, config.validation_fraction, config.split_min_examples, config.seed
+        examples, config.validation_fraction, config.split_min_examples, config.seed
     )
     replayed = replay_examples(paths, data, config.min_quality) if parent is not None else []
     train_raw += replayed
