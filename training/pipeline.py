@@ -15,7 +15,15 @@ from council.engine.model_files import BaseModel, resolve_base_model
 from council.routing.prompts import PromptStore, serving_system_prompt
 from training import artifacts
 from training.config import TrainConfig
-from training.data import HarvestData, consumed_files, content_key, encode_all, read_harvest, split_examples, user_message
+from training.data import (
+    HarvestData,
+    consumed_files,
+    content_key,
+    encode_all,
+    read_harvest,
+    split_examples,
+    user_message,
+)
 from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult, torch_threads
 
 log = logging.getLogger(__name__)
