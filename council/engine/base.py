@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from council.engine.grammar import Constraint
+
 
 @dataclass
 class TokenLogprob:
@@ -48,6 +50,7 @@ class Generation:
     seconds: float = 0.0
     scope_similarity: float | None = None  # closeness to the adapter's trained queries, when it is scoped
     token_ids: list[int] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI tool calls, when the answer is calls (text is "")
 
     @property
     def completion_tokens(self) -> int:
@@ -58,7 +61,7 @@ class Generation:
 class GenerationRequest:
     """One chat generation's settings; ``Engine.generate`` takes the same keywords."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     max_new_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
@@ -71,6 +74,7 @@ class GenerationRequest:
     frequency_penalty: float = 0.0  # subtracted per earlier occurrence of a token in the answer
     presence_penalty: float = 0.0  # subtracted once from any token already in the answer
     on_failed: Callable[[Exception], None] | None = None  # told at once when the request cannot even start
+    constraint: Constraint | None = None  # the grammar the answer must follow (council/engine/grammar.py)
 
 
 class Engine(Protocol):

@@ -29,6 +29,7 @@ from council.core.config import Settings  # noqa: E402
 from council.core.errors import AdapterError, InvalidRequestError  # noqa: E402
 from council.engine.adapter_scope import Embed  # noqa: E402
 from council.engine.base import Generation, GenerationRequest, TokenLogprob  # noqa: E402
+from council.engine.grammar import WORDS, as_text_messages, constraint_for, only_repeats  # noqa: E402
 from council.engine.local.arrivals import Arrivals  # noqa: E402
 from council.engine.local.model import LocalModel  # noqa: E402
 from council.engine.local.worker import ModelWorker  # noqa: E402
@@ -60,6 +61,8 @@ def _generation_args(optional_params: dict[str, Any], max_new_tokens: int) -> di
         "logit_bias": {int(token): float(value) for token, value in bias.items()} or None,
         "frequency_penalty": float(get("frequency_penalty") or 0.0),
         "presence_penalty": float(get("presence_penalty") or 0.0),
+        "constraint": constraint_for(get("response_format"), get("tools"), get("tool_choice") or "auto",
+                                     get("parallel_tool_calls") is not False),
     }
 
 
@@ -209,11 +212,16 @@ class LocalProvider(CustomLLM):
                           logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> ModelResponse:
         self._check_model(model)
         started = time.perf_counter()
-        gen = await self.generate(messages, **_generation_args(optional_params, self.settings.model.max_new_tokens))
-        model_response.choices = [
-            Choices(index=0, finish_reason=gen.finish_reason, message=Message(content=gen.text, role="assistant"),
-                    logprobs=logprobs_payload(gen.logprobs))
-        ]
+        args = _generation_args(optional_params, self.settings.model.max_new_tokens)
+        gen = await self.generate(as_text_messages(messages), **args)
+        if gen.tool_calls and optional_params.get("tool_choice") in (None, "auto") and only_repeats(gen.tool_calls,
+                                                                                                    messages):
+            # "auto" and only calls already answered: the model answers in words instead (a second decode)
+            gen = await self.generate(as_text_messages(messages), **dict(args, constraint=WORDS))
+        message = Message(content=gen.text if gen.tool_calls is None else None, role="assistant",
+                          tool_calls=gen.tool_calls)
+        model_response.choices = [Choices(index=0, finish_reason=gen.finish_reason, message=message,
+                                          logprobs=logprobs_payload(gen.logprobs))]
         model_response.model = f"{PROVIDER}/{model}"
         model_response.usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
                                      total_tokens=gen.prompt_tokens + gen.completion_tokens)
@@ -234,7 +242,8 @@ class LocalProvider(CustomLLM):
             loop.call_soon_threadsafe(queue.put_nowait, (text, token))
 
         args = _generation_args(optional_params, self.settings.model.max_new_tokens)
-        task = asyncio.ensure_future(self.generate(messages, on_text=on_text, cancelled=cancelled, **args))
+        task = asyncio.ensure_future(self.generate(as_text_messages(messages), on_text=on_text, cancelled=cancelled,
+                                                   **args))
         task.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, None))
         try:
             while (item := await queue.get()) is not None:

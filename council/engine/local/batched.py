@@ -96,12 +96,18 @@ def _step(model: LocalModel, live: list[Row], logits: Any, logp: Any, pad_id: in
         try:
             if not finite[slot]:
                 raise ValueError("the model's scores for this request are NaN or infinite")
-            token = model.pick(row.adjust(logits[slot]), row.request.temperature, row.request.top_p, row.generator)
+            scores, row_logp = row.adjust(logits[slot]), logp[slot]
+            if row.matcher is not None:  # logprobs of the constrained distribution: a forced token is certain
+                scores = row.matcher.mask(scores)
+                row_logp = torch.log_softmax(scores, dim=-1)
+            token = model.pick(scores, row.request.temperature, row.request.top_p, row.generator)
+            if row.matcher is not None:
+                row.matcher.take(token)
             top = None
             if row.request.top_logprobs:
-                values, ids = torch.topk(logp[slot], row.request.top_logprobs)
-                top = list(zip(ids.tolist(), values.tolist(), strict=True))
-            row.accept(model, token, float(logp[slot, token]), top)
+                values, ids = torch.topk(row_logp, row.request.top_logprobs)
+                top = [(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True) if v > float("-inf")]
+            row.accept(model, token, float(row_logp[token]), top)
         except Exception as exc:  # noqa: BLE001 - not hidden: it becomes this request's own error
             log.warning("a generation failed on its own (%s: %s); its batch goes on", type(exc).__name__, exc)
             row.finish, row.error = "error", exc

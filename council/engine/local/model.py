@@ -20,6 +20,7 @@ from council.core.errors import AdapterError
 from council.engine.adapter_files import check_adapter_folder, check_against_base, check_loaded
 from council.engine.adapter_scope import AdapterUse, Embed, query_of, read_scope, similarities
 from council.engine.base import Generation, GenerationRequest, TokenLogprob
+from council.engine.grammar import Grammars
 from council.engine.loading import chat_ids, load_model
 from council.engine.local.batched import generate_batch
 from council.engine.local.prefix_cache import PrefixCache
@@ -68,6 +69,7 @@ class LocalModel:
         from transformers.convert_slow_tokenizer import bytes_to_unicode
 
         self._byte_decoder = {symbol: byte for byte, symbol in bytes_to_unicode().items()}
+        self._grammars: Grammars | None = None
         self.eos_ids = {self.tokenizer.eos_token_id}
         if self.model.generation_config.eos_token_id is not None:
             eos = self.model.generation_config.eos_token_id
@@ -221,6 +223,13 @@ class LocalModel:
         return self.peft_model if self.peft_model is not None and self.adapter_version else self.model
 
     # ---------- generation ----------
+    @property
+    def grammars(self) -> Grammars:
+        """Constrained decoding for this tokenizer, built the first time a request needs it (~0.4 s)."""
+        if self._grammars is None:
+            self._grammars = Grammars(self.tokenizer)
+        return self._grammars
+
     def token_bytes(self, token_id: int) -> list[int]:
         """The raw bytes of one token: byte-level BPE symbols mapped back to bytes (GPT-2's table),
         ``<0xAB>`` byte-fallback pieces as their byte, anything else as its UTF-8 text."""

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from council.core.errors import InvalidRequestError
 from council.engine.adapter_scope import AdapterUse
 from council.engine.base import Generation, GenerationRequest, TokenLogprob
+from council.engine.grammar import Matcher, parse_tool_calls, repeated_call
 
 
 class LocalModel(Protocol):
@@ -53,6 +54,7 @@ class Row:
     finish: str | None = None
     error: Exception | None = None  # what this row alone failed with; its batch-mates go on
     eos: int | None = None  # the end-of-turn token that finished the row
+    matcher: Matcher | None = None  # the answer's grammar, when the request has a constraint
 
     def adjust(self, logits: Any) -> Any:
         """The row's logits with its logit bias and frequency/presence penalties applied (OpenAI's
@@ -85,6 +87,10 @@ class Row:
         hit = min((i for i in (self.text.find(s) for s in self.stop) if i >= 0), default=-1)
         if hit >= 0:
             self.text, self.finish = self.text[:hit], "stop"
+        if self.matcher is not None and self.request.constraint.kind == "tools":
+            cut = repeated_call(self.text)
+            if cut is not None:  # the same call again: the answer is the calls before it
+                self.text, self.finish = self.text[:cut], "stop"
         on_text = self.request.on_text
         if on_text is not None and not self.text.endswith("\ufffd"):
             hold = max((len(s) - 1 for s in self.stop), default=0) if self.finish != "stop" else 0
@@ -101,7 +107,13 @@ class Row:
         on_text = self.request.on_text
         if on_text is not None and len(self.text) > self.emitted:
             on_text(self.text[self.emitted:], self.logprobs[-1] if self.logprobs else TokenLogprob("", 0.0))
-        return Generation(text=self.text, finish_reason=self.finish or "length", logprobs=self.logprobs,
+        text, finish, calls = self.text, self.finish or "length", None
+        constraint = self.request.constraint
+        if constraint is not None and constraint.kind == "tools" and finish == "stop":
+            calls = parse_tool_calls(text)
+            if calls:
+                text, finish = "", "tool_calls"
+        return Generation(text=text, finish_reason=finish, logprobs=self.logprobs, tool_calls=calls,
                           prompt_tokens=len(self.prompt_ids),
                           adapter=self.use.adapter, seconds=time.perf_counter() - self.started,
                           scope_similarity=self.use.similarity,
@@ -125,5 +137,8 @@ def prepare_row(model: LocalModel, request: GenerationRequest) -> Row:
                                   f"0-{vocab - 1}", code="invalid_value", param="logit_bias")
     # torch seeds are unsigned 64-bit; OpenAI's are signed, so map them one to one
     generator = torch.Generator().manual_seed(request.seed % 2**64) if request.seed is not None else None
-    return Row(request, prompt_ids, generator, [s for s in (request.stop or []) if s], time.perf_counter(),
-                history=model.encode_history(request.messages, prompt_ids) if model.prefix_cache.max_entries else [])
+    # a stop string must not cut a constrained answer short of its grammar: it is not applied there
+    stop = [s for s in (request.stop or []) if s] if request.constraint is None else []
+    matcher = model.grammars.matcher(request.constraint) if request.constraint is not None else None
+    return Row(request, prompt_ids, generator, stop, time.perf_counter(), matcher=matcher,
+               history=model.encode_history(request.messages, prompt_ids) if model.prefix_cache.max_entries else [])

@@ -29,7 +29,7 @@ from litellm import CustomLLM, ModelResponse
 from litellm.types.utils import GenericStreamingChunk
 
 from council.core.config import Settings
-from council.core.errors import AdapterError, CouncilError, ModelUnavailableError
+from council.core.errors import AdapterError, CouncilError, InvalidRequestError, ModelUnavailableError
 from council.engine.adapter_files import check_adapter_folder
 from council.engine.adapter_scope import Embed, query_of, read_scope, similarities
 from council.engine.model_files import BaseModel, resolve_base_model
@@ -38,7 +38,7 @@ from council.engine.vllm.process import VllmProcess
 
 log = logging.getLogger(__name__)
 PASSED = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "top_logprobs",
-          "logit_bias", "frequency_penalty", "presence_penalty")
+          "logit_bias", "frequency_penalty", "presence_penalty", "response_format")  # vLLM's structured outputs
 UNREACHABLE = (litellm.APIConnectionError, litellm.ServiceUnavailableError, litellm.Timeout,
                litellm.InternalServerError)
 
@@ -205,6 +205,10 @@ class VllmProvider(CustomLLM):
         return sorted(ring, key=lambda s: (not s.up, adapter is not None and adapter not in s.adapters))
 
     def _params(self, optional_params: dict[str, Any]) -> dict[str, Any]:
+        if optional_params.get("tools") and optional_params.get("tool_choice") != "none":
+            raise InvalidRequestError("tool calling is not yet served on engine.kind = \"vllm\"; use the "
+                                      "in-process engine (engine.kind = \"local\")", param="tools",
+                                      code="unsupported_parameter")
         params = {k: v for k, v in optional_params.items() if k in PASSED and v is not None}
         limit = self.settings.model.max_new_tokens
         params["max_tokens"] = min(int(params.pop("max_completion_tokens", params.get("max_tokens", limit))), limit)
