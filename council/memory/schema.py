@@ -74,6 +74,9 @@ class ExchangeRecord:
     context_ids: list[str] = field(default_factory=list)
     feedback: Feedback | None = None
     harvested_at: datetime | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)  # the request's tools, as sent (OpenAI shape)
+    response_format: dict[str, Any] | None = None  # json_object / json_schema the answer was held to
+    tool_calls: list[dict[str, Any]] | None = None  # the answer, when it was tool calls (answer is then "")
 
     @property
     def failure_source(self) -> str | None:

@@ -1,5 +1,6 @@
 """The memory's SQLite layer: the schema, one ExchangeRecord as one row, and erasing rows for good.
 
+The schema is versioned (``MIGRATIONS``, run by ``council/core/migrations.py`` when a store opens).
 ``records`` holds one row per exchange (list and feedback fields as JSON, times as integer microseconds since
 the epoch, UTC, the query embedding as a float32 BLOB); its integer primary key ``fid`` is the FAISS id.
 ``erased`` keeps the fids of erased rows, which are never reused. ``council/memory/store.py`` is the only user.
@@ -24,9 +25,10 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CHUNK = 500  # ids per SQL "IN (...)"
 FIELDS = ("id", "query", "answer", "confidence", "success", "model", "created_us", "user", "session",
-           "messages", "adapter", "route", "latency_ms", "context_ids", "feedback", "harvested_us")
+           "messages", "adapter", "route", "latency_ms", "context_ids", "feedback", "harvested_us",
+           "tools", "response_format", "tool_calls")
 COLS = ", ".join(FIELDS)
-SCHEMA = """
+INITIAL = """
 CREATE TABLE IF NOT EXISTS records (fid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, query TEXT NOT NULL,
   answer TEXT NOT NULL, confidence REAL NOT NULL, success INTEGER NOT NULL, model TEXT NOT NULL,
   created_us INTEGER NOT NULL, user TEXT, session TEXT, messages TEXT NOT NULL, adapter TEXT, route TEXT NOT NULL,
@@ -34,6 +36,11 @@ CREATE TABLE IF NOT EXISTS records (fid INTEGER PRIMARY KEY, id TEXT NOT NULL UN
 CREATE INDEX IF NOT EXISTS records_created ON records (created_us);
 CREATE TABLE IF NOT EXISTS erased (fid INTEGER PRIMARY KEY);
 """ + INDEX_SQL + ";"
+MIGRATIONS = (  # council/core/migrations.py; append, never edit one that shipped
+    ("0001_records", INITIAL),  # the schema of every release before migrations (a no-op on their files)
+    ("0002_tools", "ALTER TABLE records ADD COLUMN tools TEXT; ALTER TABLE records ADD COLUMN response_format TEXT;"
+                   "ALTER TABLE records ADD COLUMN tool_calls TEXT"),  # what tool and JSON requests were asked with
+)
 TOP_FID = "SELECT max(coalesce((SELECT max(fid) FROM records), 0), coalesce((SELECT max(fid) FROM erased), 0))"
 CHUNK = 500  # ids per SQL "IN (...)"
 _CHECKPOINT_TRIES = 16  # about 5 s in all
@@ -55,7 +62,9 @@ def row_values(record: ExchangeRecord) -> tuple:
     return (record.id, record.query, record.answer, float(record.confidence), int(bool(record.success)),
             record.model, to_us(record.created_at), record.user, record.session, json.dumps(record.messages),
             record.adapter, json.dumps(record.route), float(record.latency_ms), json.dumps(record.context_ids),
-            fb, harvested)
+            fb, harvested, json.dumps(record.tools) if record.tools else None,
+            json.dumps(record.response_format) if record.response_format else None,
+            json.dumps(record.tool_calls) if record.tool_calls else None)
 
 
 def record_of(row: tuple) -> ExchangeRecord:
@@ -66,7 +75,9 @@ def record_of(row: tuple) -> ExchangeRecord:
         messages=json.loads(d["messages"]), adapter=d["adapter"], route=json.loads(d["route"]),
         latency_ms=d["latency_ms"], context_ids=json.loads(d["context_ids"]),
         feedback=Feedback.from_dict(json.loads(d["feedback"])) if d["feedback"] else None,
-        harvested_at=from_us(d["harvested_us"]))
+        harvested_at=from_us(d["harvested_us"]), tools=json.loads(d["tools"]) if d["tools"] else [],
+        response_format=json.loads(d["response_format"]) if d["response_format"] else None,
+        tool_calls=json.loads(d["tool_calls"]) if d["tool_calls"] else None)
 
 
 def chunks(items: list, size: int = CHUNK) -> Iterator[list]:

@@ -3,14 +3,13 @@
 Files (``settings.paths.memory``): ``records.sqlite3`` is the source of truth (``council/memory/sqlite.py``; WAL,
 ``synchronous=FULL``: ``add`` is durable when it returns). ``index.faiss`` (sign bits scanned, then an exact
 re-rank on unit vectors = cosine, in an IndexIDMap2, ``council/memory/index.py``) is a cache, saved atomically on ``close()`` and every ``save_every`` adds,
-reconciled with SQLite on ``open``: a crash at any moment leaves a store that opens. Erased rows' vectors are
-masked from search until ``compact`` rebuilds the index.
+reconciled with SQLite on ``open`` (which also migrates the schema): a crash at any moment leaves a store that
+opens. Erased rows' vectors are masked from search until ``compact`` rebuilds the index.
 
 Only negative feedback (thumbs down, rating <= 2, a correction) changes ``success``, only to False; ``search`` reads
 it from SQLite, current when another process changed it. One process adds; others read, give feedback, harvest.
 
 Usage::
-
     store = MemoryStore.open(settings.paths.memory); store.add(record, embedder.embed([record.query])[0])
     hits = store.search(vector, k=3, min_similarity=0.6)   # [(ExchangeRecord, cosine), ...]
     hits = store.search(vector, 3, 0.6, share="corrections", user="alice"); store.close()  # alice's recall
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from council.core.errors import InvalidRequestError, NotFoundError, StorageError
+from council.core.migrations import migrate
 from council.memory import sqlite as rows_db
 from council.memory.corrections import CorrectionSet
 from council.memory.index import REFINE_FACTOR, LiveIndex, add_rows, new_index
@@ -71,7 +71,7 @@ class MemoryStore:
                 raise StorageError(f"could not create memory folder {folder}: {exc}") from exc
             store = cls(Path(folder), dim, save_every, refine_factor)
             try:
-                store._writer.executescript(rows_db.SCHEMA)
+                migrate(store._writer, rows_db.MIGRATIONS)
                 if index:  # bring the index file in line with SQLite: its rows, and the erased ones
                     ids = (store._writer.execute(f"SELECT fid FROM {table} ORDER BY fid").fetchall()
                            for table in ("records", "erased"))
