@@ -53,8 +53,8 @@ DEFECTS = [
     ("messages", []), ("messages", "hi"), ("messages", ...), ("messages", [{"role": "robot", "content": "x"}]),
     ("messages", [{"role": "user", "content": 5}]), ("messages", [{"role": "user", "content": "a \ud800 b"}]),
     ("messages", [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
-    ("frobnicate", True), ("tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("response_format", {"type": "json_object"}), ("top_logprobs", 21), ("logit_bias", {"abc": 1}),
+    ("frobnicate", True), ("tools", [{"type": "function", "function": {"name": "a b"}}]),
+    ("response_format", {"type": "xml"}), ("tool_choice", "required"), ("top_logprobs", 21), ("logit_bias", {"abc": 1}),
     ("logit_bias", {"5": 500}), ("stop", [1, 2]), ("stream", "yes"), ("logprobs", 1), ("model", 7),
     ("model", "no/such-model"), ("presence_penalty", -3), ("user", 12), ("metadata", "x"),
 ]

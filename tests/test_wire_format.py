@@ -112,11 +112,28 @@ async def test_top_logprobs_in_stream_chunks(client):
 @pytest.mark.parametrize("body, param", [
     ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ({"top_logprobs": 2}, "top_logprobs"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, "tools"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "response_format.json_schema.name"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}}},
+     "response_format"),
+    ({"response_format": {"type": "json_object", "schema": {}}}, "response_format.schema"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].function.name"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "params": {}}}]}, "tools[0].function.params"),
+    ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function",
+      "function": {"name": "g"}}}, "tool_choice"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "parallel_tool_calls": "yes"},
+     "parallel_tool_calls"),
     ({"tool_choice": "auto"}, "tool_choice"),
+    ({"messages": [{"role": "user", "content": "hi", "colour": "red"}]}, "messages[0].colour"),
+    ({"messages": [{"role": "tool", "content": "5"}]}, "messages[0].tool_call_id"),
+    ({"messages": [{"role": "user", "content": "hi", "tool_calls": []}]}, "messages[0].tool_calls"),
+    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
+                                                          "function": {"name": "f"}}]}]},
+     "messages[0].tool_calls[0].function.arguments"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "extra": 1}]}]},
+     "messages[0].content[0].extra"),
+    ({"max_tokens": "ten", "max_completion_tokens": 5}, "max_tokens"),
     ({"functions": [{"name": "f"}]}, "functions"),
     ({"n": 2}, "n"),
     ({"modalities": ["text", "audio"]}, "modalities"),
@@ -150,8 +167,8 @@ async def test_refused_by_name(server, body, param):
 
 async def test_openai_client_sees_refusals_as_bad_request(client):
     with pytest.raises(openai.BadRequestError) as caught:
-        await client.chat.completions.create(model="council", messages=ASK, response_format={"type": "json_object"})
-    assert caught.value.body["param"] == "response_format"
+        await client.chat.completions.create(model="council", messages=ASK, response_format={"type": "xml"})
+    assert caught.value.body["param"] == "response_format.type"
 
 
 @pytest.mark.parametrize("role", ["system", "developer"])

@@ -55,6 +55,7 @@ class Candidate:
         return [t if isinstance(t, dict) else t.model_dump() for t in self.logprobs or []]
     usage: dict[str, int]
     adapter: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI tool calls, when the answer is calls (text is "")
 
 
 @dataclass
@@ -100,6 +101,18 @@ class Router:
                      "corrected": bool(r.gold_answer)} for r, s in context]
         return self.prompts.render(template, context=memories, client_system=client_system)
 
+    def with_tools(self, system: str, model: str, params: dict[str, Any]) -> str:
+        """``system`` followed by the request's tools (``prompts/tools.j2``) for models that read tools from the
+        prompt (``local/``: the grammar in council/engine/grammar.py holds their answer to its format)."""
+        tools, choice = params.get("tools"), params.get("tool_choice") or "auto"
+        if not tools or choice == "none" or not model.startswith(LOCAL_PREFIX):
+            return system
+        named = choice["function"]["name"] if isinstance(choice, dict) else choice
+        functions = [t["function"] for t in tools if t.get("type") == "function"]
+        section = self.prompts.render("tools.j2", tools=functions, tool_choice=named,
+                                      parallel=params.get("parallel_tool_calls") is not False)
+        return f"{system}\n{section}" if system else section
+
     async def _call(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         return await asyncio.wait_for(
             litellm.acompletion(model=model, messages=messages, logprobs=True, **params),
@@ -133,6 +146,8 @@ class Router:
                     head=head,
                     model=candidate_model,
                     text=choice.message.content or "",
+                    tool_calls=[call.model_dump(exclude_none=True) if hasattr(call, "model_dump") else call
+                                for call in choice.message.tool_calls] if choice.message.tool_calls else None,
                     confidence=await self._confidence(candidate_model, messages, choice),
                     finish_reason=choice.finish_reason or "stop",
                     logprobs=list(choice.logprobs.content)  # as litellm gives them; token_dicts() when sent
@@ -158,7 +173,8 @@ class Router:
         client_system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
         dialogue = [m for m in messages if m["role"] not in ("system", "developer")]
         first_model = direct_model or self.council.agent0
-        system = self.system_prompt(SYSTEM_TEMPLATE, context, client_system, first_model)
+        system = self.with_tools(self.system_prompt(SYSTEM_TEMPLATE, context, client_system, first_model),
+                                 first_model, params)
         skipped: dict[str, str] = {}
         candidates: list[Candidate] = []
         try:
@@ -175,8 +191,8 @@ class Router:
             started = time.perf_counter()
             results = await asyncio.gather(
                 *(self.ask(name, model,
-                           [{"role": "system", "content": self.system_prompt(f"head_{name}.j2", context,
-                                                                              client_system, model)}, *dialogue],
+                           [{"role": "system", "content": self.with_tools(self.system_prompt(
+                               f"head_{name}.j2", context, client_system, model), model, params)}, *dialogue],
                            params)
                   for name, model in heads),
                 return_exceptions=True,
@@ -213,7 +229,8 @@ class Router:
             await on_text(piece)
 
         for candidate_model in [model, *self.council.fallbacks.get(model, [])]:
-            system = self.system_prompt(SYSTEM_TEMPLATE, context, client_system, candidate_model)
+            system = self.with_tools(self.system_prompt(SYSTEM_TEMPLATE, context, client_system, candidate_model),
+                                     candidate_model, params)
             full = [{"role": "system", "content": system}, *dialogue]
             try:
                 winner = await self._stream_one(candidate_model, full, params, forward)

@@ -28,7 +28,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     user = chat.user or request.headers.get("x-council-user")
     session = request.headers.get("x-council-session")
     settings = request.app[keys.SETTINGS]
-    if chat.stream and settings.council.stream_mode == "live" and not chat.logprobs:
+    if chat.stream and settings.council.stream_mode == "live" and not chat.logprobs and not chat.may_call_tools:
         request.app[keys.SERVICE].check_model(chat.model)  # a bad model is a JSON 404, not a broken stream
         return await stream_live(request, chat, user, session)
     limit = settings.server.request_timeout_seconds
@@ -43,10 +43,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if chat.stream:
         return await stream_decided(request, chat, answer)
     winner = answer.decision.winner
-    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": winner.text},
-                              "finish_reason": winner.finish_reason, "logprobs": None}
+    message: dict[str, Any] = {"role": "assistant", "content": winner.text if not winner.tool_calls else None,
+                               "refusal": None}
+    if winner.tool_calls:
+        message["tool_calls"] = winner.tool_calls
+    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": winner.finish_reason,
+                              "logprobs": None}
     if chat.logprobs and winner.logprobs is not None:
-        choice["logprobs"] = {"content": [entry(t, chat.top_logprobs) for t in winner.token_dicts()]}
+        choice["logprobs"] = {"content": [entry(t, chat.top_logprobs) for t in winner.token_dicts()],
+                              "refusal": None}
     body = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion", "created": int(time.time()),
             "model": chat.model, "choices": [choice], "usage": usage(winner.usage), "council": council_field(answer)}
     return web.json_response(body, headers=council_headers(answer))

@@ -17,6 +17,7 @@ from typing import Any
 from council.core.batcher import Batcher
 from council.core.config import Settings
 from council.core.errors import NotFoundError, StorageError
+from council.engine.grammar import call_text
 from council.memory.embedder import BatchingEmbedder
 from council.memory.erasure import scrub_files
 from council.memory.schema import ExchangeRecord, new_record_id
@@ -97,7 +98,7 @@ class ChatService:
         record = ExchangeRecord(
             id=record_id or new_record_id(),
             query=request.query,
-            answer=winner.text,
+            answer=call_text(winner.tool_calls) if winner.tool_calls else winner.text,  # calls as the model writes them
             confidence=winner.confidence,
             success=winner.confidence >= self.settings.council.threshold,
             model=winner.model,
@@ -108,6 +109,7 @@ class ChatService:
             route=[*decision.route, f"winner:{winner.head}"],
             latency_ms=round(latency_ms, 3),
             context_ids=[r.id for r, _ in context],
+            tools=request.tools, response_format=request.response_format, tool_calls=winner.tool_calls,
         )
         await self.writer.submit((record, vector))
         self.stats.observe(winner.head, record.success, record.confidence, latency_ms, record.failure_source,

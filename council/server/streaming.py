@@ -97,11 +97,17 @@ async def stream_decided(request: web.Request, chat: ChatRequest, answer: Answer
                      **extra)
         await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
-    await send({"role": "assistant", "content": ""})
-    for piece, tokens in pieces(answer):
-        logprobs = {"content": [entry(t, chat.top_logprobs) for t in tokens]} if chat.logprobs and tokens else None
-        await send({"content": piece}, logprobs=logprobs)
     winner = answer.decision.winner
+    await send({"role": "assistant", "content": "" if not winner.tool_calls else None})
+    for index, call in enumerate(winner.tool_calls or []):  # as OpenAI streams a call: head, then arguments
+        head = {"index": index, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}
+        await send({"tool_calls": [head]})
+        await send({"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]})
+    for piece, tokens in pieces(answer) if not winner.tool_calls else []:
+        logprobs = {"content": [entry(t, chat.top_logprobs) for t in tokens], "refusal": None} \
+            if chat.logprobs and tokens else None
+        await send({"content": piece}, logprobs=logprobs)
     await send({}, winner.finish_reason, council=council_field(answer))
     if chat.include_usage:
         chunk = dict(base, choices=[], usage=usage(winner.usage))

@@ -4,9 +4,10 @@
 fix (HTTP 400). It follows the OpenAI chat-completions reference (platform.openai.com/docs/api-reference/chat/
 create): ``null`` means "not set" for every optional field; ranges are the reference's (temperature 0-2,
 top_p 0-1, penalties -2..2, top_logprobs 0-20, logit_bias -100..100, seed a signed 64-bit integer);
-``max_completion_tokens`` wins over the deprecated ``max_tokens``. Parameters Council cannot honour (tools,
-structured output, audio, predicted output, n > 1, reasoning options) are refused by name, never ignored, and
-so is any field the reference does not have. Text that cannot be encoded as UTF-8 (an unpaired surrogate
+``max_completion_tokens`` wins over the deprecated ``max_tokens`` (both are type-checked). Messages are checked
+in ``council/server/openai/chat_messages.py``, tools and ``response_format`` in ``chat_tools.py``. Parameters
+Council cannot honour (audio, predicted output, n > 1, reasoning options) are refused by name, never ignored,
+and so is any field the reference does not have, at every level. Text that cannot be encoded as UTF-8 (an unpaired surrogate
 such as ``"\\ud83d"``) is refused with the path of the string that holds it.
 """
 
@@ -17,22 +18,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from council.core.errors import InvalidRequestError
+from council.server.openai.chat_messages import parse_messages
+from council.server.openai.chat_tools import parse_tool_settings
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
 COUNCIL_MODEL = "council"
 TEMPERATURE_EPSILON = 1e-5  # below this a temperature is greedy decoding: logits / 1e-40 overflow to inf
 SEED_RANGE = (-(2**63), 2**63 - 1)
 MAX_TOP_LOGPROBS = 20
 
 # Accepted and without effect on the answer, as the reference allows (hints, bookkeeping, identities).
-ACCEPTED_HINTS = ("metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "user",
-                  "parallel_tool_calls")
+ACCEPTED_HINTS = ("metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier", "user")
 # Refused by name when set: Council cannot honour them, and ignoring them would answer something else.
 UNSUPPORTED = {
-    "tools": "tool calling is not supported",
-    "tool_choice": "tool calling is not supported",
-    "functions": "function calling is not supported",
-    "function_call": "function calling is not supported",
+    "functions": "use 'tools' instead of the deprecated 'functions'",
+    "function_call": "use 'tool_choice' instead of the deprecated 'function_call'",
     "audio": "audio output is not supported",
     "prediction": "predicted outputs are not supported",
     "web_search_options": "web search is not supported",
@@ -41,14 +40,14 @@ UNSUPPORTED = {
 }
 HANDLED = ("model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
            "top_p", "stop", "seed", "n", "logprobs", "top_logprobs", "frequency_penalty", "presence_penalty",
-           "logit_bias", "response_format", "modalities")
+           "logit_bias", "response_format", "modalities", "tools", "tool_choice", "parallel_tool_calls")
 KNOWN = frozenset(HANDLED) | frozenset(ACCEPTED_HINTS) | frozenset(UNSUPPORTED)
 
 
 @dataclass
 class ChatRequest:
     model: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
@@ -62,6 +61,15 @@ class ChatRequest:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
+    response_format: dict[str, Any] | None = None  # json_object or json_schema; None = text
+
+    @property
+    def may_call_tools(self) -> bool:
+        """Whether the answer may be tool calls: such a stream is sent decided (calls are whole), not live."""
+        return bool(self.tools) and self.tool_choice != "none"
 
     @property
     def query(self) -> str:
@@ -77,7 +85,10 @@ class ChatRequest:
                     "top_logprobs": self.top_logprobs or None,
                     "logit_bias": {str(k): v for k, v in self.logit_bias.items()} or None,
                     "frequency_penalty": self.frequency_penalty or None,
-                    "presence_penalty": self.presence_penalty or None}
+                    "presence_penalty": self.presence_penalty or None,
+                    "tools": self.tools or None, "tool_choice": self.tool_choice if self.tools else None,
+                    "parallel_tool_calls": False if self.tools and not self.parallel_tool_calls else None,
+                    "response_format": self.response_format}
         params.update({name: value for name, value in optional.items() if value is not None})
         return params
 
@@ -161,54 +172,6 @@ def _string(body: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def _content(message: dict[str, Any], index: int) -> str:
-    content = message.get("content")
-    where = f"messages[{index}].content"
-    if content is None:
-        if message.get("role") == "assistant":
-            return ""
-        raise _bad(f"{where} is required for role {message.get('role')!r}", where, "missing_field")
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise _bad(f"{where} must be a string or a list of text parts", where, "invalid_type")
-    if not content:
-        raise _bad(f"{where} must not be an empty list", where, "invalid_value")
-    parts = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        key = "refusal" if kind == "refusal" else "text"
-        if kind not in ("text", "refusal"):
-            raise _bad(f"{where}[{j}]: only text parts are supported (got type {kind!r})", f"{where}[{j}]",
-                       "unsupported_content")
-        if not isinstance(part.get(key), str):
-            raise _bad(f"{where}[{j}].{key} must be a string", f"{where}[{j}].{key}", "invalid_type")
-        parts.append(part[key])
-    return "".join(parts)
-
-
-def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
-    messages = body.get("messages")
-    if messages is None:
-        raise _bad("'messages' is required", "messages", "missing_field")
-    if not isinstance(messages, list):
-        raise _bad("'messages' must be a list", "messages", "invalid_type")
-    if not messages:
-        raise _bad("'messages' must not be empty", "messages", "invalid_value")
-    parsed = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise _bad(f"messages[{i}] must be an object", f"messages[{i}]", "invalid_type")
-        role = message.get("role")
-        if role not in ROLES:
-            raise _bad(f"messages[{i}].role {role!r} is not one of {', '.join(ROLES)}", f"messages[{i}].role",
-                       "invalid_value")
-        if message.get("name") is not None and not isinstance(message["name"], str):
-            raise _bad(f"messages[{i}].name must be a string", f"messages[{i}].name", "invalid_type")
-        parsed.append({"role": "system" if role == "developer" else role, "content": _content(message, i)})
-    return parsed
-
-
 def _stop(body: dict[str, Any]) -> list[str]:
     stop = body.get("stop")
     if stop is None:
@@ -242,21 +205,9 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         raise _bad(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0], "unknown_parameter")
     for name, why in UNSUPPORTED.items():
         value = body.get(name)
-        if value is None or (name in ("tools", "functions") and value == []):
+        if value is None or (name == "functions" and value == []):
             continue
-        if name in ("tools", "tool_choice") and body.get("tool_choice") == "none":
-            continue  # the model must not call a tool: answering in text honours that
         raise _bad(f"'{name}' is not supported: {why}", name, "unsupported_parameter")
-    response_format = body.get("response_format")
-    if response_format is not None:
-        if not isinstance(response_format, dict):
-            raise _bad("'response_format' must be an object such as {\"type\": \"text\"}", "response_format",
-                       "invalid_type")
-        kind = response_format.get("type")
-        if kind != "text":
-            raise _bad(f"'response_format' of type {kind!r} is not supported: Council cannot constrain its "
-                       "output to JSON; omit it or send {\"type\": \"text\"}", "response_format",
-                       "unsupported_parameter")
     modalities = body.get("modalities")
     if modalities is not None and (not isinstance(modalities, list) or set(modalities) - {"text"}):
         raise _bad("'modalities' may only be [\"text\"]: audio output is not supported", "modalities",
@@ -266,7 +217,7 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         raise _bad("'n' is not supported above 1: Council answers each request once", "n", "unsupported_parameter")
     for name in ACCEPTED_HINTS:
         value = body.get(name)
-        expected = {"metadata": dict, "store": bool, "parallel_tool_calls": bool}.get(name, str)
+        expected = {"metadata": dict, "store": bool}.get(name, str)
         if value is not None and not isinstance(value, expected):
             raise _bad(f"'{name}' must be a {expected.__name__}", name, "invalid_type")
     metadata = body.get("metadata") or {}
@@ -284,10 +235,12 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     model = COUNCIL_MODEL if model is None else model
     if not isinstance(model, str) or not model:
         raise _bad("'model' must be a non-empty string", "model", "invalid_type")
-    messages = _messages(body)
+    messages = parse_messages(body)
+    tools = parse_tool_settings(body)
+    legacy_max = _integer(body, "max_tokens", 1)  # checked even when max_completion_tokens overrides it
     max_tokens = _integer(body, "max_completion_tokens", 1)
     if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", 1)
+        max_tokens = legacy_max
     stream = _boolean(body, "stream")
     options = body.get("stream_options")
     if options is not None:
@@ -310,5 +263,6 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         logprobs=logprobs, top_logprobs=top_logprobs or 0,
         frequency_penalty=_number(body, "frequency_penalty", -2.0, 2.0) or 0.0,
         presence_penalty=_number(body, "presence_penalty", -2.0, 2.0) or 0.0,
-        logit_bias=_logit_bias(body),
+        logit_bias=_logit_bias(body), tools=tools.tools, tool_choice=tools.tool_choice,
+        parallel_tool_calls=tools.parallel_tool_calls, response_format=tools.response_format,
     )

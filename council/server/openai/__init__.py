@@ -1,0 +1,1 @@
+"""OpenAI endpoints and request parts beyond chat completions' handler, one small module each."""
