@@ -1,5 +1,6 @@
-"""The server's middlewares, outermost first: errors as OpenAI-shaped JSON, "starting" while the models load,
-and the bearer token (``server.api_key``). ``council/server/app.py`` installs them in that order.
+"""The server's middlewares, outermost first: errors as OpenAI-shaped JSON, the bearer token
+(``server.api_key``), and "starting" while the models load. ``council/server/app.py`` installs them in that
+order, so a missing or wrong token is a 401 at once, even while the models load.
 """
 
 from __future__ import annotations
@@ -37,6 +38,34 @@ def error_response(exc: CouncilError) -> web.Response:
     return web.json_response(exc.to_openai(), status=exc.status, headers=headers)
 
 
+def endpoints(app: web.Application) -> list[str]:
+    """The ``/v1/`` endpoints the router serves, as ``"METHOD /path"``, path by path."""
+    found = {(route.resource.canonical, route.method) for route in app.router.routes()
+             if route.resource is not None and route.resource.canonical.startswith("/v1/")
+             and route.method not in ("HEAD", "*")}
+    return [f"{method} {path}" for path, method in sorted(found)]
+
+
+def http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own 4xx as OpenAI-shaped JSON: a path no route has under ``/v1/`` names the endpoints Council
+    serves (code ``unknown_url``), a known path with the wrong method names the allowed ones (405)."""
+    err = CouncilError(exc.reason, code=exc.reason.lower().replace(" ", "_"))
+    err.status, err.type = exc.status, "invalid_request_error"
+    headers = {}
+    routing = request.match_info.http_exception is exc  # raised by the router, not by a handler
+    if routing and isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        err.message = f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}"
+        headers["Allow"] = ", ".join(allowed)
+    elif routing and exc.status == 404 and (request.path + "/").startswith("/v1/"):
+        err.code = "unknown_url"
+        err.message = (f"Invalid URL ({request.method} {request.path}): Council serves "
+                       f"{', '.join(endpoints(request.app))}")
+    response = error_response(err)
+    response.headers.update(headers)
+    return response
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every failure leaves as an OpenAI-style ``{"error": {...}}``; nothing leaks a traceback. An unexpected
@@ -54,9 +83,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        err = CouncilError(exc.reason, code=exc.reason.lower().replace(" ", "_"))
-        err.status, err.type = exc.status, "invalid_request_error"
-        return error_response(err)
+        return http_error(request, exc)
     except Exception:  # noqa: BLE001 - logged with its traceback; the client gets JSON, not text/plain
         request_id = f"req_{secrets.token_hex(8)}"
         log.exception("%s %s failed unexpectedly (request id %s)", request.method, request.path, request_id)
@@ -72,7 +99,9 @@ async def startup_middleware(request: web.Request, handler: Any) -> web.StreamRe
     ``/health``, the pages, their static files and ``/v1/loop/*`` answer at once); if loading failed, they get
     a 503 that says why."""
     startup = request.app[keys.STARTUP]
-    if not startup.ready and request.path not in STARTUP_PATHS and not request.path.startswith(STARTUP_PREFIXES):
+    routed = request.match_info.http_exception is None  # an unknown path or method is answered at once
+    if not startup.ready and routed and request.path not in STARTUP_PATHS \
+            and not request.path.startswith(STARTUP_PREFIXES):
         limit = request.app[keys.SETTINGS].server.request_timeout_seconds
         try:
             async with asyncio.timeout(limit):
