@@ -16,6 +16,8 @@ Files (each one that changes is rewritten atomically, ``council/core/atomic.py``
 * ``logs/**/*.json``: every string that quotes an erased id or text (query, answer, correction, user and assistant
   messages; one of at least ``MIN_QUOTE`` characters anywhere in it, a shorter one only as the whole string)
   becomes ``"[erased]"``, and an object entry whose key quotes one goes; ``logs/**/*.log``: such lines go.
+* ``memory/responses.sqlite3`` (``/v1/responses``' stored responses): every response whose conversation holds
+  an erased record goes (``council/memory/responses.py``).
 
 Not erased: what an adapter has learned (its weights, and ``scope.npy``, the embeddings of the queries it was
 trained on); only a training run without the data (``council train --fresh``) forgets that.
@@ -44,6 +46,7 @@ from council.core.errors import CouncilError
 from council.core.exitcodes import FAILURE, NOTHING_TO_DO, OK
 from council.core.paths import StatePaths
 from council.core.pii import redact
+from council.memory.responses import RESPONSES_DB, erase_responses
 from council.memory.schema import ExchangeRecord
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ class Scrubbed:
     lines: int = 0
     strings: int = 0
     files: list[Path] = field(default_factory=list)
+    responses: int = 0  # stored /v1/responses answers erased
 
 
 def _sha(data: bytes) -> str:
@@ -215,6 +219,9 @@ def scrub_files(paths: StatePaths, records: list[ExchangeRecord]) -> Scrubbed:
         if dropped or blanked:
             done.lines, done.strings = done.lines + dropped, done.strings + blanked
             done.files.append(path)
+    done.responses = erase_responses(paths.memory / RESPONSES_DB, erased.ids)
+    if done.responses:
+        done.files.append(paths.memory / RESPONSES_DB)
     return done
 
 

@@ -19,6 +19,7 @@ from council.routing.router import Router
 from council.server import keys
 from council.server.handlers import live_adapter, note_adapter
 from council.server.middleware import auth_middleware, errors_middleware, startup_middleware
+from council.server.openai.responses import responses_ctx
 from council.server.routes import setup_routes
 from council.server.service import ChatService
 from council.server.startup import Startup
@@ -122,7 +123,8 @@ async def adapter_watch_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 BACKGROUND_START = web.AppKey("background_start", bool)
-RESOURCES = (sentence_model_ctx, local_model_ctx, memory_ctx, adapter_watch_ctx)  # opened in order
+RESOURCES = (sentence_model_ctx, local_model_ctx, memory_ctx, responses_ctx,  # opened in order
+             adapter_watch_ctx)
 
 
 async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -157,7 +159,7 @@ def create_app(settings: Settings, background_start: bool = False) -> web.Applic
     without, the app serves only once they have loaded."""
     settings.paths.ensure()
     app = web.Application(client_max_size=settings.server.max_body_bytes,
-                          middlewares=[errors_middleware, startup_middleware, auth_middleware])
+                          middlewares=[errors_middleware, auth_middleware, startup_middleware])  # 401 first
     app[keys.SETTINGS] = settings
     app[keys.PROMPTS] = PromptStore(settings.prompts_dir)
     app[keys.STATS] = ServerStats(settings.paths.logs / "loop_metrics.json")

@@ -5,6 +5,7 @@ from aiohttp import web
 from council.core.config import Settings
 from council.engine.base import ServingEngine
 from council.memory.embedder import BatchingEmbedder, Embedder
+from council.memory.responses import ResponseStore
 from council.memory.store import MemoryStore
 from council.routing.prompts import PromptStore
 from council.server.service import ChatService
@@ -20,3 +21,4 @@ SENTENCE_MODEL = web.AppKey("sentence_model", Embedder)  # shared by memory and 
 EMBEDDER = web.AppKey("embedder", BatchingEmbedder)
 SERVICE = web.AppKey("service", ChatService)
 STARTUP = web.AppKey("startup", Startup)  # models and stores load after the port is bound
+RESPONSES = web.AppKey("responses", ResponseStore)  # stored /v1/responses answers (council/memory/responses.py)

@@ -3,10 +3,16 @@
 from aiohttp import web
 
 from council.server import handlers, pages
+from council.server.openai import completions, embeddings, responses
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_post("/v1/completions", completions.completions)
+    app.router.add_post("/v1/embeddings", embeddings.embeddings)
+    app.router.add_post("/v1/responses", responses.create_response)
+    app.router.add_get("/v1/responses/{response_id}", responses.get_response)
+    app.router.add_delete("/v1/responses/{response_id}", responses.delete_response)
     app.router.add_get("/v1/models", handlers.list_models)
     app.router.add_get("/v1/models/{model_id:.+}", handlers.get_model)
     app.router.add_post("/v1/feedback", handlers.feedback)
