@@ -49,8 +49,23 @@ TEXT_RULE = "TEXT: /[^<][\\s\\S]*/\n"  # free text that does not open a <tool_ca
 WORDS = Constraint("words", "start: TEXT\n" + TEXT_RULE)
 
 
+def closed(schema: Any) -> Any:
+    """``schema`` with every object that lists its ``properties`` and says nothing of others closed to others
+    (``additionalProperties: false``, as OpenAI's strict mode requires). Answers still validate against the
+    original; without it the 135M model invented keys (``{", ": "...``) and wrote on until its token limit."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: value if key in ("const", "enum", "default", "examples") else closed(value)
+           for key, value in schema.items()}
+    if isinstance(schema.get("properties"), dict) and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
+    return out
+
+
 def _json_rule(schema: dict[str, Any]) -> str:
-    return "%json " + json.dumps({"x-guidance": LAYOUT, **schema}, separators=(",", ":"))
+    return "%json " + json.dumps({"x-guidance": LAYOUT, **closed(schema)}, separators=(",", ":"))
 
 
 def _call_schema(function: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""Grammar-constrained decoding on the real embedded model: random JSON schemas (nested objects, arrays, enums,
+required fields, bounded numbers), decoded in batches beside free rows; every answer that ends on its own parses
+and validates, and one that runs out of tokens says "length"."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from council.engine.base import GenerationRequest
+from council.engine.grammar import constraint_for, parse_tool_calls
+from council.engine.local.model import LocalModel
+from council.engine.model_files import resolve_base_model
+
+pytestmark = pytest.mark.slow
+BATCH = 8  # constrained rows per batch, beside two free ones
+EXAMPLES = int(os.environ.get("COUNCIL_FUZZ_BATCHES", "25"))  # batches: 200 schemas by default
+TOTALS = {"schemas": 0, "valid": 0, "length": 0}
+
+names = st.sampled_from(["name", "city", "age", "tags", "score", "kind", "items", "id", "ok", "note"])
+leaf = st.one_of(
+    st.just({"type": "string", "maxLength": 12}),
+    st.builds(lambda lo, span: {"type": "integer", "minimum": lo, "maximum": lo + span},
+              st.integers(-50, 50), st.integers(0, 100)),
+    st.builds(lambda lo: {"type": "number", "minimum": lo, "maximum": lo + 10}, st.integers(-5, 5)),
+    st.just({"type": "boolean"}),
+    st.lists(st.sampled_from(["red", "green", "blue", "small", "large"]), min_size=1, max_size=4, unique=True)
+    .map(lambda values: {"enum": values}),
+)
+
+
+def _object(children: st.SearchStrategy) -> st.SearchStrategy:
+    def build(props: dict, required: list[bool]) -> dict:
+        keys = list(props)
+        return {"type": "object", "properties": props, "additionalProperties": False,
+                "required": [k for k, r in zip(keys, required, strict=False) if r]}
+    return st.builds(build, st.dictionaries(names, children, min_size=1, max_size=3),
+                     st.lists(st.booleans(), min_size=3, max_size=3))
+
+
+schema = st.recursive(leaf, lambda children: st.one_of(
+    _object(children), st.builds(lambda item: {"type": "array", "items": item, "maxItems": 3}, children)),
+    max_leaves=5).map(lambda s: s if s.get("type") == "object" else
+                      {"type": "object", "properties": {"value": s}, "required": ["value"],
+                       "additionalProperties": False})
+
+
+@pytest.fixture(scope="module")
+def model(base_model_dir, tmp_path_factory):
+    return LocalModel(resolve_base_model(str(base_model_dir), tmp_path_factory.mktemp("models")))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.generate])  # no shrinking: each example is a batch of real decoding
+@given(schemas=st.lists(schema, min_size=BATCH, max_size=BATCH))
+def test_every_constrained_answer_validates_in_mixed_batches(model, schemas):
+    ask = [{"role": "user", "content": "Fill in this JSON for a made-up item."}]
+    requests = [GenerationRequest(ask, 48, constraint=constraint_for(
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": s}}, None)) for s in schemas]
+    free = [GenerationRequest([{"role": "user", "content": "Say hi."}], 8) for _ in range(2)]
+    answers = model.generate_batch(requests[:4] + free + requests[4:])
+    answers = answers[:4] + answers[6:]
+    for s, answer in zip(schemas, answers, strict=True):
+        TOTALS["schemas"] += 1
+        assert not isinstance(answer, Exception), answer
+        if answer.finish_reason == "length":
+            TOTALS["length"] += 1
+            continue
+        assert answer.finish_reason == "stop"
+        jsonschema.validate(json.loads(answer.text), s)  # raises when the answer breaks its schema
+        TOTALS["valid"] += 1
+
+
+def test_fuzz_totals_were_counted():
+    """Runs after the fuzz above (file order): most answers finished inside their token limit and all validated."""
+    print(f"structured outputs: {TOTALS['valid']}/{TOTALS['schemas']} schemas validated, "
+          f"{TOTALS['length']} ended at the token limit")
+    assert TOTALS["schemas"] == BATCH * EXAMPLES
+    assert TOTALS["valid"] + TOTALS["length"] == TOTALS["schemas"]
+    assert TOTALS["valid"] >= 0.8 * TOTALS["schemas"]
+
+
+def test_json_object_and_tool_calls_are_well_formed(model):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}},
+        {"type": "function", "function": {"name": "add", "parameters": {
+            "type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                                             "b": {"type": "integer", "minimum": 0, "maximum": 99}}}}}]
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    named = {"type": "function", "function": {"name": "add"}}
+    obj, required, forced, words = model.generate_batch([
+        GenerationRequest(ask, 48, constraint=constraint_for({"type": "json_object"}, None)),
+        GenerationRequest(ask, 64, constraint=constraint_for(None, tools, "required", False)),
+        GenerationRequest(ask, 64, constraint=constraint_for(None, tools, named)),
+        GenerationRequest(ask, 16, constraint=constraint_for(None, tools, "none"))])
+    assert isinstance(json.loads(obj.text), dict)
+    assert required.finish_reason == "tool_calls" and len(required.tool_calls) == 1 and required.text == ""
+    assert required.tool_calls[0]["function"]["name"] in ("get_weather", "add")
+    assert forced.tool_calls, (forced.text, forced.finish_reason)
+    call = forced.tool_calls[0]["function"]
+    assert call["name"] == "add" and set(json.loads(call["arguments"])) <= {"a", "b"}
+    assert words.tool_calls is None and not words.text.startswith("<")
+    assert parse_tool_calls(words.text) is None
