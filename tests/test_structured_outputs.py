@@ -106,3 +106,19 @@ def test_json_object_and_tool_calls_are_well_formed(model):
     assert call["name"] == "add" and set(json.loads(call["arguments"])) <= {"a", "b"}
     assert words.tool_calls is None and not words.text.startswith("<")
     assert parse_tool_calls(words.text) is None
+
+
+def test_calls_cut_by_the_token_limit_keep_the_whole_ones(model):
+    tools = [{"type": "function", "function": {"name": "final_result", "parameters": {
+        "type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                         "country": {"type": "string", "maxLength": 12}}}}}]
+    ask = [{"role": "user", "content": "Name a city and its country, then another, then another."}]
+    answers = model.generate_batch([GenerationRequest(ask, n, constraint=constraint_for(None, tools, "required"))
+                                    for n in (24, 40, 56, 72)])
+    for answer in answers:
+        assert "<tool_call>" not in answer.text  # never markup as text
+        if answer.tool_calls:
+            assert answer.finish_reason == "tool_calls" and answer.text == ""
+            assert all(json.loads(c["function"]["arguments"]) is not None for c in answer.tool_calls)
+        else:
+            assert answer.finish_reason == "length" and answer.text == ""

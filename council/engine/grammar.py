@@ -172,6 +172,8 @@ def parse_tool_calls(text: str) -> list[dict[str, Any]] | None:
     """The OpenAI ``tool_calls`` an answer holds (each ``{"id", "type": "function", "function": {"name",
     "arguments"}}``, arguments as a JSON string), or None when it is text."""
     calls = []
+    if not text.startswith(CALL_OPEN):
+        return None
     for block in _CALL.findall(text):
         try:
             call = json.loads(block)

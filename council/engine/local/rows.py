@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from council.core.errors import InvalidRequestError
 from council.engine.adapter_scope import AdapterUse
 from council.engine.base import Generation, GenerationRequest, TokenLogprob
-from council.engine.grammar import Matcher, parse_tool_calls, repeated_call
+from council.engine.grammar import CALL_OPEN, Matcher, parse_tool_calls, repeated_call
 
 
 class LocalModel(Protocol):
@@ -109,10 +109,12 @@ class Row:
             on_text(self.text[self.emitted:], self.logprobs[-1] if self.logprobs else TokenLogprob("", 0.0))
         text, finish, calls = self.text, self.finish or "length", None
         constraint = self.request.constraint
-        if constraint is not None and constraint.kind == "tools" and finish == "stop":
-            calls = parse_tool_calls(text)
-            if calls:
+        if constraint is not None and constraint.kind == "tools" and finish in ("stop", "length"):
+            calls = parse_tool_calls(text)  # whole calls only: one cut by the token limit is dropped, as
+            if calls:  # vLLM's tool parsers do; the markup never reaches the client as text
                 text, finish = "", "tool_calls"
+            elif text.startswith(CALL_OPEN):  # not even one whole call: an empty answer, "length"
+                text = ""
         return Generation(text=text, finish_reason=finish, logprobs=self.logprobs, tool_calls=calls,
                           prompt_tokens=len(self.prompt_ids),
                           adapter=self.use.adapter, seconds=time.perf_counter() - self.started,
