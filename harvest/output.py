@@ -5,7 +5,11 @@ kept rewrite::
 
     {"instruction": query, "input": "", "output": rewrite, "reasoning": ..., "quality_score": 0.83,
      "record_id": ..., "votes": {"for": 2, "cast": 3, "ballots": [1, 1, 2]}, "models": [member models],
-     "source": "correction" | "thumbs_down" | "low_confidence", "created_at": ISO time of the harvest}
+     "source": "correction" | "thumbs_down" | "low_confidence", "created_at": ISO time of the harvest,
+     "tools": [...], "response_format": {...}}   # the last two only when the request had them
+
+A line whose request offered tools is trained under the system prompt it was served with, tools included
+(``training/data.py``): a corrected tool call is taught as the call the model writes (``<tool_call>...``).
 
 A kept user correction is followed by the lines ``harvest.augment`` wrote for it, each with ``record_id``
 ``<record id>#<kind><n>``, ``source_record_id`` (the exchange), ``kind`` (paraphrase | statement |
@@ -88,6 +92,17 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_json(path, data)
 
 
+def asked_with(record: ExchangeRecord) -> dict[str, Any]:
+    """What a line keeps of the request it came from: its ``tools`` (trained as offered under tool_choice
+    "auto") and ``response_format``, so the line is trained under the prompt it was asked with."""
+    kept: dict[str, Any] = {}
+    if record.tools:
+        kept["tools"] = record.tools
+    if record.response_format:
+        kept["response_format"] = record.response_format
+    return kept
+
+
 def kept_rows(record: ExchangeRecord, source: str, query: str, bad: str, correction: str | None,
               outcome: Outcome, models: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The harvest line and the DPO line of one kept winner (texts already redacted)."""
@@ -97,6 +112,7 @@ def kept_rows(record: ExchangeRecord, source: str, query: str, bad: str, correct
                    "models": models, "source": source, "created_at": to_iso(utcnow())}
     if correction:
         harvest_row["correction"] = correction
+    harvest_row.update(asked_with(record))
     dpo_row = {"prompt": query, "chosen": winner.answer, "rejected": bad, "record_id": record.id}
     return harvest_row, dpo_row
 
@@ -108,7 +124,8 @@ def held_out_count(paraphrases: int) -> int:
 
 def augmented_rows(main: dict[str, Any], correction: str, extra: Augmented) -> list[dict[str, Any]]:
     """The extra lines for a kept correction whose main line is ``main`` (see the module docstring)."""
-    base = {k: main[k] for k in ("input", "quality_score", "models", "source", "created_at")}
+    base = {k: main[k] for k in ("input", "quality_score", "models", "source", "created_at", "tools",
+                                 "response_format") if k in main}
     source_id = main["record_id"]
 
     def row(kind: str, n: int, question: str, answer: str, held_out: bool = False) -> dict[str, Any]:

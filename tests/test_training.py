@@ -201,6 +201,31 @@ def test_encoding_puts_loss_on_the_assistant_turn_only(base_model_dir):
     assert encode_example(tokenizer, example, prompts, max_length=first) is None
 
 
+def test_a_tool_request_line_is_trained_under_the_tools_it_was_asked_with(base_model_dir):
+    from transformers import AutoTokenizer
+
+    from council.memory.schema import ExchangeRecord, Feedback
+    from harvest.output import asked_with
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                               "parameters": {"type": "object"}}}]
+    record = ExchangeRecord(query="Weather in Paris?", answer="", confidence=0.9, success=False, model="local/x",
+                            tools=tools, response_format=None, feedback=Feedback(correction="call it"))
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    example = {**json.loads(harvest_line("Weather in Paris?", call, 0)), **asked_with(record)}
+    assert example["tools"] == tools and "response_format" not in example
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    encoded = encode_example(tokenizer, example, PromptStore(REPO / "prompts"), max_length=512)
+    first = next(i for i, label in enumerate(encoded.labels) if label != -100)
+    prompt = tokenizer.decode(encoded.input_ids[:first])
+    assert "get_weather: Weather in a city" in prompt and "Weather in Paris?" in prompt
+    assert '"arguments": {"city": "Paris"}' in tokenizer.decode(encoded.labels[first:])
+    plain = encode_example(tokenizer, json.loads(harvest_line("Weather in Paris?", call, 0)),
+                           PromptStore(REPO / "prompts"), max_length=512)
+    plain_first = next(i for i, label in enumerate(plain.labels) if label != -100)
+    assert "get_weather" not in tokenizer.decode(plain.input_ids[:plain_first])  # no tools, no tools section
+
+
 # ---------- config and exit codes ----------
 
 

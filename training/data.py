@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from council.engine.loading import chat_ids
-from council.routing.prompts import PromptStore, serving_system_prompt
+from council.routing.prompts import PromptStore, serving_system_prompt, tools_section
 from training.errors import TrainingError
 from training.job import IGNORE_INDEX, TokenizedExample
 
@@ -202,8 +202,9 @@ def encode_example(
     """Chat-template ``example`` under the server's system prompt; labels cover the assistant turn only.
 
     None when the prompt leaves no room."""
-    messages = [{"role": "system", "content": serving_system_prompt(prompts)},
-                {"role": "user", "content": user_message(example)}]
+    system = "\n".join(part for part in (serving_system_prompt(prompts), tools_section(
+        prompts, example.get("tools"))) if part)  # a tool request's line: the tools it was asked with
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user_message(example)}]
     prompt = chat_ids(tokenizer, messages)
     reply = {"role": "assistant", "content": assistant_message(example, prompts)}
     full = chat_ids(tokenizer, [*messages, reply], add_generation_prompt=False)

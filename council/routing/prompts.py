@@ -21,6 +21,7 @@ from council.core.errors import PromptError
 log = logging.getLogger(__name__)
 TEMPLATE_SUFFIX = ".j2"
 SYSTEM_TEMPLATE = "system.j2"  # Agent-0's system prompt
+TOOLS_TEMPLATE = "tools.j2"  # the tools a request offers, for models that read them from the prompt
 
 
 @dataclass
@@ -125,6 +126,18 @@ class PromptStore:
             except TemplateError as exc:
                 problems.append(_describe(str(self.path(name)), exc))
         return problems
+
+
+def tools_section(store: PromptStore, tools: list[dict[str, Any]] | None, tool_choice: Any = "auto",
+                  parallel: bool = True) -> str:
+    """The system prompt's part that shows a model the request's tools (``prompts/tools.j2``); "" without tools
+    or with ``tool_choice`` "none". Serving (``council/routing/router.py``) and training use the same one."""
+    choice = tool_choice or "auto"
+    functions = [t["function"] for t in tools or [] if t.get("type") == "function"]
+    if not functions or choice == "none":
+        return ""
+    named = choice["function"]["name"] if isinstance(choice, dict) else choice
+    return store.render(TOOLS_TEMPLATE, tools=functions, tool_choice=named, parallel=parallel)
 
 
 def serving_system_prompt(store: PromptStore) -> str:

@@ -34,7 +34,7 @@ from council.core.config import Settings
 from council.core.errors import CouncilError, ModelUnavailableError
 from council.core.pii import redact
 from council.routing import confidence as conf
-from council.routing.prompts import SYSTEM_TEMPLATE, PromptStore
+from council.routing.prompts import SYSTEM_TEMPLATE, PromptStore, tools_section
 
 log = logging.getLogger(__name__)
 AGENT0 = "agent0"
@@ -104,14 +104,11 @@ class Router:
     def with_tools(self, system: str, model: str, params: dict[str, Any]) -> str:
         """``system`` followed by the request's tools (``prompts/tools.j2``) for models that read tools from the
         prompt (``local/``: the grammar in council/engine/grammar.py holds their answer to its format)."""
-        tools, choice = params.get("tools"), params.get("tool_choice") or "auto"
-        if not tools or choice == "none" or not model.startswith(LOCAL_PREFIX):
+        if not model.startswith(LOCAL_PREFIX):
             return system
-        named = choice["function"]["name"] if isinstance(choice, dict) else choice
-        functions = [t["function"] for t in tools if t.get("type") == "function"]
-        section = self.prompts.render("tools.j2", tools=functions, tool_choice=named,
-                                      parallel=params.get("parallel_tool_calls") is not False)
-        return f"{system}\n{section}" if system else section
+        section = tools_section(self.prompts, params.get("tools"), params.get("tool_choice"),
+                                params.get("parallel_tool_calls") is not False)
+        return "\n".join(part for part in (system, section) if part)
 
     async def _call(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
         return await asyncio.wait_for(
