@@ -3,11 +3,11 @@
 from aiohttp import web
 
 from council.server import handlers, pages
-from council.server.openai import completions, embeddings, responses
+from council.server.openai import chat, completions, embeddings, responses
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", handlers.chat_completions)
+    app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/completions", completions.completions)
     app.router.add_post("/v1/embeddings", embeddings.embeddings)
     app.router.add_post("/v1/responses", responses.create_response)
