@@ -80,41 +80,68 @@ def pieces(answer: Answer) -> list[tuple[str, list[dict[str, Any]]]]:
     return [(w if i == 0 else " " + w, []) for i, w in enumerate(words)] if winner.text else []
 
 
+class Sse:
+    """One answer as an SSE stream of OpenAI chunks, built here for every endpoint that streams them: each chunk
+    is ``base`` (id, object, created, model, and ``usage: null`` when ``stream_options.include_usage`` asks)
+    plus its ``choices``; the response starts with the first chunk written."""
+
+    def __init__(self, request: web.Request, chat: ChatRequest, chunk_id: str, kind: str,
+                 headers: dict[str, str]) -> None:
+        self.request, self.chat = request, chat
+        self.response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                                    **headers})
+        self.base = {"id": chunk_id, "object": kind, "created": int(time.time()), "model": chat.model,
+                     **({"usage": None} if chat.include_usage else {})}
+
+    async def write(self, payload: dict[str, Any] | str) -> None:
+        if not self.response.prepared:
+            await self.response.prepare(self.request)
+        data = payload if isinstance(payload, str) else json.dumps(payload)
+        await self.response.write(f"data: {data}\n\n".encode())
+
+    async def choice(self, choice: dict[str, Any], **extra: Any) -> None:
+        await self.write(dict(self.base, choices=[dict(choice, index=0)], **extra))
+
+    async def end(self, answer: Answer, last: dict[str, Any]) -> web.StreamResponse:
+        """The last choice with the ``council`` field (sent once the record is durable), the usage chunk when
+        asked for, then ``[DONE]``."""
+        await self.choice(last, council=council_field(answer))
+        if self.chat.include_usage:
+            await self.write(dict(self.base, choices=[], usage=usage(answer.decision.winner.usage)))
+        await self.write("[DONE]")
+        await self.response.write_eof()
+        return self.response
+
+    async def fail(self, error: CouncilError, record_id: str) -> web.StreamResponse:
+        """An error after the first chunk: an ``{"error": ...}`` event ends the stream."""
+        log.warning("stream %s ended early: %s", record_id, error.message)
+        await self.write(error.to_openai())
+        await self.response.write_eof()
+        return self.response
+
+
+def delta(content: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+    """A ``chat.completion.chunk`` choice."""
+    return {"delta": content, "finish_reason": finish, "logprobs": logprobs}
+
+
 async def stream_decided(request: web.Request, chat: ChatRequest, answer: Answer) -> web.StreamResponse:
     """SSE stream of the chosen answer; sent once the council has decided, so the headers carry its confidence.
-    With ``stream_options.include_usage`` every chunk carries ``usage: null`` and a last chunk with no choices
-    carries the usage, as OpenAI sends it."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           **council_headers(answer)})
-    await response.prepare(request)
-    base = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": chat.model}
-    if chat.include_usage:
-        base["usage"] = None
-
-    async def send(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, **extra: Any) -> None:
-        chunk = dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}],
-                     **extra)
-        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-
+    Tool calls go out as OpenAI streams them (a call's head with its id and name, then its arguments)."""
+    sse = Sse(request, chat, f"chatcmpl-{answer.record.id}", "chat.completion.chunk", council_headers(answer))
     winner = answer.decision.winner
-    await send({"role": "assistant", "content": "" if not winner.tool_calls else None})
-    for index, call in enumerate(winner.tool_calls or []):  # as OpenAI streams a call: head, then arguments
+    await sse.choice(delta({"role": "assistant", "content": "" if not winner.tool_calls else None}))
+    for index, call in enumerate(winner.tool_calls or []):
         head = {"index": index, "id": call["id"], "type": "function",
                 "function": {"name": call["function"]["name"], "arguments": ""}}
-        await send({"tool_calls": [head]})
-        await send({"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]})
+        await sse.choice(delta({"tool_calls": [head]}))
+        arguments = {"index": index, "function": {"arguments": call["function"]["arguments"]}}
+        await sse.choice(delta({"tool_calls": [arguments]}))
     for piece, tokens in pieces(answer) if not winner.tool_calls else []:
         logprobs = {"content": [entry(t, chat.top_logprobs) for t in tokens], "refusal": None} \
             if chat.logprobs and tokens else None
-        await send({"content": piece}, logprobs=logprobs)
-    await send({}, winner.finish_reason, council=council_field(answer))
-    if chat.include_usage:
-        chunk = dict(base, choices=[], usage=usage(winner.usage))
-        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response
+        await sse.choice(delta({"content": piece}, logprobs=logprobs))
+    return await sse.end(answer, delta({}, winner.finish_reason))
 
 
 async def stream_live(request: web.Request, chat: ChatRequest, user: str | None,
@@ -122,25 +149,15 @@ async def stream_live(request: web.Request, chat: ChatRequest, user: str | None,
     """SSE stream of Agent-0's answer as it is made (see the module docstring). An error before the first
     token is the usual JSON error; after it, an ``{"error": ...}`` event ends the stream."""
     record_id = new_record_id()
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           "x-council-record-id": record_id})
-    base = {"id": f"chatcmpl-{record_id}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": chat.model, **({"usage": None} if chat.include_usage else {})}
-
-    async def send(payload: dict[str, Any]) -> None:
-        await response.write(f"data: {json.dumps(payload)}\n\n".encode())
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
-        return dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra)
+    sse = Sse(request, chat, f"chatcmpl-{record_id}", "chat.completion.chunk", {"x-council-record-id": record_id})
 
     async def start() -> None:
-        if not response.prepared:
-            await response.prepare(request)
-            await send(chunk({"role": "assistant", "content": ""}))
+        if not sse.response.prepared:
+            await sse.choice(delta({"role": "assistant", "content": ""}))
 
     async def on_text(piece: str) -> None:
         await start()
-        await send(chunk({"content": piece}))
+        await sse.choice(delta({"content": piece}))
 
     limit = request.app[keys.SETTINGS].server.request_timeout_seconds
     try:
@@ -152,17 +169,8 @@ async def stream_live(request: web.Request, chat: ChatRequest, user: str | None,
     except (TimeoutError, CouncilError) as exc:
         error = exc if isinstance(exc, CouncilError) else RequestTimeoutError(
             f"no answer within server.request_timeout_seconds ({limit:g} s)")
-        if not response.prepared:
+        if not sse.response.prepared:
             raise error from exc
-        log.warning("stream %s ended early: %s", record_id, error.message)
-        await send(error.to_openai())
-        await response.write_eof()
-        return response
+        return await sse.fail(error, record_id)
     await start()
-    winner = answer.decision.winner
-    await send(chunk({}, winner.finish_reason, council=council_field(answer)))
-    if chat.include_usage:
-        await send(dict(base, choices=[], usage=usage(winner.usage)))
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response
+    return await sse.end(answer, delta({}, answer.decision.winner.finish_reason))

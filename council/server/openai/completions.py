@@ -29,7 +29,7 @@ from council.memory.schema import new_record_id
 from council.server import keys
 from council.server.openai.body import is_token_ids, load_body
 from council.server.service import Answer
-from council.server.streaming import council_field, council_headers, pieces, usage
+from council.server.streaming import Sse, council_field, council_headers, pieces, usage
 from council.server.validation import ChatRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
@@ -76,34 +76,9 @@ def parse_completion_request(raw: bytes) -> ChatRequest:
     return parse_chat_request(json.dumps(chat).encode())
 
 
-class Chunks:
-    """The ``text_completion`` SSE stream of one answer; the response starts with the first chunk sent."""
-
-    def __init__(self, request: web.Request, chat: ChatRequest, record_id: str, headers: dict[str, str]) -> None:
-        self.request, self.chat = request, chat
-        self.response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                                    **headers})
-        self.base = {"id": f"cmpl-{record_id}", "object": "text_completion", "created": int(time.time()),
-                     "model": chat.model, **({"usage": None} if chat.include_usage else {})}
-
-    async def write(self, payload: dict[str, Any] | str) -> None:
-        if not self.response.prepared:
-            await self.response.prepare(self.request)
-        data = payload if isinstance(payload, str) else json.dumps(payload)
-        await self.response.write(f"data: {data}\n\n".encode())
-
-    async def text(self, piece: str, finish: str | None = None, **extra: Any) -> None:
-        choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}
-        await self.write(dict(self.base, choices=[choice], **extra))
-
-    async def end(self, answer: Answer) -> web.StreamResponse:
-        winner = answer.decision.winner
-        await self.text("", winner.finish_reason, council=council_field(answer))
-        if self.chat.include_usage:
-            await self.write(dict(self.base, choices=[], usage=usage(winner.usage)))
-        await self.write("[DONE]")
-        await self.response.write_eof()
-        return self.response
+def choice(piece: str, finish: str | None = None) -> dict[str, Any]:
+    """A ``text_completion`` chunk's choice (the chunks themselves: ``council/server/streaming.py`` ``Sse``)."""
+    return {"text": piece, "logprobs": None, "finish_reason": finish}
 
 
 async def _answer(request: web.Request, chat: ChatRequest, user: str | None, session: str | None,
@@ -125,17 +100,18 @@ async def _stream_live(request: web.Request, chat: ChatRequest, user: str | None
     """Agent-0's answer as it is made; an error before the first piece is a JSON error, after it an
     ``{"error": ...}`` event ends the stream."""
     record_id = new_record_id()
-    chunks = Chunks(request, chat, record_id, {"x-council-record-id": record_id})
+    sse = Sse(request, chat, f"cmpl-{record_id}", "text_completion", {"x-council-record-id": record_id})
+
+    async def on_text(piece: str) -> None:
+        await sse.choice(choice(piece))
+
     try:
-        answer = await _answer(request, chat, user, session, on_text=chunks.text, record_id=record_id)
+        answer = await _answer(request, chat, user, session, on_text=on_text, record_id=record_id)
     except CouncilError as exc:
-        if not chunks.response.prepared:
+        if not sse.response.prepared:
             raise
-        log.warning("completion stream %s ended early: %s", record_id, exc.message)
-        await chunks.write(exc.to_openai())
-        await chunks.response.write_eof()
-        return chunks.response
-    return await chunks.end(answer)
+        return await sse.fail(exc, record_id)
+    return await sse.end(answer, choice("", answer.decision.winner.finish_reason))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -147,13 +123,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return await _stream_live(request, chat, user, session)
     answer = await _answer(request, chat, user, session)
     if chat.stream:
-        chunks = Chunks(request, chat, answer.record.id, council_headers(answer))
+        sse = Sse(request, chat, f"cmpl-{answer.record.id}", "text_completion", council_headers(answer))
         for piece, _ in pieces(answer):
-            await chunks.text(piece)
-        return await chunks.end(answer)
+            await sse.choice(choice(piece))
+        return await sse.end(answer, choice("", answer.decision.winner.finish_reason))
     winner = answer.decision.winner
     body = {"id": f"cmpl-{answer.record.id}", "object": "text_completion", "created": int(time.time()),
-            "model": chat.model, "choices": [{"text": winner.text, "index": 0, "logprobs": None,
-                                              "finish_reason": winner.finish_reason}],
+            "model": chat.model, "choices": [dict(choice(winner.text, winner.finish_reason), index=0)],
             "usage": usage(winner.usage), "council": council_field(answer)}
     return web.json_response(body, headers=council_headers(answer))
