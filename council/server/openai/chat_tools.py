@@ -69,7 +69,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
 
 
 def _tool_choice(value: Any, tools: list[dict[str, Any]]) -> str | dict[str, Any] | None:
-    if value is None:
+    if value is None or (value == "none" and not tools):  # "no tool calls" without tools: nothing to refuse
         return None
     if not tools:
         raise bad("'tool_choice' is only allowed when 'tools' are given", "tool_choice", "invalid_value")
