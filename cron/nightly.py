@@ -1,6 +1,6 @@
 """``council nightly``: the improvement loop — harvest → train → deploy → retention cleanup → one summary alert.
 
-Run by cron through ``cron/nightly_improvement.sh`` (crontab example in the README), or by hand::
+Run by cron through ``cron/nightly_improvement.sh`` (crontab example in docs/nightly-loop.md), or by hand::
 
     council nightly                          # every unharvested failure, server at server.host:server.port
     council nightly --since 2026-11-21 --fresh --window-seconds 120
