@@ -122,3 +122,38 @@ def test_calls_cut_by_the_token_limit_keep_the_whole_ones(model):
             assert all(json.loads(c["function"]["arguments"]) is not None for c in answer.tool_calls)
         else:
             assert answer.finish_reason == "length" and answer.text == ""
+
+
+def test_the_kinds_a_newcomer_broke_each_fail_or_hold_alone(model):
+    """Nested models' $defs in tool parameters, a schema no answer can finish, calls cut at 1-4 tokens,
+    response_format beside tools, and calls in the history of a request without tools."""
+    from council.core.errors import InvalidRequestError
+
+    ship = {"type": "function", "function": {"name": "Ship", "parameters": {
+        "$defs": {"Addr": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}},
+                           "required": ["city"]}},
+        "type": "object", "properties": {"to": {"$ref": "#/$defs/Addr"}}, "required": ["to"]}}}
+    endless = {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "$defs": {"N": {"type": "object", "properties": {"next": {"$ref": "#/$defs/N"}}, "required": ["next"]}},
+        "$ref": "#/$defs/N"}}}
+    ask = [{"role": "user", "content": "Ship it to Paris."}]
+    history = [*ask, {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function",
+               "function": {"name": "Ship", "arguments": '{"to": {"city": "Paris"}}'}}]},
+               {"role": "tool", "tool_call_id": "c1", "content": "shipped"}, {"role": "user", "content": "And Rome?"}]
+    from council.engine.grammar import as_text_messages
+    answers = model.generate_batch([
+        GenerationRequest(ask, 48, constraint=constraint_for(None, [ship], "required")),
+        GenerationRequest(ask, 64, constraint=constraint_for(endless, None)),
+        *[GenerationRequest(ask, n, constraint=constraint_for(None, [ship], "required")) for n in (1, 2, 3, 4)],
+        GenerationRequest(ask, 32, constraint=constraint_for({"type": "json_object"}, [ship], "none")),
+        GenerationRequest(as_text_messages(history), 24, constraint=constraint_for(None, None, history_calls=True)),
+        GenerationRequest(ask, 8),
+    ])
+    call = json.loads(answers[0].tool_calls[0]["function"]["arguments"])
+    jsonschema.validate(call, ship["function"]["parameters"])
+    assert isinstance(answers[1], InvalidRequestError) and answers[1].param == "response_format"
+    for cut in answers[2:6]:
+        assert cut.text == "" and cut.finish_reason == "length" and cut.tool_calls is None
+    assert isinstance(json.loads(answers[6].text), dict)
+    assert not answers[7].text.startswith("<") and answers[7].tool_calls is None
+    assert answers[8].text  # the free row beside them answered

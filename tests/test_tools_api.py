@@ -91,3 +91,41 @@ async def test_json_schema_answers_validate(client, stream):
         text, finish = reply.choices[0].message.content, reply.choices[0].finish_reason
     assert finish == "stop"
     jsonschema.validate(json.loads(text), CITY)
+
+
+async def test_corrections_must_be_answers_of_the_kind_asked_and_cut_answers_are_failures(client):
+    fmt = {"type": "json_schema", "json_schema": {"name": "City", "schema": CITY}}
+    reply = await client.chat.completions.create(model="council", messages=[{"role": "user", "content": "A city?"}],
+                                                 response_format=fmt, max_tokens=3)
+    assert reply.choices[0].finish_reason == "length" and reply.model_extra["council"]["success"] is False
+    record_id = reply.model_extra["council"]["record_id"]
+    for bad in ("not json at all", '{"name": "Kyoto"}'):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.post("/feedback", cast_to=object, body={"record_id": record_id, "correction": bad})
+        assert caught.value.body["param"] == "correction"
+    good = await client.post("/feedback", cast_to=object, body={
+        "record_id": record_id, "correction": '{"name": "Kyoto", "country": "Japan"}'})
+    assert good["feedback"]["correction"]
+    call = await client.chat.completions.create(model="council", messages=ASK, tools=WEATHER, tool_choice="required")
+    call_id = call.model_extra["council"]["record_id"]
+    with pytest.raises(openai.BadRequestError):
+        await client.post("/feedback", cast_to=object, body={"record_id": call_id, "correction": (
+            '<tool_call>\n{"name": "get_news", "arguments": {}}\n</tool_call>')})
+    with pytest.raises(openai.BadRequestError):
+        await client.post("/feedback", cast_to=object, body={"record_id": call_id, "correction": (
+            '<tool_call>\n{"name": "get_weather", "arguments": {"town": "Paris"}}\n</tool_call>')})
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "nope", "content": "5"}]},
+     "messages[1].tool_call_id"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+     "tools[0].function.parameters.type"),
+    ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type"),
+    ({"tools": WEATHER, "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
+     "tool_choice.type"),
+])
+async def test_refused_with_the_field_to_fix(client, body, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(**{"model": "council", "messages": ASK, **body})
+    assert caught.value.body["param"] == param

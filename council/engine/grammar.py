@@ -68,9 +68,31 @@ def _json_rule(schema: dict[str, Any]) -> str:
     return "%json " + json.dumps({"x-guidance": LAYOUT, **closed(schema)}, separators=(",", ":"))
 
 
-def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
-    parameters = function.get("parameters") or {"type": "object", "properties": {}}
-    return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": parameters},
+def _refs(schema: Any, rename: dict[str, str]) -> Any:
+    """``schema`` with its ``$ref``s to local definitions pointed at their new names."""
+    if isinstance(schema, list):
+        return [_refs(item, rename) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _refs(value, rename) for key, value in schema.items() if key not in ("const", "enum")}
+    out.update({key: schema[key] for key in ("const", "enum") if key in schema})
+    if isinstance(schema.get("$ref"), str) and schema["$ref"] in rename:
+        out["$ref"] = rename[schema["$ref"]]
+    return out
+
+
+def _call_schema(function: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """One call of ``function`` as JSON; its parameters' ``$defs`` (pydantic writes them for nested models) move
+    to the call grammar's root ``defs`` under ``<function>.<name>``, their references rewritten to match."""
+    parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
+    rename = {}
+    for key in ("$defs", "definitions"):
+        for name, definition in (parameters.pop(key, None) or {}).items():
+            rename[f"#/{key}/{name}"] = f"#/$defs/{function['name']}.{name}"
+            defs[f"{function['name']}.{name}"] = definition
+    defs.update({name: _refs(definition, rename) for name, definition in defs.items()
+                 if name.startswith(f"{function['name']}.")})
+    return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": _refs(parameters, rename)},
             "required": ["name", "arguments"], "additionalProperties": False}
 
 
@@ -78,29 +100,41 @@ def _tool_choice_name(tool_choice: Any) -> str | None:
     return tool_choice["function"]["name"] if isinstance(tool_choice, dict) else None
 
 
+def _format_rule(response_format: dict[str, Any] | None) -> str | None:
+    kind = (response_format or {}).get("type", "text")
+    if kind == "json_object":
+        return _json_rule(ANY_OBJECT)
+    if kind == "json_schema":
+        return _json_rule(response_format["json_schema"].get("schema") or ANY_OBJECT)
+    return None
+
+
 def constraint_for(response_format: dict[str, Any] | None, tools: list[dict[str, Any]] | None,
-                   tool_choice: Any = "auto", parallel_tool_calls: bool = True) -> Constraint | None:
-    """The constraint a request asks for, or None. Tools (unless ``tool_choice`` is "none") take precedence
-    over ``response_format``, as a tool call's arguments carry the structure."""
+                   tool_choice: Any = "auto", parallel_tool_calls: bool = True,
+                   history_calls: bool = False) -> Constraint | None:
+    """The constraint a request asks for, or None. With tools, an answer in words (``tool_choice`` "auto" or
+    "none") is held to ``response_format`` when one is given, else to text that opens no call; so is any answer
+    whose conversation holds calls (``history_calls``): a model shown calls in its prompt imitates them."""
     functions = [tool["function"] for tool in tools or [] if tool.get("type") == "function"]
-    if functions and tool_choice == "none":  # words only: no call, even one the history would suggest
-        return WORDS
-    if functions:
+    fmt = _format_rule(response_format)
+    words = f"start: {fmt}\n" if fmt else "start: TEXT\n" + TEXT_RULE
+    if functions and tool_choice != "none":
         named = _tool_choice_name(tool_choice)
         if named is not None:
             functions = [f for f in functions if f["name"] == named]
-        choices = [_call_schema(f) for f in functions]
-        call = f'"<tool_call>\\n" {_json_rule({"anyOf": choices} if len(choices) > 1 else choices[0])} "\\n</tool_call>"'
+        defs: dict[str, Any] = {}
+        choices = [_call_schema(f, defs) for f in functions]
+        root = {"anyOf": choices} if len(choices) > 1 else choices[0]
+        call = f'"<tool_call>\\n" {_json_rule({**root, "$defs": defs} if defs else root)} "\\n</tool_call>"'
         calls = "call" if named is not None or not parallel_tool_calls else 'call ("\\n" call)*'
-        start = "TEXT | calls" if tool_choice in (None, "auto") else "calls"
-        lark = f"start: {start}\ncalls: {calls}\ncall: {call}\n" + TEXT_RULE
-        return Constraint("tools", lark)
-    kind = (response_format or {}).get("type", "text")
-    if kind == "json_object":
-        return Constraint("json", f"start: {_json_rule(ANY_OBJECT)}\n")
-    if kind == "json_schema":
-        schema = response_format["json_schema"].get("schema") or ANY_OBJECT
-        return Constraint("json", f"start: {_json_rule(schema)}\n")
+        if tool_choice not in (None, "auto"):
+            return Constraint("tools", f"start: calls\ncalls: {calls}\ncall: {call}\n")
+        answer = f"start: ANSWER | calls\nANSWER: {fmt}\n" if fmt else "start: TEXT | calls\n" + TEXT_RULE
+        return Constraint("tools", answer.replace("ANSWER", "answer") + f"calls: {calls}\ncall: {call}\n")
+    if fmt:
+        return Constraint("json", words)
+    if functions or history_calls:  # tool_choice "none", or calls in the history: words only
+        return WORDS
     return None
 
 
@@ -132,17 +166,20 @@ class Grammars:
         if inner.is_error():
             raise InvalidRequestError(f"the request's schema cannot be enforced: {inner.get_error()}",
                                       code="invalid_schema", param="response_format")
-        return Matcher(inner, self.vocab)
+        return Matcher(inner, self.vocab, "tools" if constraint.kind == "tools" else "response_format")
 
 
 class Matcher:
-    """One answer's place in its grammar: which tokens may come next, and the tokens taken so far."""
+    """One answer's place in its grammar: which tokens may come next, and the tokens taken so far. A grammar
+    that no answer can finish (a schema whose required fields recurse forever) fails its own request with a
+    400 naming ``param``, never its batch."""
 
-    def __init__(self, inner: Any, vocab: int) -> None:
+    def __init__(self, inner: Any, vocab: int, param: str = "response_format") -> None:
         import numpy as np
 
         self.inner = inner
         self.vocab = vocab
+        self.param = param
         self._bits = np.zeros((vocab + 31) // 32, dtype=np.int32)
 
     def allowed(self) -> Any:
@@ -151,6 +188,7 @@ class Matcher:
         import torch
 
         self.inner.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
+        self._check()
         bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little")[: self.vocab]
         return torch.from_numpy(bits.astype(bool))
 
@@ -162,10 +200,18 @@ class Matcher:
         masked[allowed.shape[0]:] = float("-inf")
         return masked
 
+    def _check(self) -> None:
+        if self.inner.is_error():
+            raise InvalidRequestError(f"no answer can satisfy this '{self.param}' schema (it cannot be finished): "
+                                      f"{self.inner.get_error()[:300]}", param=self.param, code="invalid_schema")
+
     def take(self, token: int) -> None:
-        """Advance by the sampled token; raises ValueError if it leaves the grammar (a bug, never the client's)."""
+        """Advance by the sampled token (one the mask allowed); raises InvalidRequestError when the grammar
+        cannot go on (see the class docstring)."""
         if not self.inner.consume_token(token):
-            raise ValueError(f"token {token} is outside the answer's grammar: {self.inner.get_error()}")
+            self._check()
+            raise InvalidRequestError(f"the answer left its '{self.param}' grammar at token {token}",
+                                      param=self.param, code="invalid_schema")
 
 
 def parse_tool_calls(text: str) -> list[dict[str, Any]] | None:
@@ -240,3 +286,51 @@ def as_text_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         else:
             out.append({"role": message["role"], "content": message["content"]})
     return out
+
+
+def is_call_text(text: str | None) -> bool:
+    """Whether an answer (or a correction) is written as tool calls."""
+    return bool(text) and text.lstrip().startswith(CALL_OPEN.strip())
+
+
+def check_correction(correction: str, response_format: dict[str, Any] | None,
+                     tools: list[dict[str, Any]] | None) -> None:
+    """Raise InvalidRequestError (param ``correction``) when a correction is not an answer of the kind its
+    request asked for: JSON valid against the ``response_format`` schema; for a tool request, either calls of
+    its tools (``<tool_call>`` blocks, arguments valid against the function's parameters) or, where words were
+    allowed, text. A correction is taught as the answer (``harvest``, ``training``), so a wrong kind would teach
+    the wrong format."""
+    import jsonschema
+
+    def bad(why: str) -> InvalidRequestError:
+        return InvalidRequestError(f"'correction' {why}", param="correction", code="invalid_value")
+
+    functions = {t["function"]["name"]: t["function"] for t in tools or [] if t.get("type") == "function"}
+    if functions and is_call_text(correction):
+        calls = parse_tool_calls(correction.strip())
+        if calls is None:
+            raise bad('must be whole calls: <tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>')
+        for call in calls:
+            function = functions.get(call["function"]["name"])
+            if function is None:
+                raise bad(f"calls {call['function']['name']!r}, which is not one of the request's tools "
+                          f"({', '.join(functions)})")
+            try:
+                jsonschema.validate(json.loads(call["function"]["arguments"]), function.get("parameters") or {})
+            except jsonschema.ValidationError as exc:
+                raise bad(f"calls {function['name']} with arguments its parameters refuse: {exc.message}") from exc
+        return
+    kind = (response_format or {}).get("type")
+    if kind not in ("json_object", "json_schema"):
+        return
+    try:
+        value = json.loads(correction)
+    except json.JSONDecodeError as exc:
+        raise bad(f"must be JSON, as the request's response_format asked ({exc.msg})") from exc
+    schema = response_format["json_schema"].get("schema") if kind == "json_schema" else ANY_OBJECT
+    try:
+        jsonschema.validate(value, schema or ANY_OBJECT)
+    except jsonschema.ValidationError as exc:
+        raise bad(f"does not validate against the request's schema: {exc.message}") from exc
+    except jsonschema.SchemaError as exc:
+        raise bad(f"cannot be checked against the request's schema: {exc.message}") from exc

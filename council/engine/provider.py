@@ -45,7 +45,8 @@ def logprobs_payload(logprobs: list[TokenLogprob]) -> dict[str, Any]:
     return {"content": [t.to_openai() for t in logprobs]}
 
 
-def _generation_args(optional_params: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
+def _generation_args(optional_params: dict[str, Any], max_new_tokens: int,
+                     messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """``LocalModel.generate`` keywords from litellm's OpenAI-style ``optional_params`` (unset = absent or None)."""
     get = optional_params.get
     max_tokens = get("max_completion_tokens") or get("max_tokens")
@@ -62,7 +63,9 @@ def _generation_args(optional_params: dict[str, Any], max_new_tokens: int) -> di
         "frequency_penalty": float(get("frequency_penalty") or 0.0),
         "presence_penalty": float(get("presence_penalty") or 0.0),
         "constraint": constraint_for(get("response_format"), get("tools"), get("tool_choice") or "auto",
-                                     get("parallel_tool_calls") is not False),
+                                     get("parallel_tool_calls") is not False,
+                                     history_calls=any(m.get("tool_calls") or m.get("role") == "tool"
+                                                       for m in messages or [])),
     }
 
 
@@ -212,7 +215,7 @@ class LocalProvider(CustomLLM):
                           logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> ModelResponse:
         self._check_model(model)
         started = time.perf_counter()
-        args = _generation_args(optional_params, self.settings.model.max_new_tokens)
+        args = _generation_args(optional_params, self.settings.model.max_new_tokens, messages)
         gen = await self.generate(as_text_messages(messages), **args)
         if gen.tool_calls and optional_params.get("tool_choice") in (None, "auto") and only_repeats(gen.tool_calls,
                                                                                                     messages):
@@ -241,7 +244,7 @@ class LocalProvider(CustomLLM):
         def on_text(text: str, token: TokenLogprob) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (text, token))
 
-        args = _generation_args(optional_params, self.settings.model.max_new_tokens)
+        args = _generation_args(optional_params, self.settings.model.max_new_tokens, messages)
         task = asyncio.ensure_future(self.generate(as_text_messages(messages), on_text=on_text, cancelled=cancelled,
                                                    **args))
         task.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, None))

@@ -17,7 +17,7 @@ from typing import Any
 from council.core.batcher import Batcher
 from council.core.config import Settings
 from council.core.errors import NotFoundError, StorageError
-from council.engine.grammar import call_text
+from council.engine.grammar import call_text, check_correction, is_call_text
 from council.memory.embedder import BatchingEmbedder
 from council.memory.erasure import scrub_files
 from council.memory.schema import ExchangeRecord, new_record_id
@@ -89,6 +89,8 @@ class ChatService:
         params = request.params(self.settings.council.temperature)
         with self.arriving():  # requests sent together decode together (LocalProvider.arriving)
             vector, context = await self._recall(request.query, user)
+            if not request.may_call_tools:  # a call is no fact to recall: without tools it would be imitated
+                context = [(r, sim) for r, sim in context if not is_call_text(r.gold_answer or r.answer)]
             if on_text is None:
                 decision = await self.router.decide(request.messages, params, context, direct_model=direct)
             else:
@@ -100,7 +102,9 @@ class ChatService:
             query=request.query,
             answer=call_text(winner.tool_calls) if winner.tool_calls else winner.text,  # calls as the model writes them
             confidence=winner.confidence,
-            success=winner.confidence >= self.settings.council.threshold,
+            # an answer held to a grammar (JSON, calls) that the token limit cut is broken, however sure
+            success=winner.confidence >= self.settings.council.threshold and not (
+                winner.finish_reason == "length" and (request.response_format or request.may_call_tools)),
             model=winner.model,
             user=user,
             session=session,
@@ -119,6 +123,9 @@ class ChatService:
 
     async def feedback(self, record_id: str, thumbs: str | None, rating: int | None,
                        correction: str | None) -> ExchangeRecord:
+        if correction is not None:  # taught as the answer: it must be of the kind the request asked for
+            asked = await self.record(record_id)
+            check_correction(correction, asked.response_format, asked.tools)
         record = await asyncio.to_thread(self.memory.apply_feedback, record_id, thumbs, rating, correction)
         for kind, given in (("thumbs_" + (thumbs or ""), thumbs), ("rating", rating), ("correction", correction)):
             if given is not None:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from council.core.errors import InvalidRequestError
 from council.engine.adapter_scope import AdapterUse
 from council.engine.base import Generation, GenerationRequest, TokenLogprob
-from council.engine.grammar import CALL_OPEN, Matcher, parse_tool_calls, repeated_call
+from council.engine.grammar import Matcher, parse_tool_calls, repeated_call
 
 
 class LocalModel(Protocol):
@@ -113,8 +113,8 @@ class Row:
             calls = parse_tool_calls(text)  # whole calls only: one cut by the token limit is dropped, as
             if calls:  # vLLM's tool parsers do; the markup never reaches the client as text
                 text, finish = "", "tool_calls"
-            elif text.startswith(CALL_OPEN):  # not even one whole call: an empty answer, "length"
-                text = ""
+            elif text.startswith("<"):  # the start of a call and not one whole call: an empty answer, "length"
+                text = ""  # (text in words never opens with "<": council/engine/grammar.py TEXT_RULE)
         return Generation(text=text, finish_reason=finish, logprobs=self.logprobs, tool_calls=calls,
                           prompt_tokens=len(self.prompt_ids),
                           adapter=self.use.adapter, seconds=time.perf_counter() - self.started,

@@ -126,4 +126,11 @@ def parse_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         raise bad("'messages' must be a list", "messages", "invalid_type")
     if not messages:
         raise bad("'messages' must not be empty", "messages", "invalid_value")
-    return [parse_message(message, i) for i, message in enumerate(messages)]
+    parsed = [parse_message(message, i) for i, message in enumerate(messages)]
+    called: set[str] = set()
+    for i, message in enumerate(parsed):  # a tool's result answers a call made before it, as OpenAI requires
+        called.update(call["id"] for call in message.get("tool_calls") or [])
+        if message["role"] == "tool" and message["tool_call_id"] not in called:
+            raise bad(f"messages[{i}].tool_call_id {message['tool_call_id']!r} answers no tool call of an earlier "
+                      "assistant message", f"messages[{i}].tool_call_id", "invalid_value")
+    return parsed

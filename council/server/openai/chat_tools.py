@@ -44,10 +44,10 @@ def _tools(value: Any) -> list[dict[str, Any]]:
     tools, names = [], set()
     for i, tool in enumerate(value):
         where = f"tools[{i}]"
-        _only(_object(tool, where), {"type", "function"}, where)
-        if tool.get("type") != "function":
-            raise bad(f"{where}.type must be 'function' (Council serves function tools only)", f"{where}.type",
-                      "invalid_value")
+        if _object(tool, where).get("type") != "function":
+            raise bad(f"{where}.type {tool.get('type')!r} is not served: Council serves function tools only",
+                      f"{where}.type", "invalid_value")
+        _only(tool, {"type", "function"}, where)
         function = _object(tool.get("function"), f"{where}.function")
         _only(function, {"name", "description", "parameters", "strict"}, f"{where}.function")
         name = function.get("name")
@@ -61,7 +61,10 @@ def _tools(value: Any) -> list[dict[str, Any]]:
             raise bad(f"{where}.function.description must be a string", f"{where}.function.description",
                       "invalid_type")
         if function.get("parameters") is not None:
-            _object(function["parameters"], f"{where}.function.parameters")
+            parameters = _object(function["parameters"], f"{where}.function.parameters")
+            if parameters.get("type", "object") != "object":  # arguments are a JSON object, as OpenAI requires
+                raise bad(f"{where}.function.parameters must describe an object (type 'object')",
+                          f"{where}.function.parameters.type", "invalid_value")
         if function.get("strict") is not None and not isinstance(function["strict"], bool):
             raise bad(f"{where}.function.strict must be true or false", f"{where}.function.strict", "invalid_type")
         tools.append({"type": "function", "function": {k: v for k, v in function.items() if v is not None}})
@@ -78,7 +81,10 @@ def _tool_choice(value: Any, tools: list[dict[str, Any]]) -> str | dict[str, Any
             raise bad(f"'tool_choice' must be one of {', '.join(CHOICES)} or a named function", "tool_choice",
                       "invalid_value")
         return value
-    _only(_object(value, "tool_choice"), {"type", "function"}, "tool_choice")
+    if _object(value, "tool_choice").get("type") != "function":
+        raise bad(f"'tool_choice' of type {value.get('type')!r} is not served: use none, auto, required or "
+                  "{\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice.type", "invalid_value")
+    _only(value, {"type", "function"}, "tool_choice")
     function = _object(value.get("function"), "tool_choice.function")
     _only(function, {"name"}, "tool_choice.function")
     names = [t["function"]["name"] for t in tools]
