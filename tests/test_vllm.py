@@ -3,7 +3,10 @@ council.engine.vllm.install``, run by ``.ci/run``) on the embedded model behind 
 
 Serve through Council; train a tiny adapter; deploy it (loaded and probed on the replica before the swap); see it
 answer through Council with its version in the reply; roll back; restart the vLLM process and see the live
-adapter loaded again; refuse an adapter vLLM cannot serve, with vLLM's reason.
+adapter loaded again; refuse an adapter vLLM cannot serve, with vLLM's reason. Tool calls and structured outputs
+through Council on vLLM, held to the in-process engine's grammar (vLLM's guidance backend): a JSON schema answer
+that validates, plain and streamed; a required call with finish_reason "tool_calls"; a tool's result answered in
+words.
 """
 
 from __future__ import annotations
@@ -16,17 +19,22 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import openai
 import pytest
 
 from council.core.config import load_settings
 from council.core.engine_settings import EngineSettings
 from council.core.exitcodes import FAILURE, OK
+from council.engine.grammar import call_text
 from council.engine.model_files import resolve_base_model
 from council.engine.vllm.client import VllmReplica
 from council.engine.vllm.process import VllmProcess
+from council.engine.vllm.tools import constraint_of, settle, until_repeat
 from deploy.main import DeployConfig
 from deploy.main import main as deploy
 from deploy.publish import publish
@@ -34,6 +42,7 @@ from deploy.swap import point_current
 from tests.conftest import REPO
 from tests.test_alerts import SLACK_PATH, receiver  # noqa: F401 - fixture
 from tests.test_deploy_server import free_port, get_health, wait_for
+from tests.test_tools_api import ASK, CITY, WEATHER
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 VLLM_PYTHON = Path(os.environ.get("COUNCIL_VLLM_PYTHON", REPO / ".vllm-venv" / "bin" / "python"))
@@ -96,27 +105,46 @@ def _train(base_model_dir: Path, folder: Path, rank: int, steps: int) -> None:
     write_scope(folder, [FACT[0]], Embedder().embed)
 
 
-@pytest.fixture
-def council_on_vllm(council_home: Path, base_model_dir: Path, vllm: VllmProcess) -> Iterator[str]:
-    """``council serve`` with ``engine.urls`` = the vLLM server."""
-    council_home.mkdir(parents=True, exist_ok=True)
-    (council_home / "council.toml").write_text(
-        f'[model]\nsource = "{base_model_dir}"\nmax_new_tokens = 24\n[council]\nheads = {{}}\n'
-        f'[engine]\nkind = "vllm"\nurls = ["{vllm.url}"]\nsync_seconds = 0.5\n')
+@contextmanager
+def serve_on(home: Path, base_model_dir: Path, vllm: VllmProcess, max_new_tokens: int = 24,
+             council: str = "") -> Iterator[str]:
+    """``council serve`` on ``home`` with ``engine.urls`` = the vLLM server; yields its URL."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "council.toml").write_text(
+        f'[model]\nsource = "{base_model_dir}"\nmax_new_tokens = {max_new_tokens}\n[council]\nheads = {{}}\n'
+        f'{council}[engine]\nkind = "vllm"\nurls = ["{vllm.url}"]\nsync_seconds = 0.5\n')
     port = free_port()
-    log = (council_home / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "council.cli", "--home", str(council_home), "serve", "--port",
-                             str(port)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("COUNCIL_")}, "PYTHONPATH": str(REPO)}
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "council.cli", "--home", str(home), "serve", "--port",
+                             str(port)], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: proc.poll() is not None or (get_health(url) or {}).get("status") == "ok", 240,
                  "council serve on vLLM")
-        assert proc.poll() is None, (council_home / "server.log").read_text()[-3000:]
+        assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+@pytest.fixture
+def council_on_vllm(council_home: Path, base_model_dir: Path, vllm: VllmProcess) -> Iterator[str]:
+    """``council serve`` with ``engine.urls`` = the vLLM server."""
+    with serve_on(council_home, base_model_dir, vllm) as url:
+        yield url
+
+
+@pytest.fixture(scope="class")
+def tools_client(base_model_dir: Path, vllm: VllmProcess, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[openai.OpenAI]:
+    """An openai client on one ``council serve`` on the vLLM server for the tool tests (room for a whole call,
+    no recalled memories), as tests/test_tools_api.py has on the in-process engine."""
+    with serve_on(tmp_path_factory.mktemp("tools") / "home", base_model_dir, vllm, max_new_tokens=64,
+                  council="memory_k = 0\n") as url:
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
 
 
 def ask(url: str, question: str) -> dict[str, Any]:
@@ -140,6 +168,62 @@ def ask_stream(url: str, question: str) -> tuple[str, dict[str, Any]]:
                 text += chunk["choices"][0]["delta"].get("content") or "" if chunk["choices"] else ""
                 council = chunk.get("council") or council
     return text, council
+
+
+class TestToolsAndJsonOnVllm:
+    """As tests/test_tools_api.py asks the in-process engine, through Council on vLLM (one council serve)."""
+
+    @pytest.mark.parametrize("stream", [False, True])
+    def test_json_schema_answers_validate(self, tools_client: openai.OpenAI, stream: bool):
+        fmt = {"type": "json_schema", "json_schema": {"name": "City", "schema": CITY, "strict": True}}
+        ask = [{"role": "user", "content": "Name a city in Japan."}]
+        if stream:  # live streaming: the grammar holds vLLM's stream too
+            chunks = list(tools_client.chat.completions.create(model="council", messages=ask, response_format=fmt,
+                                                               stream=True))
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        else:
+            reply = tools_client.chat.completions.create(model="council", messages=ask, response_format=fmt)
+            text, finish = reply.choices[0].message.content, reply.choices[0].finish_reason
+        assert finish == "stop"
+        jsonschema.validate(json.loads(text), CITY)
+        assert text == json.dumps(json.loads(text))  # one line, as the grammar's layout writes it (not vLLM's)
+
+    def test_a_required_tool_call_is_a_whole_call(self, tools_client: openai.OpenAI):
+        reply = tools_client.chat.completions.create(model="council", messages=ASK, tools=WEATHER,
+                                                     tool_choice="required", parallel_tool_calls=False)
+        choice = reply.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        (call,) = choice.message.tool_calls
+        assert call.id.startswith("call_") and call.type == "function"
+        assert call.function.name in ("get_weather", "get_time")
+        assert isinstance(json.loads(call.function.arguments), dict)
+        if call.function.name == "get_weather":
+            assert isinstance(json.loads(call.function.arguments)["city"], str)
+
+    def test_a_tool_result_is_answered_in_words(self, tools_client: openai.OpenAI):
+        first = tools_client.chat.completions.create(model="council", messages=ASK, tools=WEATHER,
+                                                     tool_choice="required", parallel_tool_calls=False)
+        call = first.choices[0].message.tool_calls[0]
+        history = [*ASK, first.choices[0].message.model_dump(exclude_none=True),
+                   {"role": "tool", "tool_call_id": call.id, "content": "18 degrees and sunny"}]
+        reply = tools_client.chat.completions.create(model="council", messages=history, tools=WEATHER)
+        assert reply.choices[0].finish_reason in ("stop", "length") and reply.choices[0].message.content
+        assert not reply.choices[0].message.content.startswith("<") and not reply.choices[0].message.tool_calls
+
+
+def test_a_reply_becomes_calls_as_the_in_process_decoder_makes_them():
+    tools = constraint_of({"tools": WEATHER, "tool_choice": "auto"})
+    paris, rome = (call_text([{"function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}])
+                   for city in ("Paris", "Rome"))
+    text, finish, calls = settle(f"{paris}\n{rome}\n{paris}\n{rome}", "length", tools)  # repeats end the calls
+    assert (text, finish) == ("", "tool_calls") and [json.loads(c["function"]["arguments"])["city"]
+                                                      for c in calls] == ["Paris", "Rome"]
+    assert until_repeat(f"{paris}\n{rome}") == (f"{paris}\n{rome}", False)
+    assert settle(paris[:-3], "length", tools) == ("", "length", None)  # a call cut by the token limit: dropped
+    assert settle(f"{paris}\n{rome[:20]}", "length", tools)[1] == "tool_calls"  # the whole one is kept
+    assert settle("It is sunny.", "stop", tools) == ("It is sunny.", "stop", None)
+    assert settle("{}", "stop", constraint_of({"response_format": {"type": "json_object"}})) == ("{}", "stop", None)
 
 
 def test_deploy_serve_roll_back_and_reload_after_a_vllm_restart(council_on_vllm: str, council_home: Path,

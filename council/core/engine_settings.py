@@ -21,8 +21,9 @@ class EngineSettings:
         "help": "'local' = the in-process model (default); 'vllm' = vLLM servers (engine.urls, or one started "
                 "by `council serve` from engine.vllm_python)."})
     urls: list[str] = field(default_factory=list, metadata={
-        "help": "vLLM replicas (http://host:port), all serving the same base model with --enable-lora and "
-                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True; empty = start one local vLLM server."})
+        "help": "vLLM replicas (http://host:port), all serving the same base model with --enable-lora, "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --structured-outputs-config '{\"backend\": \"guidance\"}' "
+                "(tools and JSON); empty = start one local vLLM server."})
     vllm_python: str = field(default="", metadata={
         "help": "Python of the venv vLLM is installed in (python -m council.engine.vllm.install prints it); "
                 "empty = ./.vllm-venv/bin/python."})

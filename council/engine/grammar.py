@@ -288,6 +288,11 @@ def as_text_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
+def has_calls(messages: list[dict[str, Any]] | None) -> bool:
+    """Whether a conversation holds tool calls or tool results (its answer is then held to words or calls)."""
+    return any(m.get("tool_calls") or m.get("role") == "tool" for m in messages or [])
+
+
 def is_call_text(text: str | None) -> bool:
     """Whether an answer (or a correction) is written as tool calls."""
     return bool(text) and text.lstrip().startswith(CALL_OPEN.strip())

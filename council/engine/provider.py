@@ -29,7 +29,7 @@ from council.core.config import Settings  # noqa: E402
 from council.core.errors import AdapterError, InvalidRequestError  # noqa: E402
 from council.engine.adapter_scope import Embed  # noqa: E402
 from council.engine.base import Generation, GenerationRequest, TokenLogprob  # noqa: E402
-from council.engine.grammar import WORDS, as_text_messages, constraint_for, only_repeats  # noqa: E402
+from council.engine.grammar import WORDS, as_text_messages, constraint_for, has_calls, only_repeats  # noqa: E402
 from council.engine.local.arrivals import Arrivals  # noqa: E402
 from council.engine.local.model import LocalModel  # noqa: E402
 from council.engine.local.worker import ModelWorker  # noqa: E402
@@ -64,8 +64,7 @@ def _generation_args(optional_params: dict[str, Any], max_new_tokens: int,
         "presence_penalty": float(get("presence_penalty") or 0.0),
         "constraint": constraint_for(get("response_format"), get("tools"), get("tool_choice") or "auto",
                                      get("parallel_tool_calls") is not False,
-                                     history_calls=any(m.get("tool_calls") or m.get("role") == "tool"
-                                                       for m in messages or [])),
+                                     history_calls=has_calls(messages)),
     }
 
 

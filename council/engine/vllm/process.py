@@ -7,7 +7,9 @@
     server.stop()                 # SIGTERM, then SIGKILL after 20 s
 
 It runs ``<engine.vllm_python> -m vllm.entrypoints.openai.api_server`` (the ``vllm`` console script of the
-CPU build fails on its package name) with runtime LoRA loading on, bound to 127.0.0.1:``engine.port``.
+CPU build fails on its package name) with runtime LoRA loading on, bound to 127.0.0.1:``engine.port``, and the
+``guidance`` structured-outputs backend that Council's tool and JSON grammars need (``council.engine.vllm.tools``)
+unless ``engine.extra_args`` sets ``--structured-outputs-config`` itself.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from council.core.engine_settings import EngineSettings
 from council.core.errors import ModelUnavailableError
 from council.engine.vllm.client import VllmReplica
+from council.engine.vllm.tools import GUIDANCE_ARGS
 
 DEFAULT_VENV_PYTHON = Path(".vllm-venv") / "bin" / "python"
 
@@ -58,10 +61,12 @@ class VllmProcess:
         s = self.settings
         extra = list(s.extra_args)
         dtype = [] if "--dtype" in extra else ["--dtype", s.dtype]
+        backend = [] if any(a.startswith("--structured-outputs-config") for a in extra) else GUIDANCE_ARGS
         return [vllm_python(s), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
                 "--served-model-name", s.served_model_name, "--host", "127.0.0.1", "--port", str(s.port),
                 "--enable-lora", "--max-lora-rank", str(s.max_lora_rank), "--max-loras", str(s.max_loras),
-                "--max-model-len", "2048", "--gpu-memory-utilization", str(s.memory_fraction), *dtype, *extra]
+                "--max-model-len", "2048", "--gpu-memory-utilization", str(s.memory_fraction), *dtype, *backend,
+                *extra]
 
     def start(self) -> None:
         """Start the server (returns at once). Raises ValueError when engine.vllm_python is missing."""

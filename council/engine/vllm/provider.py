@@ -3,7 +3,9 @@
 The council keeps asking for ``local/smollm2``; this provider answers through litellm's ``hosted_vllm/``
 route on one replica (round robin over the replicas that answer, the next one when a call cannot connect),
 naming the live adapter version as the model for requests in its scope and the base model for the rest, with
-logprobs for confidence. A client that goes away cancels the call, and vLLM aborts the request.
+logprobs for confidence. A client that goes away cancels the call, and vLLM aborts the request. Tool calls and
+``response_format`` are held to the in-process engine's grammar by vLLM's structured outputs
+(``council.engine.vllm.tools`` says how, and why not vLLM's own tool parser).
 
 The provider also keeps the replicas in line with ``loras/current``: every ``engine.sync_seconds`` it asks each
 replica which adapters it holds, loads the live one where it is missing (a replica that restarted or missed a
@@ -25,20 +27,22 @@ from pathlib import Path
 from typing import Any
 
 import litellm
-from litellm import CustomLLM, ModelResponse
+from litellm import CustomLLM, Message, ModelResponse
 from litellm.types.utils import GenericStreamingChunk
 
 from council.core.config import Settings
-from council.core.errors import AdapterError, CouncilError, InvalidRequestError, ModelUnavailableError
+from council.core.errors import AdapterError, CouncilError, ModelUnavailableError
 from council.engine.adapter_files import check_adapter_folder
 from council.engine.adapter_scope import Embed, query_of, read_scope, similarities
+from council.engine.grammar import WORDS, Constraint, as_text_messages, only_repeats
 from council.engine.model_files import BaseModel, resolve_base_model
 from council.engine.vllm.client import VllmReplica
 from council.engine.vllm.process import VllmProcess
+from council.engine.vllm.tools import constraint_of, settle, structured_outputs
 
 log = logging.getLogger(__name__)
 PASSED = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "top_logprobs",
-          "logit_bias", "frequency_penalty", "presence_penalty", "response_format")  # vLLM's structured outputs
+          "logit_bias", "frequency_penalty", "presence_penalty")  # response_format and tools: a grammar
 UNREACHABLE = (litellm.APIConnectionError, litellm.ServiceUnavailableError, litellm.Timeout,
                litellm.InternalServerError)
 
@@ -204,17 +208,15 @@ class VllmProvider(CustomLLM):
         ring = [self.replicas[(start + i) % len(self.replicas)] for i in range(len(self.replicas))]
         return sorted(ring, key=lambda s: (not s.up, adapter is not None and adapter not in s.adapters))
 
-    def _params(self, optional_params: dict[str, Any]) -> dict[str, Any]:
-        if optional_params.get("tools") and optional_params.get("tool_choice") != "none":
-            raise InvalidRequestError("tool calling is not yet served on engine.kind = \"vllm\"; use the "
-                                      "in-process engine (engine.kind = \"local\")", param="tools",
-                                      code="unsupported_parameter")
+    def _params(self, optional_params: dict[str, Any], constraint: Constraint | None) -> dict[str, Any]:
         params = {k: v for k, v in optional_params.items() if k in PASSED and v is not None}
         limit = self.settings.model.max_new_tokens
         params["max_tokens"] = min(int(params.pop("max_completion_tokens", params.get("max_tokens", limit))), limit)
-        return params
+        return {**params, **structured_outputs(constraint)}
 
-    async def _call(self, messages: list, optional_params: dict[str, Any], stream: bool) -> tuple[Any, str | None]:
+    async def _call(self, messages: list, optional_params: dict[str, Any], stream: bool,
+                    constraint: Constraint | None) -> tuple[Any, str | None]:
+        messages = as_text_messages(messages)  # tool calls and results as text, as the in-process engine sees them
         adapter = await self._model_for(messages)
         name = adapter or self.engine.served_model_name
         errors = []
@@ -222,7 +224,7 @@ class VllmProvider(CustomLLM):
             try:
                 response = await litellm.acompletion(model=f"hosted_vllm/{name}", api_base=f"{state.replica.url}/v1",
                                                      api_key="none", messages=messages, logprobs=True, stream=stream,
-                                                     **self._params(optional_params))
+                                                     **self._params(optional_params, constraint))
                 return response, adapter
             except UNREACHABLE as exc:
                 state.up, state.error = False, f"{type(exc).__name__}: {exc}"
@@ -233,7 +235,19 @@ class VllmProvider(CustomLLM):
                           model_response: ModelResponse, print_verbose: Any, encoding: Any, api_key: Any,
                           logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> ModelResponse:
         started = time.perf_counter()
-        response, adapter = await self._call(messages, optional_params, stream=False)
+        constraint = constraint_of(optional_params, messages)
+        response, adapter = await self._call(messages, optional_params, False, constraint)
+        choice = response.choices[0]
+        text, finish, calls = settle(choice.message.content or "", choice.finish_reason, constraint)
+        if calls and optional_params.get("tool_choice") in (None, "auto") and only_repeats(calls, messages):
+            # "auto" and only calls already answered: the model answers in words instead (a second decode)
+            constraint = WORDS
+            response, adapter = await self._call(messages, optional_params, False, constraint)
+            choice = response.choices[0]
+            text, finish, calls = choice.message.content or "", choice.finish_reason, None
+        if constraint is not None and constraint.kind in ("tools", "words"):
+            choice.message = Message(content=None if calls else text, role="assistant", tool_calls=calls)
+            choice.finish_reason = finish
         response.model = f"local/{model}"
         response._hidden_params["council_adapter"] = adapter
         response._hidden_params["council_seconds"] = time.perf_counter() - started
@@ -243,7 +257,7 @@ class VllmProvider(CustomLLM):
                          model_response: ModelResponse, print_verbose: Any, encoding: Any, api_key: Any,
                          logging_obj: Any, optional_params: dict, *args: Any,
                          **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:
-        stream, adapter = await self._call(messages, optional_params, stream=True)
+        stream, adapter = await self._call(messages, optional_params, True, constraint_of(optional_params, messages))
         finish, usage = "stop", None
         async for chunk in stream:
             choice = chunk.choices[0] if chunk.choices else None
