@@ -5,8 +5,10 @@ OpenAI's ``response_format`` (``json_object``, ``json_schema``) and ``tools`` + 
 embeds a JSON schema. The in-process decoder asks a ``Matcher`` each step which tokens may come next and masks
 the rest, so the answer always parses and validates, or ends with ``finish_reason: "length"``.
 
-llguidance was chosen over xgrammar after ``bench/grammar_bench.py`` measured both on this decoder: both add
-well under 10% per token at batch 8; llguidance has no dependencies (xgrammar pulls triton, ~1 GB) and its Lark
+llguidance was chosen over xgrammar after ``bench/grammar_bench.py`` measured both on this decoder (2 cores,
+2026-12-07): a mask costs 36 µs a token with llguidance 1.9.1 and 7 µs with xgrammar 0.2.9, both under 0.5% of
+an 88 ms decode step at batch 8; eight constrained rows add 5.5-7.8% a step in all (the masking and the
+constrained logprobs included). llguidance has no dependencies (xgrammar pulls triton, ~1 GB) and its Lark
 grammars express "text or a tool call" directly.
 
 Tool calls are written as the Hermes / Qwen format does it (one call a block)::
