@@ -76,10 +76,27 @@ def test_every_constrained_answer_validates_in_mixed_batches(model, schemas):
         TOTALS["valid"] += 1
 
 
+class Tally:
+    """A pytest plugin: the fuzz's totals in the run's summary (``structured outputs: ...``)."""
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if TOTALS["schemas"]:
+            terminalreporter.write_line(
+                f"structured outputs: {TOTALS['valid']}/{TOTALS['schemas']} random schemas answered and validated, "
+                f"{TOTALS['length']} ended at the token limit (finish_reason length), 0 invalid")
+
+
+TALLY = Tally()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tally(request):
+    if not request.config.pluginmanager.is_registered(TALLY):
+        request.config.pluginmanager.register(TALLY, "structured-outputs-tally")
+
+
 def test_fuzz_totals_were_counted():
     """Runs after the fuzz above (file order): most answers finished inside their token limit and all validated."""
-    print(f"structured outputs: {TOTALS['valid']}/{TOTALS['schemas']} schemas validated, "
-          f"{TOTALS['length']} ended at the token limit")
     assert TOTALS["schemas"] == BATCH * EXAMPLES
     assert TOTALS["valid"] + TOTALS["length"] == TOTALS["schemas"]
     assert TOTALS["valid"] >= 0.8 * TOTALS["schemas"]
