@@ -20,7 +20,7 @@ from council.engine.model_files import resolve_base_model
 pytestmark = pytest.mark.slow
 BATCH = 8  # constrained rows per batch, beside two free ones
 EXAMPLES = int(os.environ.get("COUNCIL_FUZZ_BATCHES", "25"))  # batches: 200 schemas by default
-TOTALS = {"schemas": 0, "valid": 0, "length": 0}
+TOTALS = {"schemas": 0, "valid": 0, "length": 0, "invalid": 0}
 
 names = st.sampled_from(["name", "city", "age", "tags", "score", "kind", "items", "id", "ok", "note"])
 leaf = st.one_of(
@@ -71,8 +71,12 @@ def test_every_constrained_answer_validates_in_mixed_batches(model, schemas):
         if answer.finish_reason == "length":
             TOTALS["length"] += 1
             continue
-        assert answer.finish_reason == "stop"
-        jsonschema.validate(json.loads(answer.text), s)  # raises when the answer breaks its schema
+        try:
+            assert answer.finish_reason == "stop"
+            jsonschema.validate(json.loads(answer.text), s)  # raises when the answer breaks its schema
+        except (AssertionError, ValueError, jsonschema.ValidationError):
+            TOTALS["invalid"] += 1
+            raise
         TOTALS["valid"] += 1
 
 
@@ -83,7 +87,7 @@ class Tally:
         if TOTALS["schemas"]:
             terminalreporter.write_line(
                 f"structured outputs: {TOTALS['valid']}/{TOTALS['schemas']} random schemas answered and validated, "
-                f"{TOTALS['length']} ended at the token limit (finish_reason length), 0 invalid")
+                f"{TOTALS['length']} ended at the token limit (finish_reason length), {TOTALS['invalid']} invalid")
 
 
 TALLY = Tally()
