@@ -256,6 +256,9 @@ async def test_stream_sends_the_reference_events_in_order(server):
 
 @pytest.mark.parametrize(("body", "status", "param", "code"), [
     ({"input": ASK, "temperature_x": 1}, 400, "temperature_x", "unknown_parameter"),
+    ({"input": [{"role": "user", "content": "hi", "colour": "red"}]}, 400, "input[0].colour", "unknown_parameter"),
+    ({"input": [{"role": "user", "content": [{"type": "input_text", "text": "hi", "x": 1}]}]}, 400,
+     "input[0].content[0].x", "unknown_parameter"),
     ({"input": ASK, "tools": [{"type": "web_search"}]}, 400, "tools[0].type", "unsupported_parameter"),
     ({"input": ASK, "tools": [{"type": "function"}]}, 400, "tools[0].name", "missing_field"),
     ({}, 400, "input", "missing_field"),

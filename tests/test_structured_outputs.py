@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from council.engine.base import GenerationRequest
-from council.engine.grammar import constraint_for, parse_tool_calls
+from council.engine.grammar import constraint_for
 from council.engine.local.model import LocalModel
 from council.engine.model_files import resolve_base_model
+from council.engine.tool_calls import parse_tool_calls
 
 pytestmark = pytest.mark.slow
 BATCH = 8  # constrained rows per batch, beside two free ones
@@ -161,7 +162,7 @@ def test_the_kinds_a_newcomer_broke_each_fail_or_hold_alone(model):
     history = [*ask, {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function",
                "function": {"name": "Ship", "arguments": '{"to": {"city": "Paris"}}'}}]},
                {"role": "tool", "tool_call_id": "c1", "content": "shipped"}, {"role": "user", "content": "And Rome?"}]
-    from council.engine.grammar import as_text_messages
+    from council.engine.tool_calls import as_text_messages
     answers = model.generate_batch([
         GenerationRequest(ask, 48, constraint=constraint_for(None, [ship], "required")),
         GenerationRequest(ask, 64, constraint=constraint_for(endless, None)),

@@ -30,8 +30,8 @@ import pytest
 from council.core.config import load_settings
 from council.core.engine_settings import EngineSettings
 from council.core.exitcodes import FAILURE, OK
-from council.engine.grammar import call_text
 from council.engine.model_files import resolve_base_model
+from council.engine.tool_calls import call_text
 from council.engine.vllm.client import VllmReplica
 from council.engine.vllm.process import VllmProcess
 from council.engine.vllm.tools import constraint_of, settle, until_repeat

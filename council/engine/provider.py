@@ -29,11 +29,12 @@ from council.core.config import Settings  # noqa: E402
 from council.core.errors import AdapterError, InvalidRequestError  # noqa: E402
 from council.engine.adapter_scope import Embed  # noqa: E402
 from council.engine.base import Generation, GenerationRequest, TokenLogprob  # noqa: E402
-from council.engine.grammar import WORDS, as_text_messages, constraint_for, has_calls, only_repeats  # noqa: E402
+from council.engine.grammar import WORDS, constraint_for  # noqa: E402
 from council.engine.local.arrivals import Arrivals  # noqa: E402
 from council.engine.local.model import LocalModel  # noqa: E402
 from council.engine.local.worker import ModelWorker  # noqa: E402
 from council.engine.model_files import resolve_base_model  # noqa: E402
+from council.engine.tool_calls import as_text_messages, has_calls, only_repeats  # noqa: E402
 
 log = logging.getLogger(__name__)
 litellm.suppress_debug_info = True  # no "file a bug" banners in our logs for provider errors

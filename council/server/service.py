@@ -17,7 +17,7 @@ from typing import Any
 from council.core.batcher import Batcher
 from council.core.config import Settings
 from council.core.errors import NotFoundError, StorageError
-from council.engine.grammar import call_text, check_correction, is_call_text
+from council.engine.tool_calls import call_text, check_correction, is_call_text
 from council.memory.embedder import BatchingEmbedder
 from council.memory.erasure import scrub_files
 from council.memory.schema import ExchangeRecord, new_record_id

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from council.core.errors import InvalidRequestError
 from council.engine.adapter_scope import AdapterUse
 from council.engine.base import Generation, GenerationRequest, TokenLogprob
-from council.engine.grammar import Matcher, parse_tool_calls, repeated_call
+from council.engine.grammar import Matcher
+from council.engine.tool_calls import parse_tool_calls, repeated_call
 
 
 class LocalModel(Protocol):

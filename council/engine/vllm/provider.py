@@ -34,8 +34,9 @@ from council.core.config import Settings
 from council.core.errors import AdapterError, CouncilError, ModelUnavailableError
 from council.engine.adapter_files import check_adapter_folder
 from council.engine.adapter_scope import Embed, query_of, read_scope, similarities
-from council.engine.grammar import WORDS, Constraint, as_text_messages, only_repeats
+from council.engine.grammar import WORDS, Constraint
 from council.engine.model_files import BaseModel, resolve_base_model
+from council.engine.tool_calls import as_text_messages, only_repeats
 from council.engine.vllm.client import VllmReplica
 from council.engine.vllm.process import VllmProcess
 from council.engine.vllm.tools import constraint_of, settle, structured_outputs

@@ -30,15 +30,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from council.engine.grammar import (
-    CALL_CLOSE,
-    CALL_OPEN,
-    Constraint,
-    constraint_for,
-    has_calls,
-    parse_tool_calls,
-    repeated_call,
-)
+from council.engine.grammar import CALL_CLOSE, CALL_OPEN, Constraint, constraint_for
+from council.engine.tool_calls import has_calls, parse_tool_calls, repeated_call
 
 GUIDANCE_ARGS = ["--structured-outputs-config", json.dumps({"backend": "guidance"})]
 

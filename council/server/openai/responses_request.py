@@ -90,11 +90,29 @@ def _text(content: Any, where: str) -> str:
     return "".join(texts)
 
 
+ITEM_FIELDS = {  # the keys each input item may hold (the reference's, less what Council cannot take); others refused
+    "message": {"type", "role", "content", "id", "status"},
+    "function_call": {"type", "call_id", "name", "arguments", "id", "status"},
+    "function_call_output": {"type", "call_id", "output", "id", "status"},
+}
+PART_FIELDS = {"type", "text", "annotations", "logprobs"}
+
+
+def _only(value: dict[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(value) - allowed)
+    if extra:
+        raise bad(f"'{where}' has an unknown field {extra[0]!r}", f"{where}.{extra[0]}", "unknown_parameter")
+
+
 def _item(item: Any, where: str) -> dict[str, Any]:
-    """One input item, normalised to the fields Council keeps."""
+    """One input item, normalised to the fields Council keeps; unknown keys are refused by name, at every level."""
     if not isinstance(item, dict):
         raise bad(f"'{where}' must be an object", where, "invalid_type")
     kind = item.get("type", "message")
+    _only(item, ITEM_FIELDS.get(kind, set(item)), where)
+    for j, part in enumerate(item.get("content") if isinstance(item.get("content"), list) else []):
+        if isinstance(part, dict):
+            _only(part, PART_FIELDS, f"{where}.content[{j}]")
     if kind == "message":
         role = item.get("role")
         if role not in ROLES:
