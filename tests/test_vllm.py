@@ -213,7 +213,7 @@ class TestToolsAndJsonOnVllm:
 
 
 def test_a_reply_becomes_calls_as_the_in_process_decoder_makes_them():
-    tools = constraint_of({"tools": WEATHER, "tool_choice": "auto"})
+    tools = constraint_of({"tools": WEATHER, "tool_choice": "auto"}, [])
     paris, rome = (call_text([{"function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}])
                    for city in ("Paris", "Rome"))
     text, finish, calls = settle(f"{paris}\n{rome}\n{paris}\n{rome}", "length", tools)  # repeats end the calls
@@ -223,7 +223,7 @@ def test_a_reply_becomes_calls_as_the_in_process_decoder_makes_them():
     assert settle(paris[:-3], "length", tools) == ("", "length", None)  # a call cut by the token limit: dropped
     assert settle(f"{paris}\n{rome[:20]}", "length", tools)[1] == "tool_calls"  # the whole one is kept
     assert settle("It is sunny.", "stop", tools) == ("It is sunny.", "stop", None)
-    assert settle("{}", "stop", constraint_of({"response_format": {"type": "json_object"}})) == ("{}", "stop", None)
+    assert settle("{}", "stop", constraint_of({"response_format": {"type": "json_object"}}, [])) == ("{}", "stop", None)
 
 
 def test_deploy_serve_roll_back_and_reload_after_a_vllm_restart(council_on_vllm: str, council_home: Path,
