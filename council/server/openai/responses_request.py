@@ -111,7 +111,7 @@ def _item(item: Any, where: str) -> dict[str, Any]:
     kind = item.get("type", "message")
     _only(item, ITEM_FIELDS.get(kind, set(item)), where)
     for j, part in enumerate(item.get("content") if isinstance(item.get("content"), list) else []):
-        if isinstance(part, dict):
+        if isinstance(part, dict) and part.get("type") in TEXT_PARTS:  # other kinds are refused by type below
             _only(part, PART_FIELDS, f"{where}.content[{j}]")
     if kind == "message":
         role = item.get("role")
