@@ -26,7 +26,8 @@ class ToolSettings:
     response_format: dict[str, Any] | None = None
 
 
-def _only(value: dict[str, Any], allowed: set[str], where: str) -> None:
+def only_known(value: dict[str, Any], allowed: set[str], where: str) -> None:
+    """Refuse the first key of ``value`` not in ``allowed``, naming its path (``where.key``) in ``param``."""
     extra = sorted(set(value) - allowed)
     if extra:
         raise bad(f"{where} has an unknown field {extra[0]!r}", f"{where}.{extra[0]}", "unknown_parameter")
@@ -47,9 +48,9 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         if _object(tool, where).get("type") != "function":
             raise bad(f"{where}.type {tool.get('type')!r} is not served: Council serves function tools only",
                       f"{where}.type", "invalid_value")
-        _only(tool, {"type", "function"}, where)
+        only_known(tool, {"type", "function"}, where)
         function = _object(tool.get("function"), f"{where}.function")
-        _only(function, {"name", "description", "parameters", "strict"}, f"{where}.function")
+        only_known(function, {"name", "description", "parameters", "strict"}, f"{where}.function")
         name = function.get("name")
         if not isinstance(name, str) or not NAME.match(name):
             raise bad(f"{where}.function.name must be 1-64 letters, digits, _ or -", f"{where}.function.name",
@@ -84,9 +85,9 @@ def _tool_choice(value: Any, tools: list[dict[str, Any]]) -> str | dict[str, Any
     if _object(value, "tool_choice").get("type") != "function":
         raise bad(f"'tool_choice' of type {value.get('type')!r} is not served: use none, auto, required or "
                   "{\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice.type", "invalid_value")
-    _only(value, {"type", "function"}, "tool_choice")
+    only_known(value, {"type", "function"}, "tool_choice")
     function = _object(value.get("function"), "tool_choice.function")
-    _only(function, {"name"}, "tool_choice.function")
+    only_known(function, {"name"}, "tool_choice.function")
     names = [t["function"]["name"] for t in tools]
     if value.get("type") != "function" or function.get("name") not in names:
         raise bad(f"'tool_choice' must name one of the tools ({', '.join(names)})", "tool_choice", "invalid_value")
@@ -99,14 +100,14 @@ def _response_format(value: Any) -> dict[str, Any] | None:
     fmt = _object(value, "response_format")
     kind = fmt.get("type")
     if kind in ("text", "json_object"):
-        _only(fmt, {"type"}, "response_format")
+        only_known(fmt, {"type"}, "response_format")
         return None if kind == "text" else {"type": "json_object"}
     if kind != "json_schema":
         raise bad("'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format.type",
                   "invalid_value")
-    _only(fmt, {"type", "json_schema"}, "response_format")
+    only_known(fmt, {"type", "json_schema"}, "response_format")
     spec = _object(fmt.get("json_schema"), "response_format.json_schema")
-    _only(spec, {"name", "description", "schema", "strict"}, "response_format.json_schema")
+    only_known(spec, {"name", "description", "schema", "strict"}, "response_format.json_schema")
     if not isinstance(spec.get("name"), str) or not NAME.match(spec["name"]):
         raise bad("'response_format.json_schema.name' is required: 1-64 letters, digits, _ or -",
                   "response_format.json_schema.name", "invalid_value")

@@ -25,6 +25,7 @@ from typing import Any
 
 from council.core.errors import InvalidRequestError
 from council.server.openai.body import load_body
+from council.server.openai.chat_tools import only_known
 
 ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
@@ -98,21 +99,15 @@ ITEM_FIELDS = {  # the keys each input item may hold (the reference's, less what
 PART_FIELDS = {"type", "text", "annotations", "logprobs"}
 
 
-def _only(value: dict[str, Any], allowed: set[str], where: str) -> None:
-    extra = sorted(set(value) - allowed)
-    if extra:
-        raise bad(f"'{where}' has an unknown field {extra[0]!r}", f"{where}.{extra[0]}", "unknown_parameter")
-
-
 def _item(item: Any, where: str) -> dict[str, Any]:
     """One input item, normalised to the fields Council keeps; unknown keys are refused by name, at every level."""
     if not isinstance(item, dict):
         raise bad(f"'{where}' must be an object", where, "invalid_type")
     kind = item.get("type", "message")
-    _only(item, ITEM_FIELDS.get(kind, set(item)), where)
+    only_known(item, ITEM_FIELDS.get(kind, set(item)), where)
     for j, part in enumerate(item.get("content") if isinstance(item.get("content"), list) else []):
         if isinstance(part, dict) and part.get("type") in TEXT_PARTS:  # other kinds are refused by type below
-            _only(part, PART_FIELDS, f"{where}.content[{j}]")
+            only_known(part, PART_FIELDS, f"{where}.content[{j}]")
     if kind == "message":
         role = item.get("role")
         if role not in ROLES:
