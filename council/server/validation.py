@@ -156,10 +156,11 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int | None = None)
     return value
 
 
-def _boolean(body: dict[str, Any], name: str) -> bool:
+def boolean(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    """``body[name]`` as a bool (``default`` when absent or null); refused by name when it is not one."""
     value = body.get(name)
     if value is None:
-        return False
+        return default
     if not isinstance(value, bool):
         raise _bad(f"'{name}' must be true or false", name, "invalid_type")
     return value
@@ -241,7 +242,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     max_tokens = _integer(body, "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = legacy_max
-    stream = _boolean(body, "stream")
+    stream = boolean(body, "stream")
     options = body.get("stream_options")
     if options is not None:
         if not stream:
@@ -250,8 +251,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
             raise _bad("'stream_options' must be an object with 'include_usage' (and 'include_obfuscation')",
                        "stream_options", "invalid_type")
         for key in options:
-            _boolean(options, key)
-    logprobs = _boolean(body, "logprobs")
+            boolean(options, key)
+    logprobs = boolean(body, "logprobs")
     top_logprobs = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
     if top_logprobs and not logprobs:
         raise _bad("'logprobs' must be true when 'top_logprobs' is used", "top_logprobs", "invalid_value")

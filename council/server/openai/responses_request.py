@@ -26,6 +26,7 @@ from typing import Any
 from council.core.errors import InvalidRequestError
 from council.server.openai.body import load_body
 from council.server.openai.chat_tools import only_known
+from council.server.validation import boolean
 
 ROLES = ("user", "system", "developer", "assistant")
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
@@ -204,20 +205,11 @@ def _text_format(value: Any) -> dict[str, Any]:
             "strict": strict}
 
 
-def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise bad(f"'{name}' must be true or false", name, "invalid_type")
-    return value
-
-
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     for name, why in REFUSED.items():
         if body.get(name) is not None:
             raise bad(f"'{name}' is not supported: {why}", name, "unsupported_parameter")
-    if _flag(body, "background", False):
+    if boolean(body, "background", False):
         raise bad("'background' is not supported: responses are answered while the request waits", "background",
                   "unsupported_parameter")
     if body.get("truncation") not in (None, "disabled"):
@@ -248,11 +240,11 @@ def parse_responses_request(raw: bytes) -> ResponsesRequest:
     _refuse_unsupported(body)
     tools = _tools(body.get("tools"))
     _tool_choice(body.get("tool_choice"), tools)
-    stream = _flag(body, "stream", False)
+    stream = boolean(body, "stream", False)
     if body.get("stream_options") is not None and not stream:
         raise bad("'stream_options' is only allowed when 'stream' is true", "stream_options")
     return ResponsesRequest(body=body, items=_items(body.get("input")), tools=tools,
-                            text_format=_text_format(body.get("text")), store=_flag(body, "store", True),
+                            text_format=_text_format(body.get("text")), store=boolean(body, "store", True),
                             stream=stream)
 
 
