@@ -24,6 +24,7 @@ from council.engine.base import GenerationRequest  # noqa: E402
 from council.engine.grammar import constraint_for  # noqa: E402
 from council.engine.local.model import LocalModel  # noqa: E402
 from council.engine.model_files import resolve_base_model  # noqa: E402
+from council.engine.sampling import SamplingParams  # noqa: E402
 
 LONG = {"type": "object", "properties": {"story": {"type": "string", "minLength": 2000}}, "required": ["story"]}
 ASK = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper, as JSON."}]
@@ -33,7 +34,7 @@ def run(model: LocalModel, batch: int, constrained: int, max_tokens: int) -> flo
     """ms per decode step for ``batch`` rows, the first ``constrained`` of them held to LONG."""
     ban = {eos: -100.0 for eos in model.eos_ids}
     grammar = constraint_for({"type": "json_schema", "json_schema": {"name": "s", "schema": LONG}}, None)
-    requests = [GenerationRequest(ASK, max_tokens, logit_bias=ban, temperature=0.7, seed=i,
+    requests = [GenerationRequest(ASK, max_tokens, SamplingParams(logit_bias=ban, temperature=0.7, seed=i),
                                   constraint=grammar if i < constrained else None) for i in range(batch)]
     started = time.perf_counter()
     answers = model.generate_batch(requests)
@@ -107,7 +108,8 @@ def main() -> None:
     for kind in kinds:
         ms = statistics.median(times[kind])
         print(f"{kind:<18} {ms:8.1f} {100 * (ms / free - 1):6.1f}%")
-    texts = [a.text for a in model.generate_batch([GenerationRequest(ASK, args.max_tokens, seed=i, temperature=0.7,
+    texts = [a.text for a in model.generate_batch([GenerationRequest(
+             ASK, args.max_tokens, SamplingParams(seed=i, temperature=0.7),
              constraint=constraint_for({"type": "json_schema", "json_schema": {"name": "s", "schema": LONG}}, None))
              for i in range(4)])]
     print("mask per token (library alone, same answers):")

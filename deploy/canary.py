@@ -152,7 +152,7 @@ def run_canary(model: LocalModel | VllmEngine, cases: list[CanaryCase]) -> Canar
     """Run every case greedily, as the server would: on the live adapter, or the base model outside its scope."""
     results = []
     for case in cases:
-        generation = model.generate(case.messages(), max_new_tokens=case.max_tokens, temperature=0.0)
+        generation = model.generate(case.messages(), max_new_tokens=case.max_tokens)  # greedy
         failed = [check.describe() for check in case.checks if not check.passes(generation.text)]
         results.append(CaseResult(case.id, not failed, generation.text, failed,
                                   generation.adapter is not None, generation.scope_similarity))

@@ -33,7 +33,7 @@ def run_probes(model: LocalModel | VllmEngine, probes: list[dict[str, Any]], sys
     cases = []
     for probe in probes:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": probe["instruction"]}]
-        generation = model.generate(messages, max_new_tokens=max_tokens, temperature=0.0)
+        generation = model.generate(messages, max_new_tokens=max_tokens)  # greedy
         cases.append({"question": probe["instruction"], "expected": probe["correction"], "answer": generation.text,
                       "right": agrees(generation.text, probe["correction"]), "adapter": generation.adapter})
     right = sum(case["right"] for case in cases)

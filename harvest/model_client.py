@@ -34,6 +34,7 @@ from autogen_core.models import (  # noqa: E402
 )
 
 from council.core.errors import ModelUnavailableError  # noqa: E402
+from council.engine.sampling import SamplingParams  # noqa: E402
 
 litellm.suppress_debug_info = True
 _FINISH = {"stop": "stop", "length": "length", "tool_calls": "function_calls", "function_call": "function_calls",
@@ -82,8 +83,9 @@ class LiteLLMChatClient(ChatCompletionClient):
                      cancellation_token: CancellationToken | None = None) -> CreateResult:
         if tools or json_output:
             raise ValueError("LiteLLMChatClient supports neither tools nor JSON/structured output")
-        args: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature,
-                                "logprobs": True, "drop_params": True, "timeout": self.timeout_seconds}
+        sampling = SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature)
+        args: dict[str, Any] = {**sampling.to_litellm(), "logprobs": True, "drop_params": True,
+                                "timeout": self.timeout_seconds}
         args.update(extra_create_args)
         call = asyncio.ensure_future(
             litellm.acompletion(model=self.model, messages=to_litellm_messages(messages), **args))

@@ -18,6 +18,7 @@ from council.core.errors import InvalidRequestError
 from council.engine.base import GenerationRequest
 from council.engine.local.model import LocalModel
 from council.engine.model_files import resolve_base_model
+from council.engine.sampling import SamplingParams
 from council.memory.embedder import BatchingEmbedder, Embedder
 from council.server.app import create_app
 
@@ -32,16 +33,17 @@ def model(base_model_dir: Path) -> LocalModel:
 
 def test_bad_rows_fail_alone_and_the_rest_match_solo_runs(model):
     good = [GenerationRequest(ASK, 8), GenerationRequest([{"role": "user", "content": "Name a colour."}], 8,
-                                                         temperature=0.7, seed=3)]
+                                                         SamplingParams(temperature=0.7, seed=3))]
     solo = [model.generate_batch([request])[0] for request in good]
     bad = [
-        GenerationRequest(ASK, 8, temperature=math.nan),  # no finite distribution
-        GenerationRequest(ASK, 8, temperature=1e-40),  # greedy, not NaN
-        GenerationRequest(ASK, 8, seed=2**64 - 1),  # the largest seed torch takes; OpenAI's negatives map onto it
-        GenerationRequest(ASK, 8, seed=-1),
-        GenerationRequest(ASK, 8, logit_bias={10**9: 5.0}),  # a token the model does not have
+        GenerationRequest(ASK, 8, SamplingParams(temperature=math.nan)),  # no finite distribution
+        GenerationRequest(ASK, 8, SamplingParams(temperature=1e-40)),  # greedy, not NaN
+        GenerationRequest(ASK, 8, SamplingParams(seed=2**64 - 1)),  # the largest seed torch takes; OpenAI's
+        # negatives map onto it
+        GenerationRequest(ASK, 8, SamplingParams(seed=-1)),
+        GenerationRequest(ASK, 8, SamplingParams(logit_bias={10**9: 5.0})),  # a token the model does not have
         GenerationRequest([{"role": "user", "content": "word " * 9000}], 8),  # longer than the context
-        GenerationRequest(ASK, 8, temperature=0.5, top_p=0.0),  # nucleus of one token: greedy
+        GenerationRequest(ASK, 8, SamplingParams(temperature=0.5, top_p=0.0)),  # nucleus of one token: greedy
     ]
     results = model.generate_batch([good[0], *bad, good[1]])
     assert results[0].text == solo[0].text and results[-1].text == solo[1].text

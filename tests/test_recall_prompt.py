@@ -47,6 +47,6 @@ def test_the_embedded_model_answers_with_recalled_corrections_that_open_with_an_
     for question, correction in FACTS:
         system = store.render("system.j2", context=recalled(question), client_system="")
         reply = model.generate([{"role": "system", "content": system}, {"role": "user", "content": question}],
-                               max_new_tokens=24, temperature=0.0)
+                               max_new_tokens=24)
         answers[correction] = reply.text
     assert all(correction.split(" ", 1)[1].lower() in text.lower() for correction, text in answers.items()), answers

@@ -31,10 +31,11 @@ from council.core.config import load_settings
 from council.core.engine_settings import EngineSettings
 from council.core.exitcodes import FAILURE, OK
 from council.engine.model_files import resolve_base_model
+from council.engine.sampling import SamplingParams
 from council.engine.tool_calls import call_text
 from council.engine.vllm.client import VllmReplica
 from council.engine.vllm.process import VllmProcess
-from council.engine.vllm.tools import constraint_of, settle, until_repeat
+from council.engine.vllm.tools import settle, until_repeat
 from deploy.main import DeployConfig
 from deploy.main import main as deploy
 from deploy.publish import publish
@@ -213,7 +214,7 @@ class TestToolsAndJsonOnVllm:
 
 
 def test_a_reply_becomes_calls_as_the_in_process_decoder_makes_them():
-    tools = constraint_of({"tools": WEATHER, "tool_choice": "auto"}, [])
+    tools = SamplingParams.from_litellm({"tools": WEATHER, "tool_choice": "auto"}).constraint([])
     paris, rome = (call_text([{"function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}])
                    for city in ("Paris", "Rome"))
     text, finish, calls = settle(f"{paris}\n{rome}\n{paris}\n{rome}", "length", tools)  # repeats end the calls
@@ -223,7 +224,8 @@ def test_a_reply_becomes_calls_as_the_in_process_decoder_makes_them():
     assert settle(paris[:-3], "length", tools) == ("", "length", None)  # a call cut by the token limit: dropped
     assert settle(f"{paris}\n{rome[:20]}", "length", tools)[1] == "tool_calls"  # the whole one is kept
     assert settle("It is sunny.", "stop", tools) == ("It is sunny.", "stop", None)
-    assert settle("{}", "stop", constraint_of({"response_format": {"type": "json_object"}}, [])) == ("{}", "stop", None)
+    json_object = SamplingParams(response_format={"type": "json_object"}).constraint([])
+    assert settle("{}", "stop", json_object) == ("{}", "stop", None)
 
 
 def test_deploy_serve_roll_back_and_reload_after_a_vllm_restart(council_on_vllm: str, council_home: Path,

@@ -100,7 +100,7 @@ def generate_examples(
     examples: list[TokenizedExample] = []
     rejected = 0
     for start in range(0, len(prompts), batch_size):
-        requests = [GenerationRequest(messages, prompts[index].max_tokens, temperature=0.0)
+        requests = [GenerationRequest(messages, prompts[index].max_tokens)  # greedy
                     for index, messages in enumerate(conversations[start:start + batch_size], start)]
         for index, answer in enumerate(engine.generate_batch(requests), start):
             if isinstance(answer, Exception):

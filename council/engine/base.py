@@ -6,8 +6,9 @@ litellm (``council/engine/provider.py``), and training's rehearsal, the canary a
 directly::
 
     engine: Engine = LocalModel.from_settings(base, settings.model)
-    answer = engine.generate([{"role": "user", "content": "Hi"}], max_new_tokens=32)
-    answers = engine.generate_batch([GenerationRequest(messages, 32), ...])   # Generation or Exception each
+    answer = engine.generate([{"role": "user", "content": "Hi"}], max_new_tokens=32)       # greedy
+    answers = engine.generate_batch([GenerationRequest(messages, 32, SamplingParams(temperature=0.7)), ...])
+    # each entry a Generation, or the Exception that request alone caused
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from council.engine.grammar import Constraint
+from council.engine.sampling import SamplingParams
 
 
 @dataclass
@@ -59,29 +61,24 @@ class Generation:
 
 @dataclass
 class GenerationRequest:
-    """One chat generation's settings; ``Engine.generate`` takes the same keywords."""
+    """One chat generation: the messages, how to sample (``SamplingParams``, the one form of those settings),
+    the resolved token limit (``sampling.limited(settings.model.max_new_tokens)``), the grammar and callbacks."""
 
     messages: list[dict[str, Any]]
     max_new_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] | None = None
-    seed: int | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    constraint: Constraint | None = None  # the grammar the answer must follow (council/engine/grammar.py)
     on_text: Callable[[str, TokenLogprob], None] | None = None
     cancelled: threading.Event | None = None
-    top_logprobs: int = 0  # alternatives reported per token (OpenAI top_logprobs, 0-20)
-    logit_bias: dict[int, float] | None = None  # token id -> added to its logit (OpenAI logit_bias)
-    frequency_penalty: float = 0.0  # subtracted per earlier occurrence of a token in the answer
-    presence_penalty: float = 0.0  # subtracted once from any token already in the answer
     on_failed: Callable[[Exception], None] | None = None  # told at once when the request cannot even start
-    constraint: Constraint | None = None  # the grammar the answer must follow (council/engine/grammar.py)
 
 
 class Engine(Protocol):
     """What generates text. Calls block; servers run them off the event loop (``ModelWorker``)."""
 
-    def generate(self, messages: list[dict[str, str]], max_new_tokens: int, **settings: Any) -> Generation:
-        """One answer; ``settings`` are GenerationRequest's fields. Raises CouncilError subclasses."""
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int,
+                 sampling: SamplingParams | None = None) -> Generation:
+        """One answer (``sampling`` None: greedy). Raises CouncilError subclasses."""
         ...
 
     def generate_batch(self, requests: list[GenerationRequest]) -> list[Generation | Exception]:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -29,12 +30,13 @@ from council.core.config import Settings  # noqa: E402
 from council.core.errors import AdapterError, InvalidRequestError  # noqa: E402
 from council.engine.adapter_scope import Embed  # noqa: E402
 from council.engine.base import Generation, GenerationRequest, TokenLogprob  # noqa: E402
-from council.engine.grammar import WORDS, constraint_for  # noqa: E402
+from council.engine.grammar import WORDS  # noqa: E402
 from council.engine.local.arrivals import Arrivals  # noqa: E402
 from council.engine.local.model import LocalModel  # noqa: E402
 from council.engine.local.worker import ModelWorker  # noqa: E402
 from council.engine.model_files import resolve_base_model  # noqa: E402
-from council.engine.tool_calls import as_text_messages, has_calls, only_repeats  # noqa: E402
+from council.engine.sampling import SamplingParams  # noqa: E402
+from council.engine.tool_calls import as_text_messages, only_repeats  # noqa: E402
 
 log = logging.getLogger(__name__)
 litellm.suppress_debug_info = True  # no "file a bug" banners in our logs for provider errors
@@ -44,29 +46,6 @@ LOCAL_NAMES = ("smollm2",)
 
 def logprobs_payload(logprobs: list[TokenLogprob]) -> dict[str, Any]:
     return {"content": [t.to_openai() for t in logprobs]}
-
-
-def _generation_args(optional_params: dict[str, Any], max_new_tokens: int,
-                     messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """``LocalModel.generate`` keywords from litellm's OpenAI-style ``optional_params`` (unset = absent or None)."""
-    get = optional_params.get
-    max_tokens = get("max_completion_tokens") or get("max_tokens")
-    stop = get("stop")
-    bias = get("logit_bias") or {}
-    return {
-        "max_new_tokens": min(int(max_tokens), max_new_tokens) if max_tokens else max_new_tokens,
-        "temperature": float(get("temperature") or 0.0),
-        "top_p": 1.0 if get("top_p") is None else float(get("top_p")),
-        "stop": [stop] if isinstance(stop, str) else list(stop or []),
-        "seed": get("seed"),
-        "top_logprobs": int(get("top_logprobs") or 0),
-        "logit_bias": {int(token): float(value) for token, value in bias.items()} or None,
-        "frequency_penalty": float(get("frequency_penalty") or 0.0),
-        "presence_penalty": float(get("presence_penalty") or 0.0),
-        "constraint": constraint_for(get("response_format"), get("tools"), get("tool_choice") or "auto",
-                                     get("parallel_tool_calls") is not False,
-                                     history_calls=has_calls(messages)),
-    }
 
 
 def _settle(future: asyncio.Future[Generation], result: Generation | Exception) -> None:
@@ -143,14 +122,21 @@ class LocalProvider(CustomLLM):
                 code="model_not_found",
             )
 
-    async def generate(self, messages: list[dict[str, str]], **kwargs: Any) -> Generation:
+    def request(self, messages: list[dict[str, Any]], optional_params: dict[str, Any],
+                **callbacks: Any) -> GenerationRequest:
+        """The GenerationRequest for one litellm call: its ``SamplingParams``, the token limit capped at
+        ``model.max_new_tokens``, the grammar its tools or response_format (and calls in ``messages``) ask for."""
+        sampling = SamplingParams.from_litellm(optional_params)
+        return GenerationRequest(as_text_messages(messages), sampling.limited(self.settings.model.max_new_tokens),
+                                 sampling, sampling.constraint(messages), **callbacks)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
         """One generation on the model thread, decoded in a batch with whatever else waits (OverloadedError
         when the queue is full).
 
         Each request queues itself and one drain job; the model thread's first drain takes up to
         ``model.max_batch`` waiting requests, so by the time a request's own drain has run, it was served."""
         loop = asyncio.get_running_loop()
-        request = GenerationRequest(messages, **kwargs)
         if request.cancelled is None:
             request.cancelled = threading.Event()
         entry = (request, loop.create_future(), loop)
@@ -215,12 +201,11 @@ class LocalProvider(CustomLLM):
                           logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> ModelResponse:
         self._check_model(model)
         started = time.perf_counter()
-        args = _generation_args(optional_params, self.settings.model.max_new_tokens, messages)
-        gen = await self.generate(as_text_messages(messages), **args)
-        if gen.tool_calls and optional_params.get("tool_choice") in (None, "auto") and only_repeats(gen.tool_calls,
-                                                                                                    messages):
+        request = self.request(messages, optional_params)
+        gen = await self.generate(request)
+        if gen.tool_calls and request.sampling.tool_choice in (None, "auto") and only_repeats(gen.tool_calls, messages):
             # "auto" and only calls already answered: the model answers in words instead (a second decode)
-            gen = await self.generate(as_text_messages(messages), **dict(args, constraint=WORDS))
+            gen = await self.generate(replace(request, constraint=WORDS, cancelled=None, on_failed=None))
         message = Message(content=gen.text if gen.tool_calls is None else None, role="assistant",
                           tool_calls=gen.tool_calls)
         model_response.choices = [Choices(index=0, finish_reason=gen.finish_reason, message=message,
@@ -244,9 +229,8 @@ class LocalProvider(CustomLLM):
         def on_text(text: str, token: TokenLogprob) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, (text, token))
 
-        args = _generation_args(optional_params, self.settings.model.max_new_tokens, messages)
-        task = asyncio.ensure_future(self.generate(as_text_messages(messages), on_text=on_text, cancelled=cancelled,
-                                                   **args))
+        task = asyncio.ensure_future(self.generate(self.request(messages, optional_params, on_text=on_text,
+                                                                cancelled=cancelled)))
         task.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, None))
         try:
             while (item := await queue.get()) is not None:

@@ -11,7 +11,8 @@
 4. A model that errors or times out is replaced by its ``council.fallbacks`` chain, then skipped; when no
    model at all answers, the request fails with 503.
 
-Every model call goes through ``litellm.acompletion``.
+Every model call goes through ``litellm.acompletion``, its sampling settings a ``SamplingParams`` turned into
+litellm keywords there (``to_litellm()``).
 
 ``stream`` is the live variant (``council.stream_mode = "live"``): Agent-0's answer (or its fallback's, when the
 model fails before its first token) is passed on token by token as it is made; the heads are not asked, so its
@@ -33,12 +34,14 @@ import openai
 from council.core.config import Settings
 from council.core.errors import CouncilError, ModelUnavailableError
 from council.core.pii import redact
+from council.engine.sampling import SamplingParams
 from council.routing import confidence as conf
 from council.routing.prompts import SYSTEM_TEMPLATE, PromptStore, tools_section
 
 log = logging.getLogger(__name__)
 AGENT0 = "agent0"
 LOCAL_PREFIX = "local/"  # the in-process model: memories it sees never leave the machine
+RATING = SamplingParams(max_tokens=8)  # a model's self-rating of its answer: a few greedy tokens
 
 
 @dataclass
@@ -101,18 +104,17 @@ class Router:
                      "corrected": bool(r.gold_answer)} for r, s in context]
         return self.prompts.render(template, context=memories, client_system=client_system)
 
-    def with_tools(self, system: str, model: str, params: dict[str, Any]) -> str:
+    def with_tools(self, system: str, model: str, params: SamplingParams) -> str:
         """``system`` followed by the request's tools (``prompts/tools.j2``) for models that read tools from the
         prompt (``local/``: the grammar in council/engine/grammar.py holds their answer to its format)."""
         if not model.startswith(LOCAL_PREFIX):
             return system
-        section = tools_section(self.prompts, params.get("tools"), params.get("tool_choice"),
-                                params.get("parallel_tool_calls") is not False)
+        section = tools_section(self.prompts, list(params.tools), params.tool_choice, params.parallel_tool_calls)
         return "\n".join(part for part in (system, section) if part)
 
-    async def _call(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> Any:
+    async def _call(self, model: str, messages: list[dict[str, Any]], params: SamplingParams) -> Any:
         return await asyncio.wait_for(
-            litellm.acompletion(model=model, messages=messages, logprobs=True, **params),
+            litellm.acompletion(model=model, messages=messages, logprobs=True, **params.to_litellm()),
             timeout=self.council.head_timeout_seconds,
         )
 
@@ -125,12 +127,11 @@ class Router:
             return 0.0
         rate_prompt = self.prompts.render("self_rate.j2", question=messages[-1]["content"],
                                           answer=choice.message.content)
-        rating = await self._call(model, [{"role": "user", "content": rate_prompt}],
-                                  {"max_tokens": 8, "temperature": 0.0})
+        rating = await self._call(model, [{"role": "user", "content": rate_prompt}], RATING)
         return conf.from_self_rating(rating.choices[0].message.content or "") or 0.0
 
     async def ask(self, head: str, model: str, messages: list[dict[str, Any]],
-                  params: dict[str, Any]) -> Candidate:
+                  params: SamplingParams) -> Candidate:
         """One head's answer from ``model`` or, when it fails, from its fallback chain."""
         chain = [model, *self.council.fallbacks.get(model, [])]
         errors: list[str] = []
@@ -164,7 +165,7 @@ class Router:
                 errors.append(f"{candidate_model}: {reason[:200]}")
         raise ModelUnavailableError(f"head {head}: every model failed ({'; '.join(errors)})")
 
-    async def decide(self, messages: list[dict[str, Any]], params: dict[str, Any],
+    async def decide(self, messages: list[dict[str, Any]], params: SamplingParams,
                      context: list[tuple[Any, float]], direct_model: str | None = None) -> Decision:
         """Run the route for one request. ``direct_model`` skips the council and asks that model only."""
         client_system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
@@ -211,7 +212,7 @@ class Router:
         client_system = "\n".join(m["content"] for m in messages if m["role"] in ("system", "developer"))
         return client_system, [m for m in messages if m["role"] not in ("system", "developer")]
 
-    async def stream(self, messages: list[dict[str, Any]], params: dict[str, Any], context: list[tuple[Any, float]],
+    async def stream(self, messages: list[dict[str, Any]], params: SamplingParams, context: list[tuple[Any, float]],
                      on_text: Callable[[str], Awaitable[None]], direct_model: str | None = None) -> Decision:
         """Agent-0's answer (``direct_model``'s, when given), each piece of text awaited through ``on_text`` as
         the model makes it. A model that fails before its first piece is replaced by its fallbacks; after it,
@@ -241,12 +242,12 @@ class Router:
                 errors.append(f"{candidate_model}: {reason[:200]}")
         raise ModelUnavailableError(f"every model failed ({'; '.join(errors)})")
 
-    async def _stream_one(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any],
+    async def _stream_one(self, model: str, messages: list[dict[str, Any]], params: SamplingParams,
                           on_text: Callable[[str], Awaitable[None]]) -> Candidate:
         pieces, logprobs, usage, finish, adapter = [], [], None, "stop", None
         async with asyncio.timeout(self.council.head_timeout_seconds):
             response = await litellm.acompletion(model=model, messages=messages, logprobs=True, stream=True,
-                                                 stream_options={"include_usage": True}, **params)
+                                                 stream_options={"include_usage": True}, **params.to_litellm())
             async for chunk in response:
                 usage = getattr(chunk, "usage", None) or usage
                 if not chunk.choices:
@@ -272,5 +273,5 @@ class Router:
         if not answer:
             return 0.0
         rate_prompt = self.prompts.render("self_rate.j2", question=messages[-1]["content"], answer=answer)
-        rating = await self._call(model, [{"role": "user", "content": rate_prompt}], {"max_tokens": 8, "temperature": 0.0})
+        rating = await self._call(model, [{"role": "user", "content": rate_prompt}], RATING)
         return conf.from_self_rating(rating.choices[0].message.content or "") or 0.0

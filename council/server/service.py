@@ -86,7 +86,7 @@ class ChatService:
         self.check_model(request.model)
         started = time.perf_counter()
         direct = None if request.model == COUNCIL_MODEL else request.model
-        params = request.params(self.settings.council.temperature)
+        params = request.sampling(self.settings.council.temperature)
         with self.arriving():  # requests sent together decode together (LocalProvider.arriving)
             vector, context = await self._recall(request.query, user)
             if not request.may_call_tools:  # a call is no fact to recall: without tools it would be imitated

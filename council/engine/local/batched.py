@@ -100,12 +100,13 @@ def _step(model: LocalModel, live: list[Row], logits: Any, logp: Any, pad_id: in
             if row.matcher is not None:  # logprobs of the constrained distribution: a forced token is certain
                 scores = row.matcher.mask(scores)
                 row_logp = torch.log_softmax(scores, dim=-1)
-            token = model.pick(scores, row.request.temperature, row.request.top_p, row.generator)
+            sampling = row.request.sampling
+            token = model.pick(scores, sampling.temperature, sampling.top_p, row.generator)
             if row.matcher is not None:
                 row.matcher.take(token)
             top = None
-            if row.request.top_logprobs:
-                values, ids = torch.topk(row_logp, row.request.top_logprobs)
+            if sampling.top_logprobs:
+                values, ids = torch.topk(row_logp, sampling.top_logprobs)
                 top = [(i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True) if v > float("-inf")]
             row.accept(model, token, float(row_logp[token]), top)
         except Exception as exc:  # noqa: BLE001 - not hidden: it becomes this request's own error

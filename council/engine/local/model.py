@@ -25,6 +25,7 @@ from council.engine.loading import chat_ids, load_model
 from council.engine.local.batched import generate_batch
 from council.engine.local.prefix_cache import PrefixCache
 from council.engine.model_files import BaseModel
+from council.engine.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -255,10 +256,11 @@ class LocalModel:
         ids = chat_ids(self.tokenizer, messages[:-1], add_generation_prompt=False)
         return ids if ids and prompt_ids[: len(ids)] == ids and len(ids) < len(prompt_ids) else []
 
-    def generate(self, messages: list[dict[str, str]], max_new_tokens: int, **settings: Any) -> Generation:
-        """Sample up to ``max_new_tokens`` (settings: temperature, top_p, stop, seed, on_text, cancelled);
-        logprobs are from the model's untempered distribution."""
-        (result,) = self.generate_batch([GenerationRequest(messages, max_new_tokens, **settings)])
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int,
+                 sampling: SamplingParams | None = None) -> Generation:
+        """Sample up to ``max_new_tokens`` as ``sampling`` says (None: greedy); logprobs are from the model's
+        untempered distribution."""
+        (result,) = self.generate_batch([GenerationRequest(messages, max_new_tokens, sampling or SamplingParams())])
         if isinstance(result, Exception):
             raise result
         return result

@@ -62,16 +62,16 @@ class Row:
         definitions: ``logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty``)."""
         import torch
 
-        request = self.request
-        if not (request.logit_bias or request.frequency_penalty or request.presence_penalty):
+        sampling = self.request.sampling
+        if not (sampling.logit_bias or sampling.frequency_penalty or sampling.presence_penalty):
             return logits
         logits = logits.clone()
-        if request.logit_bias:
-            ids = torch.tensor(list(request.logit_bias))
-            logits[ids] += torch.tensor(list(request.logit_bias.values()), dtype=logits.dtype)
-        if self.out_ids and (request.frequency_penalty or request.presence_penalty):
+        if sampling.logit_bias:
+            ids = torch.tensor(list(sampling.logit_bias))
+            logits[ids] += torch.tensor(list(sampling.logit_bias.values()), dtype=logits.dtype)
+        if self.out_ids and (sampling.frequency_penalty or sampling.presence_penalty):
             counts = torch.bincount(torch.tensor(self.out_ids), minlength=logits.shape[0])[: logits.shape[0]]
-            logits -= counts * request.frequency_penalty + (counts > 0) * request.presence_penalty
+            logits -= counts * sampling.frequency_penalty + (counts > 0) * sampling.presence_penalty
         return logits
 
     def accept(self, model: LocalModel, token: int, logprob: float,
@@ -134,14 +134,15 @@ def prepare_row(model: LocalModel, request: GenerationRequest) -> Row:
             f"model's context of {limit} tokens",
             code="context_length_exceeded",
         )
+    sampling = request.sampling
     vocab = model.model.get_output_embeddings().weight.shape[0]
-    if request.logit_bias and max(request.logit_bias) >= vocab:
-        raise InvalidRequestError(f"logit_bias names token {max(request.logit_bias)}; this model's tokens are "
+    if sampling.logit_bias and max(sampling.logit_bias) >= vocab:
+        raise InvalidRequestError(f"logit_bias names token {max(sampling.logit_bias)}; this model's tokens are "
                                   f"0-{vocab - 1}", code="invalid_value", param="logit_bias")
     # torch seeds are unsigned 64-bit; OpenAI's are signed, so map them one to one
-    generator = torch.Generator().manual_seed(request.seed % 2**64) if request.seed is not None else None
+    generator = torch.Generator().manual_seed(sampling.seed % 2**64) if sampling.seed is not None else None
     # a stop string must not cut a constrained answer short of its grammar: it is not applied there
-    stop = [s for s in (request.stop or []) if s] if request.constraint is None else []
+    stop = [s for s in sampling.stop if s] if request.constraint is None else []
     matcher = model.grammars.matcher(request.constraint) if request.constraint is not None else None
     return Row(request, prompt_ids, generator, stop, time.perf_counter(), matcher=matcher,
                history=model.encode_history(request.messages, prompt_ids) if model.prefix_cache.max_entries else [])

@@ -18,6 +18,7 @@ from typing import Any
 from council.core.errors import AdapterError
 from council.engine.adapter_scope import Embed, query_of, read_scope, similarities
 from council.engine.base import Generation, GenerationRequest
+from council.engine.sampling import SamplingParams
 from council.engine.vllm.client import VllmReplica
 
 
@@ -50,8 +51,9 @@ class VllmEngine:
         (score,) = similarities(self.adapter_scope, [query_of(messages)], self._embed)
         return (self.adapter_version if score >= self.scope_similarity else None), round(score, 4)
 
-    def generate(self, messages: list[dict[str, str]], max_new_tokens: int, **settings: Any) -> Generation:
-        """One greedy answer (``settings`` other than max tokens are ignored: checks decode greedily).
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int,
+                 sampling: SamplingParams | None = None) -> Generation:
+        """One greedy answer (``sampling`` is ignored: checks decode greedily).
         Raises ModelUnavailableError when the replica does not answer."""
         started = time.perf_counter()
         adapter, similarity = self._answerer(messages)

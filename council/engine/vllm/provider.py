@@ -36,14 +36,13 @@ from council.engine.adapter_files import check_adapter_folder
 from council.engine.adapter_scope import Embed, query_of, read_scope, similarities
 from council.engine.grammar import WORDS, Constraint
 from council.engine.model_files import BaseModel, resolve_base_model
+from council.engine.sampling import SamplingParams
 from council.engine.tool_calls import as_text_messages, only_repeats
 from council.engine.vllm.client import VllmReplica
 from council.engine.vllm.process import VllmProcess
-from council.engine.vllm.tools import constraint_of, settle, structured_outputs
+from council.engine.vllm.tools import settle, vllm_keywords
 
 log = logging.getLogger(__name__)
-PASSED = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "top_logprobs",
-          "logit_bias", "frequency_penalty", "presence_penalty")  # response_format and tools: a grammar
 UNREACHABLE = (litellm.APIConnectionError, litellm.ServiceUnavailableError, litellm.Timeout,
                litellm.InternalServerError)
 
@@ -209,13 +208,7 @@ class VllmProvider(CustomLLM):
         ring = [self.replicas[(start + i) % len(self.replicas)] for i in range(len(self.replicas))]
         return sorted(ring, key=lambda s: (not s.up, adapter is not None and adapter not in s.adapters))
 
-    def _params(self, optional_params: dict[str, Any], constraint: Constraint | None) -> dict[str, Any]:
-        params = {k: v for k, v in optional_params.items() if k in PASSED and v is not None}
-        limit = self.settings.model.max_new_tokens
-        params["max_tokens"] = min(int(params.pop("max_completion_tokens", params.get("max_tokens", limit))), limit)
-        return {**params, **structured_outputs(constraint)}
-
-    async def _call(self, messages: list, optional_params: dict[str, Any], stream: bool,
+    async def _call(self, messages: list, sampling: SamplingParams, stream: bool,
                     constraint: Constraint | None) -> tuple[Any, str | None]:
         messages = as_text_messages(messages)  # tool calls and results as text, as the in-process engine sees them
         adapter = await self._model_for(messages)
@@ -225,7 +218,8 @@ class VllmProvider(CustomLLM):
             try:
                 response = await litellm.acompletion(model=f"hosted_vllm/{name}", api_base=f"{state.replica.url}/v1",
                                                      api_key="none", messages=messages, logprobs=True, stream=stream,
-                                                     **self._params(optional_params, constraint))
+                                                     **vllm_keywords(sampling, self.settings.model.max_new_tokens,
+                                                                     constraint))
                 return response, adapter
             except UNREACHABLE as exc:
                 state.up, state.error = False, f"{type(exc).__name__}: {exc}"
@@ -236,14 +230,15 @@ class VllmProvider(CustomLLM):
                           model_response: ModelResponse, print_verbose: Any, encoding: Any, api_key: Any,
                           logging_obj: Any, optional_params: dict, *args: Any, **kwargs: Any) -> ModelResponse:
         started = time.perf_counter()
-        constraint = constraint_of(optional_params, messages)
-        response, adapter = await self._call(messages, optional_params, False, constraint)
+        sampling = SamplingParams.from_litellm(optional_params)
+        constraint = sampling.constraint(messages)
+        response, adapter = await self._call(messages, sampling, False, constraint)
         choice = response.choices[0]
         text, finish, calls = settle(choice.message.content or "", choice.finish_reason, constraint)
-        if calls and optional_params.get("tool_choice") in (None, "auto") and only_repeats(calls, messages):
+        if calls and sampling.tool_choice in (None, "auto") and only_repeats(calls, messages):
             # "auto" and only calls already answered: the model answers in words instead (a second decode)
             constraint = WORDS
-            response, adapter = await self._call(messages, optional_params, False, constraint)
+            response, adapter = await self._call(messages, sampling, False, constraint)
             choice = response.choices[0]
             text, finish, calls = choice.message.content or "", choice.finish_reason, None
         if constraint is not None and constraint.kind in ("tools", "words"):
@@ -258,7 +253,8 @@ class VllmProvider(CustomLLM):
                          model_response: ModelResponse, print_verbose: Any, encoding: Any, api_key: Any,
                          logging_obj: Any, optional_params: dict, *args: Any,
                          **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:
-        stream, adapter = await self._call(messages, optional_params, True, constraint_of(optional_params, messages))
+        sampling = SamplingParams.from_litellm(optional_params)
+        stream, adapter = await self._call(messages, sampling, True, sampling.constraint(messages))
         finish, usage = "stop", None
         async for chunk in stream:
             choice = chunk.choices[0] if chunk.choices else None

@@ -28,20 +28,23 @@ under vLLM's default "auto", xgrammar takes the grammar and ignores its ``x-guid
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
-from council.engine.grammar import CALL_CLOSE, CALL_OPEN, Constraint, constraint_for
-from council.engine.tool_calls import has_calls, parse_tool_calls, repeated_call
+from council.engine.grammar import CALL_CLOSE, CALL_OPEN, Constraint
+from council.engine.sampling import SamplingParams
+from council.engine.tool_calls import parse_tool_calls, repeated_call
 
 GUIDANCE_ARGS = ["--structured-outputs-config", json.dumps({"backend": "guidance"})]
 
 
-def constraint_of(optional_params: dict[str, Any], messages: list[dict[str, Any]]) -> Constraint | None:
-    """The grammar a request's OpenAI parameters and conversation ask for (as the in-process engine reads
-    them), or None."""
-    get = optional_params.get
-    return constraint_for(get("response_format"), get("tools"), get("tool_choice") or "auto",
-                          get("parallel_tool_calls") is not False, history_calls=has_calls(messages))
+def vllm_keywords(sampling: SamplingParams, max_new_tokens: int, constraint: Constraint | None) -> dict[str, Any]:
+    """litellm keywords for one ``hosted_vllm/`` call: ``sampling``'s settings, ``max_tokens`` capped at
+    ``max_new_tokens``, and ``constraint`` (the grammar of its tools or response_format, or WORDS) as
+    ``structured_outputs`` in place of the OpenAI ``tools`` / ``response_format`` fields."""
+    decoding = replace(sampling, max_tokens=sampling.limited(max_new_tokens), tools=(), tool_choice=None,
+                       parallel_tool_calls=True, response_format=None)
+    return {**decoding.to_litellm(), **structured_outputs(constraint)}
 
 
 def structured_outputs(constraint: Constraint | None) -> dict[str, Any]:
