@@ -25,17 +25,23 @@ from aiohttp import web
 from council.core.errors import CouncilError, RequestTimeoutError
 from council.memory.schema import new_record_id
 from council.server import keys
+from council.server.protocol.chat_reply import ChatCompletionChunk, CouncilInfo
+from council.server.protocol.completions import CompletionChunk
 from council.server.service import Answer
 from council.server.validation import ChatRequest
 
 log = logging.getLogger(__name__)
 
 
+CHUNKS: dict[str, Any] = {"chat.completion.chunk": ChatCompletionChunk,  # object -> its reply model
+                          "text_completion": CompletionChunk}
+
+
 def council_field(answer: Answer) -> dict[str, Any]:
     r = answer.record
-    return {"record_id": r.id, "confidence": round(r.confidence, 4), "success": r.success, "route": r.route,
-            "adapter": r.adapter, "model": r.model, "context_ids": r.context_ids,
-            "skipped": answer.decision.skipped}
+    return CouncilInfo(record_id=r.id, confidence=round(r.confidence, 4), success=r.success, route=r.route,
+                       adapter=r.adapter, model=r.model, context_ids=r.context_ids,
+                       skipped=answer.decision.skipped).dump()
 
 
 def council_headers(answer: Answer) -> dict[str, str]:
@@ -92,10 +98,14 @@ class Sse:
                                                     **headers})
         self.base = {"id": chunk_id, "object": kind, "created": int(time.time()), "model": chat.model,
                      **({"usage": None} if chat.include_usage else {})}
+        self.model = CHUNKS.get(kind)
 
     async def write(self, payload: dict[str, Any] | str) -> None:
+        """One event: ``[DONE]``, an error, or a chunk (checked against its reply model, when it has one)."""
         if not self.response.prepared:
             await self.response.prepare(self.request)
+        if isinstance(payload, dict) and self.model is not None and "error" not in payload:
+            payload = self.model.model_validate(payload).model_dump(mode="json", exclude_unset=True)
         data = payload if isinstance(payload, str) else json.dumps(payload)
         await self.response.write(f"data: {data}\n\n".encode())
 

@@ -1,2 +1,3 @@
-"""The OpenAI endpoints beyond the chat handler: chat's messages and tools checked (chat_messages.py, chat_tools.py),
-``/v1/responses`` (responses*.py), ``/v1/completions`` (completions.py), ``/v1/embeddings`` (embeddings.py)."""
+"""The OpenAI endpoints, one serving module each: chat (chat.py), ``/v1/responses`` (responses*.py),
+``/v1/completions`` (completions.py), ``/v1/embeddings`` (embeddings.py). Their requests and replies are the typed
+protocol models of ``council/server/protocol/``."""

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from council.core.errors import RequestTimeoutError
 from council.server import keys
+from council.server.protocol.chat_reply import ChatCompletion
 from council.server.streaming import council_field, council_headers, entry, stream_decided, stream_live, usage
 from council.server.validation import ChatRequest, parse_chat_request
 
@@ -41,11 +42,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                "refusal": None}
     if winner.tool_calls:
         message["tool_calls"] = winner.tool_calls
-    choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": winner.finish_reason,
-                              "logprobs": None}
+    logprobs = None
     if chat.logprobs and winner.logprobs is not None:
-        choice["logprobs"] = {"content": [entry(t, chat.top_logprobs) for t in winner.token_dicts()],
-                              "refusal": None}
-    body = {"id": f"chatcmpl-{answer.record.id}", "object": "chat.completion", "created": int(time.time()),
-            "model": chat.model, "choices": [choice], "usage": usage(winner.usage), "council": council_field(answer)}
-    return web.json_response(body, headers=council_headers(answer))
+        logprobs = {"content": [entry(t, chat.top_logprobs) for t in winner.token_dicts()], "refusal": None}
+    body = ChatCompletion.model_validate({
+        "id": f"chatcmpl-{answer.record.id}", "object": "chat.completion", "created": int(time.time()),
+        "model": chat.model, "usage": usage(winner.usage), "council": council_field(answer),
+        "choices": [{"index": 0, "message": message, "finish_reason": winner.finish_reason, "logprobs": logprobs}]})
+    return web.json_response(body.dump(), headers=council_headers(answer))

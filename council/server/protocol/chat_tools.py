@@ -1,0 +1,96 @@
+"""``tools``, ``tool_choice`` and ``response_format`` of a chat request, typed.
+
+Shapes as OpenAI's ``ChatCompletionTool``, ``ChatCompletionToolChoiceOption`` and ``ResponseFormat*``
+(openai-openapi ``openapi.yaml``). Council serves function tools only: a ``custom`` tool, or an
+``allowed_tools``/``custom`` tool choice, is refused by its ``type``. Names follow OpenAI's rule (1-64 letters,
+digits, ``_`` or ``-``); a function's ``parameters`` describe an object.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
+from pydantic_core import PydanticCustomError
+
+from council.server.protocol.base import OpenAIModel
+
+NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's rule for function and schema names
+Name = Annotated[str, Field(pattern=NAME, description="1-64 letters, digits, _ or -.")]
+
+
+class FunctionDefinition(OpenAIModel):
+    name: Name
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="A JSON Schema for the arguments (an object).")
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _an_object(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type", "object") != "object":
+            raise PydanticCustomError("invalid_value", "parameters must describe an object (type 'object')",
+                                      {"at": "type"})
+        return value
+
+
+def _function_only(kind: str) -> Any:
+    def check(value: Any) -> Any:
+        if isinstance(value, dict) and value.get("type") != "function":
+            raise PydanticCustomError("invalid_value", "{kind} of type {type} is not served: Council serves "
+                                      "function tools only", {"kind": kind, "type": repr(value.get("type")), "at": "type"})
+        return value
+    return check
+
+
+class FunctionTool(OpenAIModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+Tool = Annotated[FunctionTool, BeforeValidator(_function_only("a tool"))]
+
+
+class NamedFunction(OpenAIModel):
+    name: str
+
+
+class NamedToolChoice(OpenAIModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Annotated[
+    Annotated[Literal["none", "auto", "required"], Tag("mode")]
+    | Annotated[Annotated[NamedToolChoice, BeforeValidator(_function_only("tool_choice"))], Tag("named")],
+    Discriminator(lambda v: "mode" if isinstance(v, str) else "named")]
+
+
+class TextFormat(OpenAIModel):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(OpenAIModel):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(OpenAIModel):
+    name: Name
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="The JSON Schema the answer follows.")
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(OpenAIModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
+def format_dict(value: TextFormat | JsonObjectFormat | JsonSchemaFormat | None) -> dict[str, Any] | None:
+    """The format the engines read: None for text, else the OpenAI dict (unset keys left out)."""
+    if value is None or isinstance(value, TextFormat):
+        return None
+    return value.model_dump(by_alias=True, exclude_none=True)
