@@ -13,7 +13,8 @@ import pytest
 
 from council.server import keys
 from council.server.app import create_app
-from council.server.openai.embeddings import MAX_INPUTS
+from council.server.protocol.completions import Completion, CompletionChunk
+from council.server.protocol.embeddings import MAX_INPUTS, CreateEmbeddingResponse
 
 ASK = "What is the capital of France?"
 KEY = "sekrit-key"
@@ -59,6 +60,7 @@ async def test_embeddings_float_and_base64_are_the_memory_embedders_vectors(clie
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     assert body["object"] == "list" and body["model"] == "council"
+    assert CreateEmbeddingResponse.model_validate(body).dump() == body
     assert [d["index"] for d in body["data"]] == [0, 1, 2] and {d["object"] for d in body["data"]} == {"embedding"}
     floats = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
     assert floats.shape == (3, 384)
@@ -113,6 +115,8 @@ BAD_EMBEDDINGS = [
     ({"model": "council", "input": "hi", "dimensions": 128}, 400, "invalid_value", "dimensions"),
     ({"model": "council", "input": "hi", "dimensions": "384"}, 400, "invalid_value", "dimensions"),
     ({"model": "council", "input": "hi", "user": 5}, 400, "invalid_type", "user"),
+    ({"model": "council", "input": None}, 400, "missing_field", "input"),
+    ({"model": "council", "input": "hi", "dimensions": True}, 400, "invalid_value", "dimensions"),
     ({"model": "council", "input": "hi", "temperature": 0.5}, 400, "unknown_parameter", "temperature"),
     (b"{not json", 400, "invalid_json", None),
     (b"[\"hi\"]", 400, "invalid_json", None),
@@ -152,6 +156,7 @@ async def test_completion_is_answered_by_the_council_and_recorded(client):
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] and usage["completion_tokens"]
     assert body["council"]["record_id"] == record_id and 0.0 <= body["council"]["confidence"] <= 1.0
+    assert Completion.model_validate(body).dump() == body  # the declared shape, nothing more or less
     assert float(resp.headers["x-council-confidence"]) == pytest.approx(body["council"]["confidence"], abs=1e-4)
     record = await (await client.get(f"/v1/records/{record_id}")).json()
     assert record["query"] == ASK and record["answer"] == choice["text"]
@@ -174,6 +179,7 @@ async def test_completion_streams_text_completion_chunks(client):
     assert len(texts) > 3 and all(c["choices"][0]["finish_reason"] is None for c in chunks[:-2])
     assert all(c["choices"][0].keys() == {"text", "index", "logprobs", "finish_reason"} for c in chunks[:-1])
     assert all(c["usage"] is None for c in chunks[:-1])
+    assert [CompletionChunk.model_validate(c).object for c in chunks] == ["text_completion"] * len(chunks)
     record = await (await client.get(f"/v1/records/{final['council']['record_id']}")).json()
     assert record["answer"] == "".join(texts) and "Paris" in record["answer"]
 
@@ -209,6 +215,15 @@ BAD_COMPLETIONS = [
     ({"prompt": "hi", "max_tokens": 0}, 400, "invalid_value", "max_tokens"),
     ({"prompt": "hi", "stream_options": {"include_usage": True}}, 400, "invalid_value", "stream_options"),
     ({"prompt": "hi", "messages": []}, 400, "unknown_parameter", "messages"),
+    ({"prompt": "hi", "stream": True, "stream_options": {"include_usage": True, "foo": 1}}, 400,
+     "unknown_parameter", "stream_options.foo"),
+    ({"prompt": ["a", "b"]}, 400, "unsupported_parameter", "prompt"),
+    ({"prompt": ["a", 3]}, 400, "invalid_type", "prompt[1]"),
+    ({"prompt": None}, 400, "missing_field", "prompt"),
+    ({"prompt": "hi", "max_tokens": "ten"}, 400, "invalid_type", "max_tokens"),
+    ({"prompt": "hi", "temperature": True}, 400, "invalid_type", "temperature"),
+    ({"prompt": "hi", "echo": "yes"}, 400, "invalid_type", "echo"),
+    ({"prompt": "hi", "n": 0}, 400, "invalid_value", "n"),
     ({"prompt": "hi", "model": "nope"}, 404, "model_not_found", "model"),
     ({"prompt": "hi", "model": "nope", "stream": True}, 404, "model_not_found", "model"),
     (b"{\"prompt\": NaN}", 400, "invalid_json", None),
