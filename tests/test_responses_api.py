@@ -1,8 +1,8 @@
 """``POST /v1/responses`` on the real embedded model over real HTTP: the Response and its stream checked
 against the ``openai`` package's own types, chaining with ``previous_response_id`` (and who may chain), stored
 responses erased with their records, OpenAI-shaped errors, the ``openai`` client, and the ``openai-agents``
-SDK on its default (Responses) path. Tool calls and structured output need ``ChatRequest.tools`` and
-``response_format`` (the engine's part); those tests skip, saying so, until it is there."""
+SDK on its default (Responses) path, function-tool round trips and structured output included; the input items
+of a stored response (``GET /v1/responses/{id}/input_items``)."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ import json
 import aiohttp
 import openai
 import pytest
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import Response, ResponseItemList, ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
 
 from council.memory import erasure
 from council.memory.responses import RESPONSES_DB, ResponseStore, StoredResponse, erase_responses
 from council.server import keys
 from council.server.app import create_app
-from council.server.validation import ChatRequest
 
 pytestmark = pytest.mark.slow
-ENGINE_TOOLS = "tools" in ChatRequest.__dataclass_fields__ and "response_format" in ChatRequest.__dataclass_fields__
-needs_tools = pytest.mark.skipif(not ENGINE_TOOLS, reason="ChatRequest has no tools/response_format yet "
-                                 "(the engine's tool-calling and structured-output work has not landed)")
 EVENTS = TypeAdapter(ResponseStreamEvent)
 ASK = "What is the capital of France?"
 
@@ -189,6 +185,7 @@ async def test_erasing_a_record_erases_every_response_that_holds_it(server):
     assert status == 200
     for gone in (first, second):
         assert (await call(server, "GET", f"/v1/responses/{gone['id']}"))[0] == 404
+        assert (await call(server, "GET", f"/v1/responses/{gone['id']}/input_items"))[0] == 404
     assert (await call(server, "GET", f"/v1/responses/{other['id']}"))[0] == 200
     path = server.app[keys.RESPONSES].path
     assert b"walrus" not in path.read_bytes() + path.with_name(f"{RESPONSES_DB}-wal").read_bytes()
@@ -225,6 +222,82 @@ def test_erase_responses_on_the_file_follows_chains(tmp_path):
     finally:
         store.close()
     assert erase_responses(tmp_path / "missing.sqlite3", ["rec_1"]) == 0
+
+
+async def input_items(server, response_id: str, query: str = "", **headers: str) -> dict:
+    status, _, reply = await call(server, "GET", f"/v1/responses/{response_id}/input_items{query}", **headers)
+    assert status == 200, reply
+    ResponseItemList.model_validate(reply)  # field for field, as the openai package types it
+    return reply
+
+
+async def test_input_items_list_the_conversation_with_ids(server):
+    first = await create(server, {"input": "My name is Ada.", "instructions": "Be kind."})
+    items = [{"type": "message", "role": "developer", "content": "Answer briefly.", "id": "msg_client_1"},
+             {"type": "function_call", "call_id": "call_1", "name": "get_name", "arguments": "{}"},
+             {"type": "function_call_output", "call_id": "call_1", "output": "Ada"},
+             {"role": "user", "content": [{"type": "input_text", "text": "What is my name?"}]}]
+    second = await create(server, {"input": items, "previous_response_id": first["id"]})
+    listed = await input_items(server, second["id"])
+    assert listed["object"] == "list" and listed["has_more"] is False
+    newest_first = listed["data"]
+    assert [(i["type"], i.get("role")) for i in newest_first] == [
+        ("message", "user"), ("function_call_output", None), ("function_call", None), ("message", "developer"),
+        ("message", "assistant"), ("message", "user")]  # this turn's input, then the first turn's, newest first
+    assert newest_first[0]["content"] == [{"type": "input_text", "text": "What is my name?"}]
+    assert newest_first[3]["id"] == "msg_client_1"  # the client's id is kept
+    assert newest_first[4]["id"] == first["output"][0]["id"]  # an earlier output keeps its id
+    assert newest_first[4]["content"][0]["text"] == first["output"][0]["content"][0]["text"]
+    assert newest_first[1]["output"] == "Ada" and newest_first[2]["name"] == "get_name"
+    prefixes = [i["id"].split("_")[0] for i in newest_first]
+    assert prefixes == ["msg", "fco", "fc", "msg", "msg", "msg"] and len({i["id"] for i in newest_first}) == 6
+    assert (listed["first_id"], listed["last_id"]) == (newest_first[0]["id"], newest_first[-1]["id"])
+    assert (await input_items(server, second["id"], "?order=asc"))["data"] == newest_first[::-1]
+    again = await input_items(server, second["id"])
+    assert again == listed  # the ids are stable
+    page = await input_items(server, second["id"], "?limit=4&order=asc")
+    assert page["data"] == newest_first[::-1][:4] and page["has_more"] is True
+    rest = await input_items(server, second["id"], f"?limit=4&order=asc&after={page['last_id']}")
+    assert rest["data"] == newest_first[::-1][4:] and rest["has_more"] is False
+    assert (await input_items(server, first["id"], "?include[]="))["data"][0]["content"][0]["text"] == \
+        "My name is Ada."
+
+
+async def test_input_items_belong_to_their_user_and_check_the_query(server):
+    alice = await create(server, {"input": ASK, "user": "alice"})
+    path = f"/v1/responses/{alice['id']}/input_items"
+    for headers in ({}, {"x-council-user": "bob"}):
+        status, _, reply = await call(server, "GET", path, **headers)
+        assert status == 404 and reply["error"]["code"] == "response_not_found", (headers, reply)
+    assert (await call(server, "GET", "/v1/responses/resp_nope/input_items"))[0] == 404
+    assert len((await input_items(server, alice["id"], **{"x-council-user": "alice"}))["data"]) == 1
+    for query, param, code in [("limit=0", "limit", "invalid_value"), ("limit=101", "limit", "invalid_value"),
+                               ("limit=abc", "limit", "invalid_type"), ("order=sideways", "order", "invalid_value"),
+                               ("after=msg_nope", "after", "invalid_value"),
+                               ("include=message.output_text.logprobs", "include", "unsupported_parameter"),
+                               ("colour=red", "colour", "unknown_parameter")]:
+        status, _, reply = await call(server, "GET", f"{path}?{query}", **{"x-council-user": "alice"})
+        assert status == 400 and reply["error"]["param"] == param and reply["error"]["code"] == code, reply
+        assert reply["error"]["type"] == "invalid_request_error" and reply["error"]["message"]
+    status, _, _ = await call(server, "DELETE", f"/v1/responses/{alice['id']}", **{"x-council-user": "alice"})
+    assert status == 200
+    assert (await call(server, "GET", path, **{"x-council-user": "alice"}))[0] == 404
+
+
+def test_rows_without_item_ids_get_stable_ones(tmp_path):
+    store = ResponseStore.open(tmp_path / RESPONSES_DB)
+    try:
+        items = [{"type": "message", "role": "user", "content": "hi"},
+                 {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                 {"type": "function_call_output", "call_id": "c", "output": "x", "id": "fco_given"},
+                 {"type": "message", "role": "assistant", "content": "ok", "id": "fco_given"}]
+        store.put(StoredResponse("resp_old", None, "rec_1", ["rec_1"], items, {"id": "resp_old"}))
+        ids = [item["id"] for item in store.get("resp_old").items]
+        assert ids == [item["id"] for item in store.get("resp_old").items]
+        assert [i.split("_")[0] for i in ids] == ["msg", "fc", "fco", "msg"] and ids[2] == "fco_given"
+        assert len(set(ids)) == 4
+    finally:
+        store.close()
 
 
 async def test_stream_sends_the_reference_events_in_order(server):
@@ -297,6 +370,8 @@ async def test_openai_client_parses_plain_and_streamed(client):
     assert reply.output_text.strip() and reply.usage.output_tokens > 0
     again = await client.responses.retrieve(reply.id)
     assert again.output_text == reply.output_text
+    items = [item async for item in client.responses.input_items.list(reply.id, limit=1)]  # pages via after
+    assert [(item.type, item.role, item.content[0].text) for item in items] == [("message", "user", ASK)]
     stream = await client.responses.create(model="council", input=ASK, stream=True)
     kinds = [event.type async for event in stream]
     assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
@@ -329,7 +404,6 @@ async def test_openai_agents_runner_plain_and_streamed(client):
     assert isinstance(streamed.final_output, str) and streamed.final_output.strip()
 
 
-@needs_tools
 async def test_function_call_round_trip_on_the_wire(tool_server):
     server = tool_server
     tool = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
@@ -353,7 +427,6 @@ async def test_function_call_round_trip_on_the_wire(tool_server):
                           "response.function_call_arguments.done", "response.output_item.done"]
 
 
-@needs_tools
 async def test_openai_agents_function_tool(tool_client):
     agents = _agents(tool_client)
     seen: list[str] = []
@@ -378,7 +451,6 @@ class City(BaseModel):
     country: str
 
 
-@needs_tools
 async def test_openai_agents_structured_output(tool_client):
     agents = _agents(tool_client)
     agent = agents.Agent(name="cities", instructions="Name a city.", model="council", output_type=City)

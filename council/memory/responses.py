@@ -8,6 +8,11 @@ them erases it, since its ``items`` quote them), ``items`` (the whole conversati
 items: every earlier turn's input and output, then this turn's; a follow-up with ``previous_response_id``
 replays them) and ``response`` (the Response object as sent).
 
+Every stored item has an ``id`` (``msg_``, ``fc_``, ``fco_`` by its type; ``with_ids`` gives them): the one the
+client sent with it, or the output item's own, when no earlier item has it; else a new one. Rows stored before
+items had ids get ids derived from the response id and the item's place, the same at every read, so
+``GET /v1/responses/{id}/input_items`` pages through them stably.
+
 Erasure: ``erase_responses(path, record_ids)`` deletes every stored response whose chain holds an erased
 record and truncates the write-ahead log; ``council/memory/erasure.py`` calls it for ``DELETE /v1/records/{id}``
 and ``council forget --user``.
@@ -20,10 +25,12 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +46,7 @@ CREATE TABLE IF NOT EXISTS responses (id TEXT PRIMARY KEY, created_us INTEGER NO
 CREATE INDEX IF NOT EXISTS responses_record ON responses (record_id);
 """
 FIELDS = "id, created_us, user, record_id, records, items, response"
+ITEM_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
 
 
 @dataclass
@@ -50,6 +58,22 @@ class StoredResponse:
     items: list[dict[str, Any]]  # the conversation as input items, this response's output included
     response: dict[str, Any]
     created_us: int = field(default_factory=lambda: time.time_ns() // 1000)
+
+
+def with_ids(items: list[dict[str, Any]], seed: str | None = None) -> list[dict[str, Any]]:
+    """``items``, each with an ``id`` unique among them: its own if an earlier item does not have it, else a new
+    one, random, or (with ``seed``) derived from ``seed`` and its place so that every call gives the same."""
+    taken: set[str] = set()
+    out = []
+    for index, item in enumerate(items):
+        given = item.get("id")
+        if not isinstance(given, str) or given in taken:
+            token = (hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()[:32] if seed is not None
+                     else uuid.uuid4().hex)
+            given = f"{ITEM_PREFIXES.get(item.get('type', ''), 'item')}_{token}"
+        taken.add(given)
+        out.append({**item, "id": given})
+    return out
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -90,8 +114,8 @@ class ResponseStore:
         if row is None:
             return None
         rid, created_us, user, record_id, records, items, response = row
-        return StoredResponse(rid, user, record_id, json.loads(records), json.loads(items), json.loads(response),
-                              created_us)
+        return StoredResponse(rid, user, record_id, json.loads(records), with_ids(json.loads(items), rid),
+                              json.loads(response), created_us)
 
     def delete(self, response_id: str) -> bool:
         with self._lock, storage(f"delete response {response_id}"):

@@ -13,6 +13,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/v1/responses", responses.create_response)
     app.router.add_get("/v1/responses/{response_id}", responses.get_response)
     app.router.add_delete("/v1/responses/{response_id}", responses.delete_response)
+    app.router.add_get("/v1/responses/{response_id}/input_items", responses.list_input_items)
     app.router.add_get("/v1/models", handlers.list_models)
     app.router.add_get("/v1/models/{model_id:.+}", handlers.get_model)
     app.router.add_post("/v1/feedback", handlers.feedback)

@@ -1,4 +1,5 @@
-"""``POST /v1/responses`` (OpenAI's Responses API) over the council, and ``GET``/``DELETE /v1/responses/{id}``.
+"""``POST /v1/responses`` (OpenAI's Responses API) over the council, ``GET``/``DELETE /v1/responses/{id}`` and
+``GET /v1/responses/{id}/input_items``.
 
 A request (``responses_request.py`` checks it) becomes a chat request, one check for both APIs
 (``parse_chat_request``), and ``ChatService.answer`` answers it exactly as ``/v1/chat/completions`` would:
@@ -11,8 +12,14 @@ Stored responses (``store``, default true) are kept durably in ``responses.sqlit
 (``council/memory/responses.py``) with the whole conversation so far, so ``previous_response_id`` replays every
 earlier turn (their instructions excepted, as the reference does). A response belongs to its user (``user``,
 else the ``x-council-user`` header): another user's id, or an unknown one, is a 404, so one user's text never
-reaches another's prompt; ``GET`` and ``DELETE`` check the header the same way. Erasing a record (``DELETE
-/v1/records/{id}``, ``council forget --user``) erases every stored response whose conversation holds it.
+reaches another's prompt; ``GET``, ``DELETE`` and ``input_items`` check the header the same way. Erasing a
+record (``DELETE /v1/records/{id}``, ``council forget --user``) erases every stored response whose conversation
+holds it.
+
+``input_items`` lists the items the response was made from: the whole conversation replayed for it (earlier
+turns' input and output, then this request's input; instructions are not items), each with its id, one page
+at a time (``limit`` 1-100, default 20; ``order`` ``desc``, newest first, or ``asc``; ``after`` an item id;
+``include`` must be empty), as ``{"object": "list", "data", "first_id", "last_id", "has_more"}``.
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ from typing import Any
 from aiohttp import web
 
 from council.core.errors import InvalidRequestError, NotFoundError, RequestTimeoutError
-from council.memory.responses import RESPONSES_DB, ResponseStore, StoredResponse
+from council.memory.responses import RESPONSES_DB, ResponseStore, StoredResponse, with_ids
 from council.server import keys
 from council.server.openai.responses_output import events, new_id, response_object
 from council.server.openai.responses_request import ResponsesRequest, chat_body, parse_responses_request
+from council.server.protocol.base import parse
+from council.server.protocol.responses_items import FunctionCall, OutputItem, ResponseItemList, listed
+from council.server.protocol.responses_reply import InputItemsQuery, Response
 from council.server.service import Answer
 from council.server.streaming import council_headers
 from council.server.validation import ChatRequest, parse_chat_request
@@ -69,14 +79,15 @@ async def _owned(request: web.Request, response_id: str, user: str | None, param
     return stored
 
 
-def _as_input(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Output items as the input items a later turn replays."""
+def _as_input(items: list[OutputItem]) -> list[dict[str, Any]]:
+    """Output items as the input items a later turn replays (with their ids)."""
     replay = []
     for item in items:
-        if item["type"] == "message":
-            replay.append({"type": "message", "role": "assistant", "content": item["content"][0]["text"]})
+        if isinstance(item, FunctionCall):
+            replay.append({"type": "function_call", "call_id": item.call_id, "name": item.name,
+                           "arguments": item.arguments, "id": item.id})
         else:
-            replay.append({k: item[k] for k in ("type", "call_id", "name", "arguments")})
+            replay.append({"type": "message", "role": "assistant", "content": item.content[0].text, "id": item.id})
     return replay
 
 
@@ -92,7 +103,7 @@ async def _answer(request: web.Request, chat: ChatRequest, user: str | None, ses
         raise
 
 
-async def _stream(request: web.Request, response: dict[str, Any], answer: Answer) -> web.StreamResponse:
+async def _stream(request: web.Request, response: Response, answer: Answer) -> web.StreamResponse:
     stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                          **council_headers(answer)})
     await stream.prepare(request)
@@ -105,7 +116,7 @@ async def _stream(request: web.Request, response: dict[str, Any], answer: Answer
 async def create_response(request: web.Request) -> web.StreamResponse:
     created_at = int(time.time())
     parsed: ResponsesRequest = parse_responses_request(await request.read())
-    user = parsed.body.get("user") or request.headers.get("x-council-user")
+    user = parsed.user or request.headers.get("x-council-user")
     history, chain = [], []
     if parsed.previous_response_id is not None:
         previous = await _owned(request, parsed.previous_response_id, user, "previous_response_id",
@@ -116,13 +127,14 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     settings = request.app[keys.SETTINGS]
     response_id = new_id("resp")
     response = response_object(parsed, answer, response_id, created_at, chat.model, settings.council.temperature)
-    if parsed.store:
-        stored = StoredResponse(response_id, user, answer.record.id, [*chain, answer.record.id],
-                                [*history, *parsed.items, *_as_input(response["output"])], response)
+    if parsed.store is not False:
+        items = with_ids([*history, *parsed.items(), *_as_input(response.output)])
+        stored = StoredResponse(response_id, user, answer.record.id, [*chain, answer.record.id], items,
+                                response.dump())
         await asyncio.to_thread(request.app[keys.RESPONSES].put, stored)
     if parsed.stream:
         return await _stream(request, response, answer)
-    return web.json_response(response, headers=council_headers(answer))
+    return web.json_response(response.dump(), headers=council_headers(answer))
 
 
 async def get_response(request: web.Request) -> web.Response:
@@ -136,3 +148,34 @@ async def delete_response(request: web.Request) -> web.Response:
     await _owned(request, response_id, request.headers.get("x-council-user"))
     await asyncio.to_thread(request.app[keys.RESPONSES].delete, response_id)
     return web.json_response({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+def _query(request: web.Request) -> dict[str, Any]:
+    """The query string as ``InputItemsQuery`` reads it: ``include`` (or ``include[]``) a list, the rest the last
+    value given."""
+    query: dict[str, Any] = {}
+    for key in dict.fromkeys(request.query.keys()):
+        values = request.query.getall(key)
+        if key in ("include", "include[]"):
+            query.setdefault("include", []).extend(value for value in values if value)
+        else:
+            query[key] = values[-1]
+    return query
+
+
+async def list_input_items(request: web.Request) -> web.Response:
+    """One page of the items a stored response was made from (see the module docstring)."""
+    query = parse(InputItemsQuery, _query(request))
+    stored = await _owned(request, request.match_info["response_id"], request.headers.get("x-council-user"))
+    items = stored.items[:len(stored.items) - len(stored.response.get("output", []))]  # less its own output
+    ordered = items if query.order == "asc" else items[::-1]
+    if query.after is not None:
+        ids = [item["id"] for item in ordered]
+        if query.after not in ids:
+            raise InvalidRequestError(f"'after': {query.after!r} is not one of this response's input items",
+                                      param="after", code="invalid_value")
+        ordered = ordered[ids.index(query.after) + 1:]
+    page = ordered[:query.limit]
+    return web.json_response(ResponseItemList(
+        data=[listed(item) for item in page], first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None, has_more=len(ordered) > len(page)).dump())
