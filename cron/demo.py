@@ -57,6 +57,7 @@ from council.core.atomic import atomic_write_json
 from council.core.cliargs import add_config_arguments
 from council.core.config import Settings, load_settings
 from council.core.errors import CouncilError
+from council.core.processes import exit_on_sigterm
 from cron.demo_report import format_report, summarize
 from cron.demo_server import (
     DemoServer,
@@ -265,4 +266,5 @@ def cli(argv: list[str], settings: Settings) -> int:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("LiteLLM").setLevel(logging.WARNING)  # its handler writes INFO lines to stdout
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    return main(config, out=lambda line: sys.stdout.write(line + "\n"))
+    with exit_on_sigterm():  # SIGTERM stops the demo's server too, as Ctrl-C does
+        return main(config, out=lambda line: sys.stdout.write(line + "\n"))

@@ -20,6 +20,7 @@ from typing import Any
 from council.core import http
 from council.core.errors import CouncilError
 from council.core.jsonl import json_objects
+from council.core.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 BUNDLED_QUESTIONS = "demo_data.jsonl"
@@ -95,7 +96,8 @@ class DemoServer:
         command = [sys.executable, "-m", "council.cli", "--home", str(self.home), "--config", str(self.config_file),
                    "--log-level", "WARNING", "serve", "--port", str(self.port)]
         with open(self.log_file, "ab") as handle:
-            self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+            self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                            preexec_fn=die_with_parent)  # prctl only: nothing that takes a lock
         try:
             self._wait_healthy()
         except BaseException:

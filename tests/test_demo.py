@@ -150,3 +150,54 @@ def test_demo_end_to_end_memory_at_once_then_a_gated_night(make_settings, base_m
         assert all(row["after"]["adapter"] is None for row in summary["rows"])
     assert (code == exitcodes.OK) == summary["passed"]
     assert not port_open(summary["server_url"]), "the demo server must be stopped when the demo ends"
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads children from Linux /proc")
+def test_sigterm_stops_the_demo_and_the_server_it_started(base_model_dir, tmp_path):
+    """Stopped by SIGTERM (kill, systemd, CI), `council demo` stops its `council serve` child, as Ctrl-C does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", HF_HUB_OFFLINE="1")
+    demo = subprocess.Popen([sys.executable, "-m", "council.cli", "--home", str(tmp_path / "home"), "demo",
+                             "--questions", "1", "--model-source", str(base_model_dir),
+                             "--demo-home", str(tmp_path / "demo")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, server = time.monotonic() + 120, None
+        while server is None and time.monotonic() < deadline and demo.poll() is None:
+            server = next(iter(_children(demo.pid)), None)
+            time.sleep(0.2)
+        assert server is not None, "the demo never started its server"
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while _alive(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(server), "the demo's server outlived the demo"
+        assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").iterdir())
+    finally:
+        if demo.poll() is None:
+            demo.kill()
