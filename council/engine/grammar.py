@@ -24,6 +24,7 @@ opening with ``<``) or calls, "none" free text only. ``parallel_tool_calls: fals
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -138,13 +139,20 @@ def constraint_for(response_format: dict[str, Any] | None, tools: list[dict[str,
     return None
 
 
+@functools.lru_cache(maxsize=512)
+def _grammar_error(lark: str) -> str:
+    """llguidance's verdict on a grammar ("" when it compiles). Cached: an agent sends the same tools with every
+    request, and checking 8 tools' grammar takes ~2 ms (bench/protocol_bench.py)."""
+    import llguidance
+
+    return llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_lark(lark)) or ""
+
+
 def check(constraint: Constraint | None, param: str) -> None:
     """Raise InvalidRequestError (naming ``param``) when llguidance cannot compile the constraint."""
     if constraint is None:
         return
-    import llguidance
-
-    error = llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_lark(constraint.lark))
+    error = _grammar_error(constraint.lark)
     if error:
         raise InvalidRequestError(f"'{param}' holds a schema Council cannot enforce: {error}", param=param,
                                   code="invalid_schema")
