@@ -3,7 +3,7 @@
 The page is the hand-written prose of ``docs/_configuration.md`` (where settings come from, the environment,
 privacy and erasure) followed by one table per section — key, type, default, help — made by walking
 ``council.core.config.Settings`` (and the section dataclasses it holds, ``[engine]`` from
-``council/core/engine_settings.py`` included) and reading each field's ``metadata["help"]``. A field without
+``council/core/engine_settings.py`` and ``memory_settings.py`` included) and reading each field's ``metadata["help"]``. A field without
 help stops the build.
 
 mkdocs-gen-files runs this file at build time (``mkdocs.yml``: ``plugins: gen-files: scripts``), so
@@ -118,7 +118,7 @@ def sections() -> list[tuple[str | None, type]]:
 def render() -> str:
     """The whole configuration page, as markdown."""
     out = ["# Configuration", "", INTRO.read_text(encoding="utf-8").strip(), "", "## Every setting", "",
-           "Generated from the settings' own help (`council/core/config.py`, `council/core/engine_settings.py`) "
+           "Generated from the settings' own help (`council/core/config.py`, `engine_settings.py`, `memory_settings.py`) "
            "by `docs/gen_config.py` each time the site is built. Defaults are written as in `council.toml`; "
            "every setting can also come from the environment variable named in its row (string and path "
            "settings take the raw text, others are read as TOML).", ""]

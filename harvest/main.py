@@ -94,7 +94,8 @@ async def _run(settings: Settings, config: HarvestConfig, report: Report) -> Non
 def _say_what_lies_outside(store, config: HarvestConfig, report: Report) -> None:  # noqa: ANN001 - MemoryStore
     """Nothing in the window: count the unharvested failures outside it, and name the flags that take them."""
     now = datetime.now(UTC)
-    everything = store.window(EPOCH, now + timedelta(seconds=1), success=False, harvested=False)
+    everything = [r for r in store.window(EPOCH, now + timedelta(seconds=1), success=False, harvested=False)
+                  if not r.superseded_by]  # a superseded correction is never harvested (harvest/selection.py)
     report.outside_window = len(everything)
     if everything:
         log.warning("no unharvested failures in [%s, %s), but %d lie outside it; run without --since/--until "

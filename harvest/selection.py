@@ -1,6 +1,7 @@
 """Which failures one harvest run rewrites.
 
-1. Records with ``success = false`` created in ``[since, until)`` (UTC) and not yet harvested.
+1. Records with ``success = false`` created in ``[since, until)`` (UTC), not yet harvested and not superseded
+   (a correction a newer one of the same question replaced, ``council/memory/corrections.py``: never taught).
 2. Ordered by priority: user correction, then thumbs-down or a low rating, then low confidence; within
    a class the lowest confidence first, then the oldest, then by id (deterministic).
 3. Near-duplicate queries are collapsed: walking that order, a record whose stored query embedding has a
@@ -73,7 +74,8 @@ def collapse(records: list[ExchangeRecord], vectors: np.ndarray, threshold: floa
 
 def select(store, since: datetime, until: datetime, max_records: int, dedupe_similarity: float) -> Selection:
     """Read the window from ``store`` (a ``council.memory.store.MemoryStore``) and pick this run's groups."""
-    records = sorted(store.window(since, until, success=False, harvested=False), key=priority_key)
+    records = sorted((r for r in store.window(since, until, success=False, harvested=False) if not r.superseded_by),
+                     key=priority_key)
     if not records:
         return Selection(0, [], 0)
     vectors = np.asarray(store.vectors([r.id for r in records]), dtype=np.float32)

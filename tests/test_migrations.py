@@ -75,3 +75,32 @@ def test_each_migration_runs_once_and_a_failing_one_leaves_the_last_good_step(tm
     assert columns == ["x", "y"]  # 0003 rolled back whole
     with pytest.raises(ValueError):
         migrate(conn, [*steps, steps[0]])
+
+
+def test_a_memory_before_supersedes_gains_the_columns_and_keeps_its_rows(tmp_path):
+    folder = tmp_path / "memory"
+    _old_memory(folder)
+    conn = sqlite3.connect(folder / "records.sqlite3", isolation_level=None)
+    assert migrate(conn, rows_db.MIGRATIONS[:2]) == ["0001_records", "0002_tools"]  # the release before 0003
+    conn.close()
+    store = MemoryStore.open(folder, dim=4)
+    try:
+        old = store.get("rec_old")
+        assert old.gold_answer == "Four." and old.supersedes == [] and old.superseded_by is None
+        new = ExchangeRecord(query="What is 2+2?", answer="5", confidence=0.9, success=True, model="local/smollm2",
+                             id="rec_later", user="alice")
+        store.add(new, np.ones(4, "f4"))
+        fixed = store.apply_feedback("rec_later", correction="4", supersede_similarity=0.92)
+        assert fixed.supersedes == ["rec_old"] and store.get("rec_old").superseded_by == "rec_later"
+    finally:
+        store.close()
+    conn = sqlite3.connect(folder / "records.sqlite3")
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(records)")]
+    assert columns[-2:] == ["supersedes", "superseded_by"] and "tool_calls" in columns
+    assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 2
+    applied = [row[0] for row in conn.execute("SELECT name FROM council_migrations ORDER BY name")]
+    assert applied == ["0001_records", "0002_tools", "0003_supersedes"]
+    plan = " ".join(str(row) for row in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT fid FROM records WHERE json_extract(feedback, '$.correction') IS NOT NULL "
+        "AND superseded_by IS NULL ORDER BY fid"))
+    assert "records_current_corrections" in plan  # recall reads the current corrections' ids from the index

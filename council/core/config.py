@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from council.core.engine_settings import EngineSettings
+from council.core.memory_settings import MemorySettings
 from council.core.paths import StatePaths
 
 REPO_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
@@ -119,32 +120,6 @@ class CouncilSettings:
             raise ValueError("council.memory_min_similarity must be within -1..1")
         if self.memory_k < 0:
             raise ValueError("council.memory_k must be >= 0")
-
-
-SHARE_MODES = ("corrections", "none", "all")
-
-
-@dataclass
-class MemorySettings:
-    share: str = field(default="corrections", metadata={
-        "help": "Whose past exchanges a request gets as context: 'corrections' (default) = corrected answers are "
-                "shared knowledge for every user, raw successful exchanges only for the user who had them; 'none' "
-                "= a user gets only their own; 'all' = everyone gets everything. The same user is the same "
-                "request 'user' (or x-council-user); exchanges without one go to requests without one."})
-    embedder_runtime: str = field(default="onnx-int8", metadata={
-        "help": "How all-MiniLM-L6-v2 embeds queries: 'onnx-int8' (default) = ONNX Runtime with int8 weights "
-                "(1.6 ms a query on one core here, ~4x faster than torch; within cosine 0.98 of it, so near-ties "
-                "in recall may order differently); 'onnx' = ONNX Runtime, float32 (the same vectors as torch, "
-                "~3x faster); 'torch' = sentence-transformers. The "
-                "ONNX graphs are made once and cached in $XDG_CACHE_HOME/council or ~/.cache/council. Changing it "
-                "changes stored vectors slightly: recall keeps working, similarities shift by < 0.01."})
-
-    def __post_init__(self) -> None:
-        if self.share not in SHARE_MODES:
-            raise ValueError(f"memory.share must be one of {', '.join(SHARE_MODES)}, got {self.share!r}")
-        if self.embedder_runtime not in ("onnx-int8", "onnx", "torch"):
-            raise ValueError("memory.embedder_runtime must be 'onnx-int8', 'onnx' or 'torch', got "
-                             f"{self.embedder_runtime!r}")
 
 
 @dataclass

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from council.core.errors import InvalidRequestError
+
 THUMBS = ("up", "down")
 FAILING_RATING = 2  # a rating at or below this marks the exchange a failure
 
@@ -77,6 +79,8 @@ class ExchangeRecord:
     tools: list[dict[str, Any]] = field(default_factory=list)  # the request's tools, as sent (OpenAI shape)
     response_format: dict[str, Any] | None = None  # json_object / json_schema the answer was held to
     tool_calls: list[dict[str, Any]] | None = None  # the answer, when it was tool calls (answer is then "")
+    supersedes: list[str] = field(default_factory=list)  # earlier corrections of the same question this one replaced
+    superseded_by: str | None = None  # the newer correction that replaced this one: no longer recalled or trained on
 
     @property
     def failure_source(self) -> str | None:
@@ -111,3 +115,15 @@ class ExchangeRecord:
         data["harvested_at"] = from_iso(data.get("harvested_at"))
         data["feedback"] = Feedback.from_dict(data.get("feedback"))
         return cls(**data)
+
+
+def check_feedback(thumbs: str | None, rating: int | None, correction: str | None) -> None:
+    """Raise InvalidRequestError (naming the field) unless this is feedback a record can take."""
+    if thumbs is not None and thumbs not in THUMBS:
+        raise InvalidRequestError(f"thumbs must be one of {list(THUMBS)}, got {thumbs!r}", param="thumbs")
+    if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
+        raise InvalidRequestError(f"rating must be an integer 1..5, got {rating!r}", param="rating")
+    if correction is not None and (not isinstance(correction, str) or not correction.strip()):
+        raise InvalidRequestError("correction must be a non-empty string", param="correction")
+    if thumbs is None and rating is None and correction is None:
+        raise InvalidRequestError("feedback needs at least one of thumbs, rating, correction")

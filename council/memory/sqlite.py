@@ -3,7 +3,9 @@
 The schema is versioned (``MIGRATIONS``, run by ``council/core/migrations.py`` when a store opens).
 ``records`` holds one row per exchange (list and feedback fields as JSON, times as integer microseconds since
 the epoch, UTC, the query embedding as a float32 BLOB); its integer primary key ``fid`` is the FAISS id.
-``erased`` keeps the fids of erased rows, which are never reused. ``council/memory/store.py`` is the only user.
+``erased`` keeps the fids of erased rows, which are never reused. ``supersedes`` / ``superseded_by`` (0003) link a
+correction to the older ones of the same question it replaced (``corrections.py``); erasing a row unlinks it.
+``council/memory/store.py`` is the only user.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from council.core.errors import InvalidRequestError, StorageError
-from council.memory.corrections import INDEX_SQL
+from council.memory.corrections import CORRECTED, CURRENT_INDEX_SQL, INDEX_SQL, superseded_ids
 from council.memory.schema import ExchangeRecord, Feedback
 
 log = logging.getLogger(__name__)
+
+DB_NAME = "records.sqlite3"  # the memory folder's database: the source of truth
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CHUNK = 500  # ids per SQL "IN (...)"
 FIELDS = ("id", "query", "answer", "confidence", "success", "model", "created_us", "user", "session",
            "messages", "adapter", "route", "latency_ms", "context_ids", "feedback", "harvested_us",
-           "tools", "response_format", "tool_calls")
+           "tools", "response_format", "tool_calls", "supersedes", "superseded_by")
 COLS = ", ".join(FIELDS)
 INITIAL = """
 CREATE TABLE IF NOT EXISTS records (fid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, query TEXT NOT NULL,
@@ -40,9 +45,10 @@ MIGRATIONS = (  # council/core/migrations.py; append, never edit one that shippe
     ("0001_records", INITIAL),  # the schema of every release before migrations (a no-op on their files)
     ("0002_tools", "ALTER TABLE records ADD COLUMN tools TEXT; ALTER TABLE records ADD COLUMN response_format TEXT;"
                    "ALTER TABLE records ADD COLUMN tool_calls TEXT"),  # what tool and JSON requests were asked with
+    ("0003_supersedes", "ALTER TABLE records ADD COLUMN supersedes TEXT; ALTER TABLE records ADD COLUMN superseded_by "
+                        "TEXT; " + CURRENT_INDEX_SQL),  # a newer correction of the same question replaces older ones
 )
 TOP_FID = "SELECT max(coalesce((SELECT max(fid) FROM records), 0), coalesce((SELECT max(fid) FROM erased), 0))"
-CHUNK = 500  # ids per SQL "IN (...)"
 _CHECKPOINT_TRIES = 16  # about 5 s in all
 
 
@@ -64,7 +70,8 @@ def row_values(record: ExchangeRecord) -> tuple:
             record.adapter, json.dumps(record.route), float(record.latency_ms), json.dumps(record.context_ids),
             fb, harvested, json.dumps(record.tools) if record.tools else None,
             json.dumps(record.response_format) if record.response_format else None,
-            json.dumps(record.tool_calls) if record.tool_calls else None)
+            json.dumps(record.tool_calls) if record.tool_calls else None,
+            json.dumps(record.supersedes) if record.supersedes else None, record.superseded_by)
 
 
 def record_of(row: tuple) -> ExchangeRecord:
@@ -77,7 +84,8 @@ def record_of(row: tuple) -> ExchangeRecord:
         feedback=Feedback.from_dict(json.loads(d["feedback"])) if d["feedback"] else None,
         harvested_at=from_us(d["harvested_us"]), tools=json.loads(d["tools"]) if d["tools"] else [],
         response_format=json.loads(d["response_format"]) if d["response_format"] else None,
-        tool_calls=json.loads(d["tool_calls"]) if d["tool_calls"] else None)
+        tool_calls=json.loads(d["tool_calls"]) if d["tool_calls"] else None,
+        supersedes=json.loads(d["supersedes"]) if d["supersedes"] else [], superseded_by=d["superseded_by"])
 
 
 def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
@@ -113,9 +121,27 @@ def delete_rows(conn: sqlite3.Connection, columns: str, record_ids: list[str] | 
             rows += conn.execute(f"SELECT fid, {columns} FROM records WHERE id IN ({','.join('?' * len(part))})",
                                  part).fetchall()
     fids = [(row[0],) for row in rows]
+    gone = [r[0] for part in chunks([f for f, in fids]) for r in conn.execute(
+        f"SELECT id FROM records WHERE fid IN ({','.join('?' * len(part))})", part)]
     conn.executemany("DELETE FROM records WHERE fid = ?", fids)
     conn.executemany("INSERT OR IGNORE INTO erased (fid) VALUES (?)", fids)
+    forget_supersedes(conn, set(gone))
     return rows
+
+
+def forget_supersedes(conn: sqlite3.Connection, gone: set[str]) -> None:
+    """Erased ids leave the other rows' ``supersedes`` and ``superseded_by``: a correction that only an erased one
+    superseded is current again (the question's newest correction still standing answers it)."""
+    if not gone:
+        return
+    for part in chunks(sorted(gone)):
+        conn.execute(f"UPDATE records SET superseded_by = NULL WHERE {CORRECTED} AND superseded_by IN "
+                     f"({','.join('?' * len(part))})", part)  # only corrections supersede or are superseded:
+    listing = f"SELECT fid, supersedes FROM records WHERE {CORRECTED} AND supersedes IS NOT NULL"  # their index
+    for fid, listed in conn.execute(listing).fetchall():
+        kept = [i for i in json.loads(listed) if i not in gone]
+        if len(kept) < len(json.loads(listed)):
+            conn.execute("UPDATE records SET supersedes = ? WHERE fid = ?", (json.dumps(kept) if kept else None, fid))
 
 
 def scrub_sqlite(conn: sqlite3.Connection, vacuum: bool) -> None:
@@ -133,3 +159,12 @@ def scrub_sqlite(conn: sqlite3.Connection, vacuum: bool) -> None:
     finally:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
     log.warning("the write-ahead log could not be truncated (readers kept it busy); the next checkpoint rewrites it")
+
+
+def superseded_records(folder: Path) -> set[str]:
+    """The ids of the superseded records in the memory at ``folder``, read-only (no memory there: none)."""
+    path = Path(folder) / DB_NAME
+    if not path.is_file():
+        return set()
+    with storage(f"read {path}"), contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+        return superseded_ids(db)

@@ -28,17 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
-from council.core.errors import InvalidRequestError, NotFoundError, StorageError
+from council.core.errors import NotFoundError, StorageError
 from council.core.migrations import migrate
 from council.memory import sqlite as rows_db
-from council.memory.corrections import CorrectionSet
+from council.memory.corrections import CorrectionSet, supersede
 from council.memory.index import REFINE_FACTOR, LiveIndex, add_rows, new_index
 from council.memory.recall import CORRECTION_LEAD, RECALL, ranked, same_question
-from council.memory.schema import THUMBS, ExchangeRecord, Feedback, utcnow
+from council.memory.schema import ExchangeRecord, Feedback, check_feedback, utcnow
+from council.memory.sqlite import DB_NAME, superseded_records  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-DB_NAME, INDEX_NAME = "records.sqlite3", "index.faiss"
+INDEX_NAME = "index.faiss"
 MAX_FETCH = 1024  # index neighbours one search reads at most while looking for records it may recall
 
 
@@ -149,16 +150,11 @@ class MemoryStore:
                 self._live.resync()
 
     def apply_feedback(self, record_id: str, thumbs: str | None = None, rating: int | None = None,
-                       correction: str | None = None) -> ExchangeRecord:
-        """Merge feedback into the record (later non-None fields win); negative feedback sets success=False."""
-        if thumbs is not None and thumbs not in THUMBS:
-            raise InvalidRequestError(f"thumbs must be one of {list(THUMBS)}, got {thumbs!r}", param="thumbs")
-        if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
-            raise InvalidRequestError(f"rating must be an integer 1..5, got {rating!r}", param="rating")
-        if correction is not None and (not isinstance(correction, str) or not correction.strip()):
-            raise InvalidRequestError("correction must be a non-empty string", param="correction")
-        if thumbs is None and rating is None and correction is None:
-            raise InvalidRequestError("feedback needs at least one of thumbs, rating, correction")
+                       correction: str | None = None, *, supersede_similarity: float | None = None,
+                       any_user: bool = False) -> ExchangeRecord:
+        """Merge feedback into the record (later non-None fields win); negative feedback sets success=False. With
+        ``supersede_similarity`` a correction supersedes the current ones of the same question (``corrections.py``)."""
+        check_feedback(thumbs, rating, correction)
         with self._transaction(f"save feedback for {record_id}") as conn:
             row = conn.execute(f"SELECT {rows_db.COLS} FROM records WHERE id = ?", (record_id,)).fetchone()
             if row is None:
@@ -171,6 +167,9 @@ class MemoryStore:
             record.success = record.success and not record.feedback.is_negative
             conn.execute("UPDATE records SET feedback = ?, success = ? WHERE id = ?",
                          (json.dumps(record.feedback.to_dict()), int(record.success), record_id))
+            if correction is not None and supersede_similarity is not None:
+                record.supersedes = supersede(conn, record_id, supersede_similarity, any_user)
+                record.superseded_by = None
         return record
 
     def mark_harvested(self, record_ids: list[str], when: datetime) -> None:
