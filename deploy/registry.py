@@ -4,7 +4,7 @@ The ``loras/current`` symlink is the truth about what is served; ``loras/registr
 (``{current, previous, failed: [...], deployed: [...], reasons: {version: why}}``, written atomically)
 remembers the history around it. ``council adapters`` lists the versions::
 
-    council adapters            # table: version, created, parent, train/val loss, state
+    council adapters            # table: version, created, parent, train/val loss, state (and taint)
     council adapters --json     # the same as JSON lines
 """
 
@@ -46,6 +46,7 @@ class AdapterInfo:
     metadata: dict[str, Any]
     problem: str | None  # why the folder is not a complete adapter, None when it is
     state: str = "new"
+    replaced_by: str | None = None  # a tainted version: the first clean version deployed after it was tainted
 
     @property
     def complete(self) -> bool:
@@ -74,7 +75,15 @@ class AdapterInfo:
             "problem": self.problem,
             "examples": self.examples,
             "learned": self.learned,
+            "tainted": self.tainted,
+            "replaced_by": self.replaced_by,
         }
+
+    @property
+    def tainted(self) -> dict[str, Any] | None:
+        """``{"at", "records"}`` when it learned from erased records (``council/memory/unlearning.py``)."""
+        mark = self.metadata.get("tainted")
+        return mark if isinstance(mark, dict) else None
 
     @property
     def examples(self) -> int | None:
@@ -202,6 +211,10 @@ class Registry:
             info = read_adapter(entry)
             info.state = self.state_of(info.version, state)
             infos.append(info)
+        clean = [i for i in infos if not i.tainted and i.state in ("current", "previous", "deployed")]
+        for info in infos:
+            if info.tainted:
+                info.replaced_by = next((i.version for i in clean if i.created > str(info.tainted.get("at"))), None)
         return infos
 
     @staticmethod
@@ -230,6 +243,13 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _taint(info: AdapterInfo) -> str:
+    if not info.tainted:
+        return ""
+    replaced = f", replaced by {info.replaced_by}" if info.replaced_by else ", not yet replaced"
+    return f" TAINTED since {str(info.tainted.get('at'))[:19]} ({info.tainted.get('records')} erased){replaced}"
+
+
 LEARNED_SHOWN = 5  # questions listed per version in the table view
 
 
@@ -243,7 +263,7 @@ def format_table(infos: list[AdapterInfo]) -> str:
             "-" if i.examples is None else str(i.examples),
             _fmt(i.last_loss("train")),
             _fmt(i.last_loss("validation")),
-            i.state + (f" (incomplete: {i.problem})" if i.problem else ""),
+            i.state + (f" (incomplete: {i.problem})" if i.problem else "") + _taint(i),
         )
         for i in infos
     ]

@@ -34,9 +34,10 @@ from council.core.cliargs import add_config_arguments
 from council.core.config import Settings, load_settings
 from council.core.errors import CouncilError
 from council.core.paths import StatePaths
+from council.memory.unlearning import taint_of
 from training import artifacts, pipeline
 from training.config import TrainConfig
-from training.data import pending_files, read_harvest
+from training.data import consumed_files, pending_files, read_harvest
 
 log = logging.getLogger("training")
 
@@ -44,6 +45,10 @@ log = logging.getLogger("training")
 def _run(config: TrainConfig, paths: StatePaths, backend: str, report: Callable[[str], None]) -> int:
     started = time.perf_counter()
     files = [Path(p) for p in config.data] or pending_files(paths.training_data)
+    if not files and not config.data and taint_of(paths.current_adapter.resolve()) is not None:
+        # the live adapter learned from erased records: retrain from the base model on what is left, tonight
+        files = consumed_files(paths.training_data)
+        log.info("loras/current learned from erased records: retraining on %d earlier file(s)", len(files))
     if not files:
         log.info("nothing to train: no new harvest files in %s", paths.training_data)
         return exitcodes.NOTHING_TO_DO

@@ -12,6 +12,7 @@ from typing import Any
 from council.core.paths import StatePaths
 from council.engine import loading
 from council.engine.model_files import BaseModel, resolve_base_model
+from council.memory.unlearning import taint_of
 from council.routing.prompts import PromptStore, serving_system_prompt
 from training import artifacts
 from training.config import TrainConfig
@@ -27,6 +28,7 @@ from training.data import (
 from training.job import Hyperparameters, TokenizedExample, TrainJob, TrainResult, torch_threads
 
 log = logging.getLogger(__name__)
+PARENT_TAINTED = "parent tainted"  # metadata's fresh_because when loras/current learned from erased records
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Prepared:
     rehearsal: int = 0
     replayed: int = 0  # lines of earlier nights trained on again beside the new ones (continuing an adapter)
     train_queries: list[str] = field(default_factory=list)  # the harvested user messages trained on
+    train_records: list[str] = field(default_factory=list)  # the record id of each of train_queries
+    fresh_because: str | None = None  # why training starts from the base model although an adapter is live
 
 
 def choose(name: str) -> str:
@@ -95,7 +99,7 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     from transformers import AutoTokenizer
 
     base = resolve_base_model(config.model_source, paths.models)
-    parent = None if config.fresh else artifacts.find_parent(paths.current_adapter, base)
+    parent, fresh_because = choose_parent(config.fresh, paths.current_adapter, base)
     log.info("training %s from %s", "fresh" if parent is None else "incrementally", parent or base.model_id)
     hp = hyperparameters(config, parent)
     tokenizer = AutoTokenizer.from_pretrained(base.path)
@@ -106,7 +110,9 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     train_raw, validation_raw = split_examples(
         examples, config.validation_fraction, config.split_min_examples, config.seed
     )
-    replayed = replay_examples(paths, data, config.min_quality) if parent is not None else []
+    # a tainted parent's clean replacement learns every line left of earlier nights, from the base model
+    again = parent is not None or fresh_because == PARENT_TAINTED
+    replayed = replay_examples(paths, data, config.min_quality) if again else []
     train_raw += replayed
     train, dropped_train = encode_all(tokenizer, train_raw, prompts, hp.max_length)
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)
@@ -127,19 +133,38 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
         rehearsal=len(replay),
         replayed=len(replayed),
         train_queries=[user_message(e) for e in train_raw if e["record_id"] in trained_ids],
+        train_records=[e["record_id"] for e in train_raw if e["record_id"] in trained_ids],
+        fresh_because=fresh_because,
     )
+
+
+def choose_parent(fresh: bool, current: Path, base: BaseModel) -> tuple[Path | None, str | None]:
+    """The adapter training continues (None = the base model) and why it starts fresh when one is live:
+    ``--fresh``, or a tainted ``loras/current`` (it learned from erased records, ``council/memory/unlearning.py``;
+    continuing it would keep them in the weights)."""
+    if fresh:
+        return None, "--fresh" if current.is_symlink() else None
+    parent = artifacts.find_parent(current, base)
+    if parent is not None and taint_of(parent):
+        log.warning("current adapter %s learned from erased records; training from the base model", parent.name)
+        return None, PARENT_TAINTED
+    return parent, None
 
 
 def replay_examples(paths: StatePaths, data: HarvestData, min_quality: float) -> list[dict[str, Any]]:
     """Training lines of the harvest files earlier nights consumed (not held out, not in ``data``): continuing
-    an adapter on the new facts alone makes a small model forget the old ones (Zucchet et al., COLM 2025)."""
+    an adapter on the new facts alone makes a small model forget the old ones (Zucchet et al., COLM 2025).
+    Lines of a superseded correction (its record id, before any ``#``, is one a newer correction of the same
+    question replaced: ``council/memory/corrections.py``) are left out: they would teach the old value again."""
+    from council.memory.store import superseded_records
+
     new_files = {Path(f.path).name for f in data.files}
     files = [p for p in consumed_files(paths.training_data) if p.name not in new_files]
     if not files:
         return []
-    ids = {e["record_id"] for e in data.examples}
-    old = [e for e in read_harvest(files, min_quality).examples
-           if e.get("held_out") is not True and e["record_id"] not in ids]
+    ids, superseded = {e["record_id"] for e in data.examples}, superseded_records(paths.memory)
+    old = [e for e in read_harvest(files, min_quality).examples if e.get("held_out") is not True
+           and e["record_id"] not in ids and e["record_id"].split("#", 1)[0] not in superseded]
     log.info("replaying %d line(s) of %d earlier harvest file(s) beside the new ones", len(old), len(files))
     return old
 
@@ -220,6 +245,7 @@ def metadata(
         "tokens_per_second": round(result.tokens_per_second, 1),
         "duration_seconds": round(duration, 3),
         "parent": prepared.parent.name if prepared.parent else None,
+        "fresh_because": prepared.fresh_because,
         "created_at": datetime.now(UTC).isoformat(),
         # what this version was taught: each harvested question with the answer it learned (extra wordings
         # harvest wrote for a correction are counted, not listed)
@@ -262,7 +288,8 @@ def write_scope(tmp: Path, config: TrainConfig, prepared: Prepared) -> int:
 
     with torch_threads(config.torch_threads):
         embed = Embedder(runtime=config.embedder_runtime).embed
-        return adapter_scope.write_scope(tmp, prepared.train_queries, embed, prepared.parent)
+        return adapter_scope.write_scope(tmp, prepared.train_queries, embed, prepared.parent,
+                                         records=prepared.train_records)
 
 
 def summary_line(version: str, meta: dict[str, Any]) -> str:

@@ -13,25 +13,34 @@ Measured with the bundled demo facts: paraphrases of a trained question score 0.
 general questions at most 0.23, "How long do phone batteries last?" against "How long does the Zorblax 3000
 battery last?" 0.71. ``adapter_scope_similarity = 0`` serves the adapter to every request; an adapter folder
 without ``scope.npy`` (made by hand or by an older Council) is served to every request too.
+
+The files themselves (``scope.npy`` and ``scope.json``, which says which query and records each row came from)
+are read and written by ``council/memory/scope_files.py``; erasure cuts an erased record's rows out of them
+(``council/memory/unlearning.py``) and a serving model reads them again when ``scope_stamp`` changes, so an
+erased question leaves the adapter's scope at once. A scope left with no row serves the adapter to no request.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from council.core.errors import AdapterError
-
-SCOPE_FILE = "scope.npy"
-EMBEDDING_DIM = 384
-
-Embed = Callable[[list[str]], np.ndarray]
+from council.memory.scope_files import (  # noqa: F401 - the scope files' API, used from here by engines
+    EMBEDDING_DIM,
+    SCOPE_FILE,
+    SCOPE_MAP,
+    Embed,
+    query_key,
+    read_scope,
+    read_scope_map,
+    save_scope,
+    scope_stamp,
+    write_scope,
+)
 
 
 @dataclass(frozen=True)
@@ -49,36 +58,6 @@ def query_of(messages: list[dict[str, Any]]) -> str:
             content = message.get("content")
             return content if isinstance(content, str) else ""
     return ""
-
-
-def read_scope(folder: Path) -> np.ndarray | None:
-    """``folder/scope.npy`` as an (N, 384) float32 array; None when the adapter has no scope file."""
-    path = folder / SCOPE_FILE
-    if not path.is_file():
-        return None
-    try:
-        vectors = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise AdapterError(f"{path} is not a readable .npy array: {exc}") from exc
-    if vectors.ndim != 2 or not len(vectors) or vectors.shape[1] != EMBEDDING_DIM or not np.isfinite(vectors).all():
-        raise AdapterError(f"{path} must hold finite rows of {EMBEDDING_DIM} floats; got shape {vectors.shape}")
-    return np.ascontiguousarray(vectors, dtype=np.float32)
-
-
-def write_scope(folder: Path, queries: list[str], embed: Embed, parent: Path | None = None) -> int:
-    """Write ``folder/scope.npy``: the embeddings of ``queries`` plus the parent's scope rows. Returns the rows.
-
-    A parent without a scope file was served to every query; its child is scoped to its own queries."""
-    inherited = read_scope(parent) if parent is not None else None
-    vectors = embed(sorted(set(queries))) if queries else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    if inherited is not None and len(inherited):
-        repeated = (vectors @ inherited.T).max(axis=1) > 0.9999 if len(vectors) else np.zeros(0, dtype=bool)
-        vectors = np.concatenate([inherited, vectors[~repeated]])  # a query asked again adds no row
-    tmp = folder / f".{SCOPE_FILE}.tmp"
-    with tmp.open("wb") as handle:
-        np.save(handle, vectors.astype(np.float32), allow_pickle=False)
-    os.replace(tmp, folder / SCOPE_FILE)
-    return int(vectors.shape[0])
 
 
 def similarities(scope: np.ndarray, queries: list[str], embed: Embed) -> list[float]:

@@ -93,6 +93,10 @@ class LocalProvider(CustomLLM):
         target = self._link_target()
         if target == model.adapter_path:  # the link names the live adapter again: any refusal is over
             model.adapter_error = model.adapter_error_path = None
+            try:
+                model.refresh_scope()  # erasure may have cut rows from its scope.npy
+            except AdapterError as exc:
+                log.error("adapter %s keeps its scope: %s", model.adapter_version, exc)
             return False
         if target is not None and target == model.adapter_error_path:
             return False

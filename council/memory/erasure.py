@@ -19,13 +19,18 @@ Files (each one that changes is rewritten atomically, ``council/core/atomic.py``
 * ``memory/responses.sqlite3`` (``/v1/responses``' stored responses): every response whose conversation holds
   an erased record goes (``council/memory/responses.py``).
 
-Not erased: what an adapter has learned (its weights, and ``scope.npy``, the embeddings of the queries it was
-trained on); only a training run without the data (``council train --fresh``) forgets that.
+Adapters (``council/memory/unlearning.py``, before the files above change): every version that learned from an
+erased record (its ``learned`` entries or its ``scope.json`` name it), and every version descended from one, is
+marked ``"tainted": {"at", "records"}`` in its metadata.json (counts and times only); every version's
+``scope.npy`` loses the rows of the erased queries, so the serving adapter stops answering them at its next
+batch and the base model answers instead. Not erased: the weights themselves. The next ``council train``
+does not continue a tainted adapter: it trains from the base model on every line left (``"fresh_because":
+"parent tainted"`` in the new version's metadata).
 
 Usage::
 
     records = store.delete(["rec_..."])           # the rows, gone from SQLite
-    scrubbed = scrub_files(settings.paths, records)   # Scrubbed(lines=3, strings=1, files=[...])
+    scrubbed = scrub_files(settings.paths, records)   # Scrubbed(lines=3, strings=1, files=[...], tainted=[...])
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ import hashlib
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,8 @@ from council.core.paths import StatePaths
 from council.core.pii import redact
 from council.memory.responses import RESPONSES_DB, erase_responses
 from council.memory.schema import ExchangeRecord
+from council.memory.scope_files import Embed
+from council.memory.unlearning import unlearn
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +107,8 @@ class Scrubbed:
     strings: int = 0
     files: list[Path] = field(default_factory=list)
     responses: int = 0  # stored /v1/responses answers erased
+    tainted: list[str] = field(default_factory=list)  # adapter versions marked as having learned erased records
+    scope_rows: int = 0  # adapter scope rows of erased queries removed
 
 
 def _sha(data: bytes) -> str:
@@ -193,12 +203,26 @@ def _rehash(paths: StatePaths, hashes: dict[str, tuple[str, str]]) -> None:
         atomic_write_json(path, {**consumed, **changed})
 
 
-def scrub_files(paths: StatePaths, records: list[ExchangeRecord]) -> Scrubbed:
-    """Remove what files under the state directory copied from ``records`` (see the module docstring)."""
+def default_embedder(runtime: str = "onnx-int8") -> Callable[[], Embed]:
+    """The sentence embedder scopes are made with, loaded when first asked for (an unmapped scope row)."""
+    def load() -> Embed:
+        from council.memory.embedder import Embedder
+
+        return Embedder(runtime=runtime).embed
+    return load
+
+
+def scrub_files(paths: StatePaths, records: list[ExchangeRecord],
+                embedder: Callable[[], Embed] | None = None) -> Scrubbed:
+    """Remove what files under the state directory copied from ``records`` and mark the adapters that learned
+    them (see the module docstring); ``embedder`` gives the scope embedder (default: ``default_embedder()``)."""
     done = Scrubbed()
     if not records:
         return done
     erased = Erased.of(records)
+    unlearned = unlearn(paths, erased, datetime.now(UTC).isoformat(timespec="seconds"),
+                        embedder or default_embedder())
+    done.tainted, done.scope_rows = unlearned.tainted, unlearned.scope_rows
     harvested: dict[str, tuple[str, str]] = {}
     for pattern in JSONL_GLOBS:
         for path in sorted(paths.home.glob(pattern)):
@@ -229,7 +253,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="council forget", description="Erase every exchange of one user for good: from the memory (SQLite "
         "rows, write-ahead log, vector index), from harvest, preference and validation files, from what each "
-        "adapter's metadata says it learned, and from the logs. An adapter's weights keep what it learned.")
+        "adapter's metadata says it learned, and from the logs. The adapters that learned from them are marked "
+        "tainted and stop answering them at once; the next training starts from the base model.")
     parser.add_argument("--user", required=True, help="The user to forget: the value their requests sent as "
                         "'user' or in the x-council-user header (see GET /v1/records?user=...).")
     return parser
@@ -248,7 +273,7 @@ def cli(argv: list[str], settings: Settings) -> int:
                 store.compact()
         finally:
             store.close()
-        scrubbed = scrub_files(settings.paths, records)
+        scrubbed = scrub_files(settings.paths, records, default_embedder(settings.memory.embedder_runtime))
     except CouncilError as exc:
         sys.stderr.write(f"council forget: {exc.message}\n")
         return FAILURE
@@ -258,4 +283,8 @@ def cli(argv: list[str], settings: Settings) -> int:
     sys.stdout.write(f"forgot user {args.user!r}: {len(records)} record(s) removed from {settings.paths.memory}, "
                      f"{scrubbed.lines} line(s) and {scrubbed.strings} log string(s) from {len(scrubbed.files)} "
                      "file(s)\n")
+    if scrubbed.tainted:
+        sys.stdout.write(f"{len(scrubbed.tainted)} adapter version(s) had learned from them and are marked tainted "
+                         f"({scrubbed.scope_rows} scope row(s) removed); the next `council train` starts from the "
+                         "base model\n")
     return OK if records or scrubbed.lines or scrubbed.strings else NOTHING_TO_DO

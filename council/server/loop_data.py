@@ -8,7 +8,8 @@ off the event loop (``asyncio.to_thread``).
 
     loras/registry.json                {current, previous, deployed, failed, reasons, updated_at}
     loras/current                      symlink to the live version (wins over registry.json)
-    loras/<version>/metadata.json      {version, parent, created_at, loss {train, validation}, examples, learned ...}
+    loras/<version>/metadata.json      {version, parent, created_at, loss {train, validation}, examples, learned,
+                                        tainted {at, records} (learned from erased records), fresh_because ...}
     loras/<version>/loss.png           the training curve
     logs/nightly_summary.json          the last night: started_at, finished_at, stages, seconds, result, reason ...
     logs/harvest_last.json             the last harvest: found, kept, kept_corrections, held_out ...
@@ -95,6 +96,13 @@ def _learned(meta: dict[str, Any]) -> list[dict[str, Any]]:
              "record_id": i.get("record_id")} for i in _list(meta.get("learned")) if isinstance(i, dict)]
 
 
+def _tainted(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The version's taint mark: when it was first found to have learned from erased records, and how many."""
+    mark = _dict(meta.get("tainted"))
+    return {"at": mark.get("at"), "records": mark.get("records"), "inherited": bool(mark.get("inherited"))} \
+        if mark else None
+
+
 def describe(folder: Path, reg: dict[str, Any]) -> dict[str, Any]:
     """One adapter version as the loop page shows it."""
     version = folder.name
@@ -119,6 +127,9 @@ def describe(folder: Path, reg: dict[str, Any]) -> dict[str, Any]:
         "learned": _learned(meta or {}),
         "augmented": (meta or {}).get("augmented"),
         "loss_png": (folder / "loss.png").is_file(),
+        "tainted": _tainted(meta or {}),
+        "fresh_because": (meta or {}).get("fresh_because"),
+        "replaced_by": None,  # a tainted version: the first clean version deployed after (``adapters``)
         "problem": None if meta is not None else "no readable metadata.json",
     }
 
@@ -136,6 +147,11 @@ def adapters(paths: StatePaths) -> dict[str, Any]:
     reg = registry(paths)
     rows = [describe(folder, reg) for folder in _folders(paths)]
     rows.sort(key=lambda r: (str(r["created_at"] or ""), r["version"]), reverse=True)
+    clean = [r for r in reversed(rows) if not r["tainted"] and r["state"] in ("current", "previous", "deployed")]
+    for row in rows:
+        if row["tainted"]:
+            at = str(row["tainted"]["at"] or "")
+            row["replaced_by"] = next((r["version"] for r in clean if str(r["created_at"] or "") > at), None)
     return {"object": "list", "data": rows, "current": reg["current"], "previous": reg["previous"],
             "updated_at": reg["updated_at"]}
 

@@ -19,7 +19,7 @@ from council.core.config import Settings
 from council.core.errors import NotFoundError, StorageError
 from council.engine.tool_calls import call_text, check_correction, is_call_text
 from council.memory.embedder import BatchingEmbedder
-from council.memory.erasure import scrub_files
+from council.memory.erasure import default_embedder, scrub_files
 from council.memory.schema import ExchangeRecord, new_record_id
 from council.memory.store import MemoryStore
 from council.routing.router import Decision, Router
@@ -126,7 +126,10 @@ class ChatService:
         if correction is not None:  # taught as the answer: it must be of the kind the request asked for
             asked = await self.record(record_id)
             check_correction(correction, asked.response_format, asked.tools)
-        record = await asyncio.to_thread(self.memory.apply_feedback, record_id, thumbs, rating, correction)
+        memory = self.settings.memory  # a newer correction of the same question supersedes the user's older ones
+        record = await asyncio.to_thread(self.memory.apply_feedback, record_id, thumbs, rating, correction,
+                                         supersede_similarity=memory.supersede_similarity,
+                                         any_user=memory.share == "all")
         for kind, given in (("thumbs_" + (thumbs or ""), thumbs), ("rating", rating), ("correction", correction)):
             if given is not None:
                 self.stats.feedback.labels(kind).inc()
@@ -142,7 +145,7 @@ class ChatService:
         if not records:
             raise NotFoundError(f"no record {record_id!r}", code="record_not_found")
         try:
-            scrubbed = scrub_files(self.settings.paths, records)
+            scrubbed = scrub_files(self.settings.paths, records, default_embedder(self.settings.memory.embedder_runtime))
         except OSError as exc:
             raise StorageError(f"record {record_id} was erased from the memory but not from every file: {exc}") from exc
         log.info("erased record %s (and %d line(s) in %d file(s))", record_id, scrubbed.lines, len(scrubbed.files))

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from council.core.config import ModelSettings
 from council.core.errors import AdapterError
 from council.engine.adapter_files import check_adapter_folder, check_against_base, check_loaded
-from council.engine.adapter_scope import AdapterUse, Embed, query_of, read_scope, similarities
+from council.engine.adapter_scope import AdapterUse, Embed, query_of, read_scope, scope_stamp, similarities
 from council.engine.base import Generation, GenerationRequest, TokenLogprob
 from council.engine.grammar import Grammars
 from council.engine.loading import chat_ids, load_model
@@ -65,6 +65,7 @@ class LocalModel:
         self._swap_started = time.perf_counter()
         self.scope_similarity = scope_similarity
         self.adapter_scope: Any = None  # the live adapter's scope rows, or None = it answers every request
+        self._scope_stamp: Any = None  # scope.npy's stamp when adapter_scope was read (refresh_scope)
         self._embed = embed
         self.prefix_cache = PrefixCache(prefix_cache_entries if full_attention(self.model.config) else 0)
         from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -101,6 +102,7 @@ class LocalModel:
             check_against_base(weights, config, self.model)
         except AdapterError as exc:
             raise AdapterError(f"adapter {version} failed to load: {exc}") from exc
+        stamp = scope_stamp(path)
         scope = read_scope(path) if self.scope_similarity > 0 else None
         if scope is not None:
             self.embedder()
@@ -127,6 +129,20 @@ class LocalModel:
             raise AdapterError(f"adapter {version} refused: {exc}") from exc
         self._drop_other_slots()
         self._set_live(version, target, scope)
+        self._scope_stamp = stamp
+        return True
+
+    def refresh_scope(self) -> bool:
+        """Read the live adapter's ``scope.npy`` again when it changed on disk (erasure cut rows from it,
+        ``council/memory/unlearning.py``); True when it was. AdapterError when the new file is unreadable."""
+        if self.adapter_path is None or self.scope_similarity <= 0:
+            return False
+        stamp = scope_stamp(Path(self.adapter_path))
+        if stamp == self._scope_stamp:
+            return False
+        self.adapter_scope, self._scope_stamp = read_scope(Path(self.adapter_path)), stamp
+        log.info("adapter %s: scope read again (%s row(s))", self.adapter_version,
+                 "no" if self.adapter_scope is None else len(self.adapter_scope))
         return True
 
     def _check_finite(self, version: str) -> None:

@@ -196,6 +196,11 @@
     return el("article", { class: "adapter state-" + a.state, "data-version": a.version },
       el("header", {}, el("code", { class: "version" }, a.version), " ", badge(STATE[a.state] || a.state, a.state)),
       a.reason ? el("p", { class: a.state === "failed" ? "error" : "muted" }, "Why: " + a.reason) : null,
+      a.tainted ? el("p", { class: "error tainted" }, badge("tainted", "failed"), " learned from "
+        + num(a.tainted.records) + " erased record(s)" + (a.tainted.inherited ? " (through its parent)" : "")
+        + " · since " + when(a.tainted.at) + " · " + (a.replaced_by ? "replaced by " + a.replaced_by
+        : "erased questions kept out of its scope until a clean version replaces it")) : null,
+      a.fresh_because ? el("p", { class: "muted small" }, "Trained from the base model: " + a.fresh_because) : null,
       a.problem ? el("p", { class: "error" }, a.problem) : null,
       facts([["created", when(a.created_at)], ["parent", a.parent || "base model"],
              ["examples trained", examples.train !== undefined ? num(examples.train)
