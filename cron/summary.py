@@ -69,11 +69,15 @@ def what_was_taught(paths: StatePaths) -> tuple[bool, str, dict[str, Any]]:
     A night "improved" only when the deployed adapter answered more of its in-scope probes (held-out
     paraphrases of the night's corrections) right than the adapter it replaced; a deploy with no probes to
     ask, or no gain on them, is reported as such. The figures (probes, validation loss or why either was
-    skipped) go into the nightly summary, so no gate is ever skipped silently."""
+    skipped, and the earlier nights' probes as ``retention``) go into the nightly summary, so no gate is ever
+    skipped silently."""
     deploy = read_json(paths.logs / "deploy_summary.json")
     probes, evaluation = deploy.get("probes") or {}, deploy.get("eval") or {}
     gates = {"probes": {k: v for k, v in probes.items() if k != "candidate" and k != "baseline"},
              "eval": evaluation}
+    if deploy.get("retention"):  # earlier nights' probes (deploy/retention.py): "right/total" and what was lost
+        gates["retention"] = {k: f"{v['right']}/{v['total']}" if k in ("candidate", "baseline") else v
+                              for k, v in deploy["retention"].items()}
     if "candidate" in probes:
         now, before = probes["candidate"], probes["baseline"]
         gates["probes"].update(candidate=f"{now['right']}/{now['total']}", baseline=f"{before['right']}/{before['total']}")

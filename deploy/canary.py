@@ -14,7 +14,8 @@ split of an adapter (``loras/<version>/validation.jsonl``) is scored with the tr
 ``training.evaluate.validation_loss``, so the examples are formatted exactly as in training.
 
 Then the in-scope probes (``deploy.probes``): held-out paraphrases of the night's corrections, asked of the
-candidate as served; then the validation loss, candidate against the adapter it replaces.
+candidate as served; the earlier nights' probes (``deploy.retention``), refused when it forgot more than
+``max_forgotten`` of what the adapter it replaces answered; then the validation loss, against that adapter.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from council.engine.vllm.engine import VllmEngine
 from council.routing.prompts import PromptStore, serving_system_prompt
 from deploy.probes import load_validation, probe_gate
 from deploy.registry import AdapterInfo, Registry, RegistryState, read_adapter
+from deploy.retention import retention_gate
 
 if TYPE_CHECKING:
     from deploy.config import DeployConfig
@@ -264,6 +266,7 @@ def check_candidate(config: DeployConfig, info: AdapterInfo, registry: Registry,
         baseline_version = None
         served.use_adapter(str(info.path))
         refused = probe_gate(config, served, info, None, registry, summary)
+    refused = refused or retention_gate(config, served, info, baseline_version, registry, summary)
     if refused:
         return refused
     examples = load_validation(info.path / "validation.jsonl", config.max_eval_examples)

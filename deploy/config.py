@@ -25,6 +25,13 @@ class DeployConfig:
     min_probe_pass_rate: float = field(default=0.8, metadata={
         "help": "Share of the night's held-out paraphrase probes (in-scope questions) the candidate must answer "
                 "right, as served; see deploy/canary.py."})
+    max_forgotten: float = field(default=0.05, metadata={
+        "help": "Refuse a candidate that no longer answers more than this share of the earlier nights' held-out "
+                "probes the adapter it replaces answered right (deploy/retention.py); 0.05 matches issue 28's "
+                "target of night 1's facts >= 95% kept after night 20; 1 = off."})
+    max_retention_probes: int = field(default=64, metadata={
+        "help": "Earlier nights' held-out probes asked at most (one per question, newest nights first); "
+                "0 = no retention gate."})
     loss_tolerance: float = field(default=0.05, metadata={
         "help": "Allowed relative validation-loss increase over the current adapter (0.05 = 5%)."})
     max_eval_examples: int = field(default=64, metadata={"help": "Validation examples scored at most."})
@@ -59,7 +66,8 @@ class DeployConfig:
             self.canary_file = str(self.settings.prompts_dir / "canary.jsonl")
         if self.version:
             Registry(self.settings.paths.loras).folder(self.version)  # ValueError for a malformed name
-        for name in ("min_canary_pass_rate", "min_probe_pass_rate", "min_success_rate", "max_success_drop"):
+        for name in ("min_canary_pass_rate", "min_probe_pass_rate", "min_success_rate", "max_success_drop",
+                     "max_forgotten"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")
         if self.loss_tolerance < 0:
@@ -68,6 +76,8 @@ class DeployConfig:
             raise ValueError("window_seconds and confirm_seconds must be >= 0 and sample_seconds > 0")
         if min(self.max_eval_examples, self.min_requests, self.down_after, self.probe_max_tokens) < 1:
             raise ValueError("max_eval_examples, min_requests, down_after and probe_max_tokens must be >= 1")
+        if self.max_retention_probes < 0:
+            raise ValueError("max_retention_probes must be >= 0 (0 turns the retention gate off)")
         if self.max_p95_latency_ms < 0:
             raise ValueError("max_p95_latency_ms must be >= 0 (0 = no absolute latency limit)")
         if self.max_latency_ratio != 0 and self.max_latency_ratio < 1:

@@ -7,7 +7,8 @@ model); an answer is right when it agrees with the correction (``harvest.quality
 the correction's words). The candidate needs ``DeployConfig.min_probe_pass_rate`` of them right (default 0.8).
 The canary cannot do this: its general questions lie outside the adapter's scope, so the base model answers
 them. ``summary["probes"]["improved"]`` (candidate right more often than the baseline) is what lets the night
-call itself "improved".
+call itself "improved". The earlier nights' probes, asked so that a candidate forgetting them is refused, are
+``deploy.retention``'s.
 """
 
 from __future__ import annotations
