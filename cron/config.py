@@ -49,6 +49,9 @@ class NightlyConfig:
     max_p95_latency_ms: float = field(default=0.0, metadata={"help": "Absolute deploy p95 limit (ms); 0 = off."})
     min_success_rate: float = field(default=0.0, metadata={"help": "Absolute deploy success-rate floor; 0 = off."})
     min_probe_pass_rate: float = field(default=0.8, metadata={"help": "Share of held-out probes deploy must see right."})
+    max_forgotten: float = field(default=0.05, metadata={"help": "Share of earlier nights' probes the live adapter "
+                                                                 "answers right that a candidate may lose; 1 = off."})
+    max_retention_probes: int = field(default=64, metadata={"help": "Earlier nights' probes asked, newest first; 0 = off."})
     probe_file: str = field(default="", metadata={"help": "Probe prompts for a deploy baseline or window without traffic."})
     min_free_gb: float = field(default=2.0, metadata={"help": "Free disk the state directory needs to start."})
     keep_adapters: int = field(default=5, metadata={"help": "Adapter versions kept (current and previous always)."})
@@ -74,4 +77,5 @@ def deploy_config(config: NightlyConfig) -> DeployConfig:
                         window_seconds=config.window_seconds, sample_seconds=config.sample_seconds,
                         max_success_drop=config.max_success_drop, max_latency_ratio=config.max_latency_ratio,
                         max_p95_latency_ms=config.max_p95_latency_ms, min_success_rate=config.min_success_rate,
-                        min_probe_pass_rate=config.min_probe_pass_rate, probe_file=config.probe_file)
+                        min_probe_pass_rate=config.min_probe_pass_rate, probe_file=config.probe_file,
+                        max_forgotten=config.max_forgotten, max_retention_probes=config.max_retention_probes)
