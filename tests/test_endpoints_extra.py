@@ -113,10 +113,12 @@ BAD_EMBEDDINGS = [
     ({"model": 7, "input": "hi"}, 400, "invalid_type", "model"),
     ({"model": "council", "input": "hi", "encoding_format": "int8"}, 400, "invalid_value", "encoding_format"),
     ({"model": "council", "input": "hi", "dimensions": 128}, 400, "invalid_value", "dimensions"),
-    ({"model": "council", "input": "hi", "dimensions": "384"}, 400, "invalid_value", "dimensions"),
+    ({"model": "council", "input": "hi", "dimensions": "384"}, 400, "invalid_type", "dimensions"),
+    ({"model": "council", "input": "hi", "dimensions": 384.0}, 400, "invalid_type", "dimensions"),
+    ({"model": "council", "input": "hi", "dimensions": 0}, 400, "invalid_value", "dimensions"),
     ({"model": "council", "input": "hi", "user": 5}, 400, "invalid_type", "user"),
     ({"model": "council", "input": None}, 400, "missing_field", "input"),
-    ({"model": "council", "input": "hi", "dimensions": True}, 400, "invalid_value", "dimensions"),
+    ({"model": "council", "input": "hi", "dimensions": True}, 400, "invalid_type", "dimensions"),
     ({"model": "council", "input": "hi", "temperature": 0.5}, 400, "unknown_parameter", "temperature"),
     (b"{not json", 400, "invalid_json", None),
     (b"[\"hi\"]", 400, "invalid_json", None),
@@ -144,7 +146,7 @@ async def test_embeddings_bad_input_is_an_openai_shaped_4xx(client):
 async def test_completion_is_answered_by_the_council_and_recorded(client):
     resp = await client.post("/v1/completions", json={"model": "council", "prompt": [ASK], "max_tokens": 16,
                                                       "temperature": 0, "echo": False, "best_of": 1,
-                                                      "logprobs": None, "suffix": None, "n": 1})
+                                                      "logprobs": 0, "suffix": None, "n": 1})
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     record_id = resp.headers["x-council-record-id"]
@@ -205,11 +207,13 @@ BAD_COMPLETIONS = [
     ({"prompt": [1, 2, 3]}, 400, "unsupported_input", "prompt"),
     ({"prompt": [[1, 2], [3]]}, 400, "unsupported_input", "prompt"),
     ({"prompt": ["one", "two"]}, 400, "unsupported_parameter", "prompt"),
-    ({"prompt": []}, 400, "unsupported_parameter", "prompt"),
+    ({"prompt": []}, 400, "invalid_value", "prompt"),
     ({"prompt": "hi", "echo": True}, 400, "unsupported_parameter", "echo"),
     ({"prompt": "hi", "suffix": "end"}, 400, "unsupported_parameter", "suffix"),
     ({"prompt": "hi", "best_of": 3}, 400, "unsupported_parameter", "best_of"),
     ({"prompt": "hi", "logprobs": 2}, 400, "unsupported_parameter", "logprobs"),
+    ({"prompt": "hi", "logprobs": -1}, 400, "invalid_value", "logprobs"),
+    ({"prompt": "hi", "logprobs": True}, 400, "invalid_type", "logprobs"),
     ({"prompt": "hi", "n": 2}, 400, "unsupported_parameter", "n"),
     ({"prompt": "hi", "temperature": 3}, 400, "invalid_value", "temperature"),
     ({"prompt": "hi", "max_tokens": 0}, 400, "invalid_value", "max_tokens"),

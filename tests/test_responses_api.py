@@ -349,6 +349,36 @@ async def test_stream_sends_the_reference_events_in_order(server):
     ({"input": ASK, "text": {"format": {"type": "json_schema", "name": "x"}}}, 400, "text.format.schema",
      "missing_field"),
     ({"input": ASK, "tool_choice": {"type": "function", "name": "nope"}}, 400, "tool_choice.name", "invalid_value"),
+    # Responses names, never chat's; the chat API's shapes refused by their nested key
+    ({"input": ASK, "text": {"format": {"type": "json_schema", "name": "my schema", "schema": {}}}}, 400,
+     "text.format.name", "invalid_value"),
+    ({"input": ASK, "text": {"format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}}, 400,
+     "text.format.json_schema", "unknown_parameter"),
+    ({"input": [{"role": "user", "content": "hi"}, {"type": "function_call_output", "call_id": "zz", "output": "1"}],
+      "instructions": "Be brief."}, 400, "input[1].call_id", "invalid_value"),
+    ({"input": ASK, "tools": [{"type": "function", "name": "f"}, {"type": "function", "name": "f"}]}, 400,
+     "tools[1].name", "invalid_value"),
+    ({"input": ASK, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools[0].function",
+     "unknown_parameter"),
+    ({"input": ASK, "tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "function": {
+        "name": "f"}}}, 400, "tool_choice.function", "unknown_parameter"),
+    ({"input": ASK, "tools": [{"type": "function", "name": "f", "parameters": {"type": "string"}}]}, 400,
+     "tools[0].parameters.type", "invalid_value"),
+    ({"input": ASK, "tool_choice": "any"}, 400, "tool_choice", "invalid_value"),
+    ({"input": ASK, "tool_choice": 3}, 400, "tool_choice", "invalid_type"),
+    ({"input": ASK, "tool_choice": {"type": "web_search_preview"}}, 400, "tool_choice", "unsupported_parameter"),
+    ({"input": ASK, "tool_choice": "required"}, 400, "tool_choice", "invalid_value"),
+    ({"input": ASK, "truncation": "bogus"}, 400, "truncation", "invalid_value"),
+    ({"input": ASK, "top_logprobs": -1}, 400, "top_logprobs", "invalid_value"),
+    ({"input": ASK, "include": [5]}, 400, "include[0]", "invalid_type"),
+    ({"input": ASK, "service_tier": "ultra"}, 400, "service_tier", "invalid_value"),
+    ({"input": ASK, "prompt_cache_retention": "forever"}, 400, "prompt_cache_retention", "invalid_value"),
+    ({"input": [{"role": "user", "content": ["hi"]}]}, 400, "input[0].content[0]", "invalid_type"),
+    ({"input": [{"role": "user", "content": [{"text": "hi"}]}]}, 400, "input[0].content[0].type", "missing_field"),
+    ({"input": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}, 400, "input[0].content[0].type",
+     "invalid_value"),
+    ({"input": [{"role": "user", "content": []}]}, 400, "input[0].content", "invalid_value"),
+    ({"input": " "}, 400, "input", "invalid_value"),
     ({"input": ASK, "model": "gpt-nope"}, 404, "model", "model_not_found"),
     ({"input": ASK, "previous_response_id": "resp_missing"}, 404, "previous_response_id",
      "previous_response_not_found"),
@@ -358,6 +388,8 @@ async def test_bad_requests_get_openai_errors(server, body, status, param, code)
     assert got == status, reply
     assert reply["error"]["param"] == param and reply["error"]["code"] == code, reply
     assert reply["error"]["type"] == "invalid_request_error" and reply["error"]["message"]
+    for chat_name in ("messages", "response_format", "max_completion_tokens", ".function."):
+        assert chat_name not in reply["error"]["message"], reply  # the Responses names, never chat's
 
 
 async def test_bad_json_is_a_400(server):

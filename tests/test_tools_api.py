@@ -116,12 +116,26 @@ async def test_corrections_must_be_answers_of_the_kind_asked_and_cut_answers_are
             '<tool_call>\n{"name": "get_weather", "arguments": {"town": "Paris"}}\n</tool_call>')})
 
 
+NESTED: dict = {"type": "string"}
+for _ in range(300):  # deeper than Python's recursion allows a schema walker: a 400, never a 500
+    NESTED = {"type": "object", "properties": {"a": NESTED}}
+
+
 @pytest.mark.parametrize("body, param", [
     ({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "nope", "content": "5"}]},
      "messages[1].tool_call_id"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
      "tools[0].function.parameters.type"),
     ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "$defs": "x"}}}]},
+     "tools[0].function.parameters.$defs"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                                                                            "required": "a"}}}]},
+     "tools[0].function.parameters.required"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": NESTED}}]},
+     "tools[0].function.parameters"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": NESTED}}},
+     "response_format.json_schema.schema"),
     ({"tools": WEATHER, "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
      "tool_choice.type"),
 ])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,16 +70,16 @@ def _json_rule(schema: dict[str, Any]) -> str:
     return "%json " + json.dumps({"x-guidance": LAYOUT, **closed(schema)}, separators=(",", ":"))
 
 
-def _refs(schema: Any, rename: dict[str, str]) -> Any:
-    """``schema`` with its ``$ref``s to local definitions pointed at their new names."""
+def _refs(schema: Any, moved: Callable[[str], str]) -> Any:
+    """``schema`` with its local ``$ref``s pointed where ``moved`` says."""
     if isinstance(schema, list):
-        return [_refs(item, rename) for item in schema]
+        return [_refs(item, moved) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: _refs(value, rename) for key, value in schema.items() if key not in ("const", "enum")}
+    out = {key: _refs(value, moved) for key, value in schema.items() if key not in ("const", "enum")}
     out.update({key: schema[key] for key in ("const", "enum") if key in schema})
-    if isinstance(schema.get("$ref"), str) and schema["$ref"] in rename:
-        out["$ref"] = rename[schema["$ref"]]
+    if isinstance(schema.get("$ref"), str):
+        out["$ref"] = moved(schema["$ref"])
     return out
 
 
@@ -86,15 +87,36 @@ def _call_schema(function: dict[str, Any], defs: dict[str, Any]) -> dict[str, An
     """One call of ``function`` as JSON; its parameters' ``$defs`` (pydantic writes them for nested models) move
     to the call grammar's root ``defs`` under ``<function>.<name>``, their references rewritten to match."""
     parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
-    rename = {}
+    fn = function["name"]
     for key in ("$defs", "definitions"):
         for name, definition in (parameters.pop(key, None) or {}).items():
-            rename[f"#/{key}/{name}"] = f"#/$defs/{function['name']}.{name}"
-            defs[f"{function['name']}.{name}"] = definition
-    defs.update({name: _refs(definition, rename) for name, definition in defs.items()
-                 if name.startswith(f"{function['name']}.")})
-    return {"type": "object", "properties": {"name": {"const": function["name"]}, "arguments": _refs(parameters, rename)},
+            defs[f"{fn}.{name}"] = definition
+
+    def moved(ref: str) -> str:  # a reference into the parameters, pointed at where they now are
+        for key in ("$defs", "definitions"):
+            if ref.startswith(f"#/{key}/"):
+                return f"#/$defs/{fn}.{ref.removeprefix(f'#/{key}/')}"
+        return f"#/$defs/{fn}{ref[1:]}" if ref == "#" or ref.startswith("#/") else ref
+
+    defs.update({name: _refs(definition, moved) for name, definition in defs.items() if name.startswith(f"{fn}.")})
+    arguments = _refs(parameters, moved)
+    if _points_at_root(parameters):  # "#" or "#/properties/...": the parameters become a definition of their own
+        defs[fn], arguments = arguments, {"$ref": f"#/$defs/{fn}"}
+    return {"type": "object", "properties": {"name": {"const": fn}, "arguments": arguments},
             "required": ["name", "arguments"], "additionalProperties": False}
+
+
+def _points_at_root(schema: Any) -> bool:
+    """Whether a ``$ref`` in ``schema`` points into it from its root (not into its ``$defs``)."""
+    if isinstance(schema, list):
+        return any(_points_at_root(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and (ref == "#" or (ref.startswith("#/") and not ref.startswith(("#/$defs/",
+                                                                                              "#/definitions/")))):
+        return True
+    return any(_points_at_root(value) for key, value in schema.items() if key not in ("const", "enum"))
 
 
 def _tool_choice_name(tool_choice: Any) -> str | None:
@@ -153,7 +175,8 @@ def check(constraint: Constraint | None, param: str) -> None:
     if constraint is None:
         return
     error = _grammar_error(constraint.lark)
-    if error:
+    if error:  # its first line, without the compiled grammar llguidance quotes after it
+        error = error.splitlines()[0].split("failed to compile JSON schema: ")[-1]
         raise InvalidRequestError(f"'{param}' holds a schema Council cannot enforce: {error}", param=param,
                                   code="invalid_schema")
 

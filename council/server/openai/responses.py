@@ -44,7 +44,10 @@ from council.server.service import Answer
 from council.server.streaming import council_headers
 from council.server.validation import ChatRequest, parse_chat_request
 
-CHAT_PARAMS = {"messages": "input", "max_completion_tokens": "max_output_tokens", "response_format": "text.format"}
+# a chat parameter's path prefix -> the Responses one (first match wins; "messages" has no item-exact mapping)
+CHAT_PARAMS = (("messages", "input"), ("max_completion_tokens", "max_output_tokens"),
+               ("response_format.json_schema", "text.format"), ("response_format", "text.format"),
+               ("tool_choice.function", "tool_choice"))
 
 
 async def responses_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -55,18 +58,28 @@ async def responses_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(store.close)
 
 
+def responses_param(param: str) -> str:
+    """The Responses path of a chat request's ``param`` (``tools[0].function.parameters`` -> ``tools[0].parameters``,
+    ``response_format.json_schema.name`` -> ``text.format.name``, ``messages[3].content`` -> ``input``)."""
+    for chat_name, name in CHAT_PARAMS:
+        if param == chat_name or param.startswith((f"{chat_name}.", f"{chat_name}[")):
+            return name if chat_name == "messages" else name + param[len(chat_name):]
+    head, dot, rest = param.partition(".function")
+    if head.startswith("tools[") and head.endswith("]") and dot and (not rest or rest[0] in ".["):
+        return head + rest
+    return param
+
+
 def _chat_request(body: dict[str, Any]) -> ChatRequest:
     """``parse_chat_request`` on the converted body; a complaint names the Responses field it came from."""
     try:
         return parse_chat_request(json.dumps(body).encode())
     except InvalidRequestError as exc:
-        param = exc.param
-        for chat_name, name in CHAT_PARAMS.items():
-            if param and param.startswith(chat_name):
-                param = name
-        if param and param.startswith("tools[") and ".function." in param:
-            param = param.replace(".function.", ".", 1)
-        raise InvalidRequestError(exc.message, code=exc.code, param=param) from exc
+        if not exc.param:
+            raise
+        param = responses_param(exc.param)
+        message = exc.message.replace(exc.param, param) if param != "input" else exc.message
+        raise InvalidRequestError(message, code=exc.code, param=param) from exc
 
 
 async def _owned(request: web.Request, response_id: str, user: str | None, param: str | None = None,

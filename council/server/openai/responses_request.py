@@ -9,13 +9,16 @@ request's ``request.items()``) into a chat-completions body that ``parse_chat_re
 ``instructions`` become the first (system) message, ``function_call`` items an assistant message with
 ``tool_calls``, ``function_call_output`` items ``tool`` messages, function tools the chat's nested
 ``{"type": "function", "function": {...}}``, ``text.format`` the chat's ``response_format``,
-``max_output_tokens`` its ``max_completion_tokens``.
+``max_output_tokens`` its ``max_completion_tokens``. Before that, ``check_calls`` refuses a
+``function_call_output`` whose ``call_id`` answers no earlier ``function_call`` (of this input or the stored
+history) at ``input[i].call_id``, so no complaint about the chat body's ``messages`` reaches the client.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from council.core.errors import InvalidRequestError
 from council.server.protocol.base import parse
 from council.server.protocol.responses import (
     FunctionChoice,
@@ -23,6 +26,7 @@ from council.server.protocol.responses import (
     JSONSchemaFormat,
     ResponseCreateRequest,
 )
+from council.server.protocol.responses_items import FunctionCallInput, FunctionCallOutputInput
 
 ResponsesRequest = ResponseCreateRequest
 
@@ -30,6 +34,18 @@ ResponsesRequest = ResponseCreateRequest
 def parse_responses_request(raw: bytes | dict[str, Any]) -> ResponseCreateRequest:
     """Parse and check a ``POST /v1/responses`` body; raises InvalidRequestError saying what to fix."""
     return parse(ResponseCreateRequest, raw)
+
+
+def check_calls(request: ResponseCreateRequest, history: list[dict[str, Any]]) -> None:
+    """Refuse a ``function_call_output`` item that answers no ``function_call`` made before it."""
+    called = {item["call_id"] for item in history if item.get("type") == "function_call"}
+    for i, item in enumerate(request.input if isinstance(request.input, list) else []):
+        if isinstance(item, FunctionCallInput):
+            called.add(item.call_id)
+        elif isinstance(item, FunctionCallOutputInput) and item.call_id not in called:
+            raise InvalidRequestError(
+                f"'input[{i}].call_id' {item.call_id!r} answers no function_call item before it (in this input "
+                "or the previous response's)", param=f"input[{i}].call_id", code="invalid_value")
 
 
 def chat_messages(items: list[dict[str, Any]], instructions: str | None) -> list[dict[str, Any]]:
@@ -53,6 +69,7 @@ def chat_messages(items: list[dict[str, Any]], instructions: str | None) -> list
 
 def chat_body(request: ResponseCreateRequest, history: list[dict[str, Any]]) -> dict[str, Any]:
     """The chat-completions body for ``history`` (earlier turns' items) followed by this request's items."""
+    check_calls(request, history)
     chat: dict[str, Any] = {"model": request.model,
                             "messages": chat_messages([*history, *request.items()], request.instructions),
                             "max_completion_tokens": request.max_output_tokens,

@@ -121,17 +121,43 @@ def param_of(loc: tuple[int | str, ...], body: Any, missing: bool = False) -> tu
     return "".join(parts).removeprefix("."), len(parts)
 
 
-def code_of(error: ErrorDetails) -> str:
+def code_of(error: ErrorDetails, param: str = "") -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown_parameter"
-    if kind in MISSING:
-        return "missing_field"
-    if kind.endswith(TYPE_ERRORS) or kind in ("model_attributes_type", "dataclass_type", "is_instance_of"):
+    loc = error["loc"]
+    if kind in MISSING or kind == "union_tag_not_found" or (
+            kind.endswith(TYPE_ERRORS) and kind != "invalid_type" and error["input"] is None
+            and not (loc and isinstance(loc[-1], int)) and not param.endswith("]")):
+        return "missing_field"  # absent, or null where a field's value is required (a null list item is a type)
+    if kind.endswith(TYPE_ERRORS) or kind in OBJECT_ERRORS:
         return "invalid_type"
-    if kind.startswith(VALUE_ERRORS) or kind.endswith(("too_short", "too_long")) or kind == "union_tag_not_found":
+    if kind.startswith(VALUE_ERRORS) or kind.endswith(("too_short", "too_long")):
         return "invalid_value"
     return kind  # a PydanticCustomError's own code (unsupported_parameter, unsupported_content, ...)
+
+
+OBJECT_ERRORS = ("model_type", "model_attributes_type", "dict_type", "dataclass_type", "is_instance_of")
+TYPE_NAMES = {"string": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+              "list": "a list", "dict": "an object"}
+# pydantic's wording that names its own classes or its discriminator machinery, said as the reference would
+READABLE = {
+    "union_tag_invalid": lambda ctx: f"must be one of {ctx.get('expected_tags', '')}, got {ctx.get('tag')!r}",
+}
+
+
+def _wording(error: ErrorDetails) -> str:
+    """What is wrong, in the reference's terms: no pydantic class names or internals."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in READABLE:
+        return READABLE[kind](ctx)
+    if kind in OBJECT_ERRORS:
+        return "must be an object"
+    base = kind.removesuffix("_type").removesuffix("_parsing")
+    if kind.endswith(TYPE_ERRORS) and base in TYPE_NAMES:
+        return f"must be {TYPE_NAMES[base]}"
+    text = error["msg"].removeprefix("Value error, ")
+    return text.replace("Input should be", "must be").replace("after validation, ", "")
 
 
 def _message(error: ErrorDetails, param: str, code: str) -> str:
@@ -142,15 +168,18 @@ def _message(error: ErrorDetails, param: str, code: str) -> str:
         return f"{where} has an unknown field {key!r}"
     if code == "missing_field":
         return f"'{param}' is required"
-    text = error["msg"]
-    if error["type"].startswith("value_error"):
-        text = text.removeprefix("Value error, ")
-    return f"'{param}': {text}" if param else text
+    text = _wording(error)
+    return f"'{param}' {text}" if param and text.startswith("must") else f"'{param}': {text}" if param else text
+
+
+RANK = {"unknown_parameter": 2, "missing_field": 0}  # on equal depth: an unknown key says most (a wrong shape)
 
 
 def to_invalid(exc: ValidationError, body: Any) -> InvalidRequestError:
-    """The most specific of the errors (the deepest path: of a union's members, the one that matched furthest)."""
-    best: tuple[int, str, ErrorDetails] | None = None
+    """The most specific of the errors: the deepest path (of a union's members, the one that matched furthest);
+    on equal depth an unknown key before a missing one (the client sent another shape, e.g. Responses' tool to
+    chat)."""
+    best: tuple[tuple[int, int], str, ErrorDetails] | None = None
     for error in exc.errors(include_url=False):
         param, depth = param_of(tuple(error["loc"]), body, error["type"] in MISSING)
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
@@ -160,12 +189,13 @@ def to_invalid(exc: ValidationError, body: Any) -> InvalidRequestError:
         at = (error.get("ctx") or {}).get("at")  # a custom error about one key of the value it checked
         if isinstance(at, str):
             param, depth = (f"{param}.{at}" if param else at), depth + 1
-        if best is None or depth > best[0]:
-            best = (depth, param, error)
+        score = (depth, RANK.get(code_of(error, param), 1))
+        if best is None or score > best[0]:
+            best = (score, param, error)
     if best is None:  # pragma: no cover - pydantic raises with at least one error
         return InvalidRequestError(str(exc))
     _, param, error = best
-    code = code_of(error)
+    code = code_of(error, param)
     return InvalidRequestError(_message(error, param, code), param=param or None, code=code)
 
 

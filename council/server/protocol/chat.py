@@ -83,8 +83,10 @@ class ChatCompletionRequest(OpenAIModel):
     parallel_tool_calls: bool | None = None
     metadata: Metadata | None = None
     store: bool | None = None
-    service_tier: str | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
     prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = Field(None, description="Accepted; no effect.")
+    prompt_cache_options: dict[str, Any] | None = Field(None, description="Accepted; no effect.")
     safety_identifier: str | None = None
     user: str | None = Field(None, description="Whose memory this request reads and writes (as x-council-user).")
     functions: Annotated[list[Any], AfterValidator(lambda v: v if not v else _refuse(
@@ -96,6 +98,7 @@ class ChatCompletionRequest(OpenAIModel):
     web_search_options: refused("web search is not supported") = None
     reasoning_effort: refused("the models behind Council are not reasoning models") = None
     verbosity: refused("verbosity is not supported") = None
+    moderation: refused("moderation is not supported") = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ChatCompletionRequest:
@@ -106,12 +109,13 @@ class ChatCompletionRequest(OpenAIModel):
         names = [tool.function.name for tool in self.tools or []]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise _bad(f"tools[{i}].function.name {name!r} is given twice", f"tools[{i}].function.name")
+                raise _bad(f"'tools[{i}].function.name' {name!r} is given twice", f"tools[{i}].function.name")
         choice = self.tool_choice
         if choice is not None and not names and choice != "none":
             raise _bad("'tool_choice' is only allowed when 'tools' are given", "tool_choice")
         if choice is not None and not isinstance(choice, str) and choice.function.name not in names:
-            raise _bad(f"'tool_choice' must name one of the tools ({', '.join(names)})", "tool_choice")
+            raise _bad(f"'tool_choice.function.name' must name one of the tools ({', '.join(names)})",
+                       "tool_choice.function.name")
         self._check_tool_results()
         return self
 
@@ -142,10 +146,16 @@ class ChatCompletionRequest(OpenAIModel):
 
     def check_grammars(self, settings: SamplingParams) -> None:
         """Refuse, before any answer starts, a schema or tool set the grammar library cannot enforce."""
-        if settings.tools:
-            grammar.check(grammar.constraint_for(None, list(settings.tools), settings.tool_choice or "auto",
-                                                 settings.parallel_tool_calls), "tools")
-        grammar.check(grammar.constraint_for(settings.response_format, None), "response_format")
+        param = "tools"
+        try:
+            if settings.tools:
+                grammar.check(grammar.constraint_for(None, list(settings.tools), settings.tool_choice or "auto",
+                                                     settings.parallel_tool_calls), param)
+            param = "response_format"
+            grammar.check(grammar.constraint_for(settings.response_format, None), param)
+        except RecursionError:
+            raise InvalidRequestError(f"'{param}' holds a schema nested too deeply for Council to enforce",
+                                      param=param, code="invalid_schema") from None
 
     def messages_as_dicts(self) -> list[dict[str, Any]]:
         return [as_dict(message) for message in self.messages]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag
+from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from council.server.protocol.base import OpenAIModel
@@ -32,19 +32,33 @@ class RefusalPart(OpenAIModel):
     refusal: str
 
 
-def _readable(part: Any) -> Any:
-    if not isinstance(part, dict):
-        raise PydanticCustomError("invalid_type", "each content part must be an object with a 'type'")
-    kind = part.get("type")
-    if kind not in PART_TYPES:
-        raise PydanticCustomError("unsupported_content", "only text parts are supported (got type {kind})",
-                                  {"kind": repr(kind)})
-    return part
+def _readable(kinds: tuple[str, ...]) -> Any:
+    """A part's ``type`` checked before its fields: missing, not a string, not one Council reads, or not one
+    this role may hold (``refusal`` parts belong to assistant messages)."""
+
+    def check(part: Any) -> Any:
+        if not isinstance(part, dict):
+            raise PydanticCustomError("invalid_type", "each content part must be an object with a 'type'")
+        kind = part.get("type")
+        if kind is None:
+            raise PydanticCustomError("missing_field", "a content part needs a 'type'", {"at": "type"})
+        if not isinstance(kind, str):
+            raise PydanticCustomError("invalid_type", "a content part's 'type' must be a string", {"at": "type"})
+        if kind not in PART_TYPES:
+            raise PydanticCustomError("unsupported_content", "only text parts are supported (got type {kind})",
+                                      {"kind": repr(kind)})
+        if kind not in kinds:
+            raise PydanticCustomError("invalid_value", "{kind} parts belong to assistant messages only",
+                                      {"kind": kind, "at": "type"})
+        return part
+
+    return check
 
 
 Part = Annotated[Annotated[Annotated[TextPart, Tag("TextPart")] | Annotated[RefusalPart, Tag("RefusalPart")],
                            Discriminator(lambda v: PART_TAGS.get(v.get("type")) if isinstance(v, dict) else None)],
-                 BeforeValidator(_readable)]
+                 BeforeValidator(_readable(PART_TYPES))]  # an assistant's: text or refusal
+TextOnly = Annotated[TextPart, BeforeValidator(_readable(("text",)))]  # everyone else's
 
 
 def _text_or(parts: Any) -> Any:
@@ -64,7 +78,7 @@ def _joined(content: str | list[Any] | None) -> str:
 
 class SystemMessage(OpenAIModel):
     role: Literal["system"]
-    content: _text_or(Part)
+    content: _text_or(TextOnly)
     name: str | None = None
 
 
@@ -96,10 +110,18 @@ class AssistantMessage(OpenAIModel):
     audio: refused("audio is not supported") = None
     function_call: refused("use 'tool_calls' instead of 'function_call'") = None
 
+    @model_validator(mode="after")
+    def _says_something(self) -> AssistantMessage:
+        if self.content is None and not self.tool_calls and self.refusal is None:  # as OpenAI: content unless
+            # the message calls tools (or holds the model's refusal)
+            raise PydanticCustomError("missing_field", "an assistant message needs 'content' or 'tool_calls'",
+                                      {"at": "content"})
+        return self
+
 
 class ToolMessage(OpenAIModel):
     role: Literal["tool"]
-    content: _text_or(Part)
+    content: _text_or(TextOnly)
     tool_call_id: str
 
 

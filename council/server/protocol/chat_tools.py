@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import jsonschema
 from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -31,7 +32,23 @@ class FunctionDefinition(OpenAIModel):
         if value is not None and value.get("type", "object") != "object":
             raise PydanticCustomError("invalid_value", "parameters must describe an object (type 'object')",
                                       {"at": "type"})
-        return value
+        return json_schema(value)
+
+
+def json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``schema`` when it is a valid JSON Schema (checked against its draft's metaschema with the ``jsonschema``
+    library; draft 2020-12 unless ``$schema`` names another); else ``invalid_schema`` at the offending key."""
+    if schema is None:
+        return None
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path).removeprefix(".")
+        raise PydanticCustomError("invalid_schema", "not a valid JSON Schema: {why}",
+                                  {"why": exc.message[:200], **({"at": at} if at else {})}) from None
+    except RecursionError:
+        raise PydanticCustomError("invalid_schema", "the schema is nested too deeply") from None
+    return schema
 
 
 def _function_only(kind: str) -> Any:
@@ -79,6 +96,11 @@ class JsonSchemaSpec(OpenAIModel):
     description: str | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema", description="The JSON Schema the answer follows.")
     strict: bool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return json_schema(value)
 
 
 class JsonSchemaFormat(OpenAIModel):

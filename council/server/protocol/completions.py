@@ -5,7 +5,7 @@ it as the council can honour: ``prompt`` is a string or a list holding ONE strin
 ``unsupported_input``, several prompts ``unsupported_parameter``); ``max_tokens``, ``temperature``, ``top_p``,
 ``stop``, ``seed``, ``n`` (1 only), the penalties, ``logit_bias``, ``user``, ``stream`` and ``stream_options``
 have the chat request's types and ranges; ``echo``, ``suffix``, ``best_of`` and ``logprobs`` are refused
-(``unsupported_parameter``) when set to anything but their defaults. ``to_chat()`` turns it into the chat
+(``unsupported_parameter``) when set to anything but their defaults (``false``, ``""``, 1, 0). ``to_chat()`` turns it into the chat
 request the council answers (the prompt as one user message), checked by the chat parser, so the sampling
 settings become ``SamplingParams`` in one place.
 
@@ -35,6 +35,8 @@ PASSED = ("model", "max_tokens", "temperature", "top_p", "stop", "seed", "n", "s
 
 def _one_prompt(value: str | list[str]) -> str:
     if isinstance(value, list):
+        if not value:
+            raise PydanticCustomError("invalid_value", "must not be an empty list")
         if len(value) != 1:
             raise PydanticCustomError("unsupported_parameter", "holds {n} prompts; Council answers one prompt per "
                                       "request", {"n": len(value)})
@@ -85,8 +87,9 @@ class CompletionRequest(OpenAIModel):
                                         "message")] | None = None
     suffix: Annotated[str, _default_only("", why="insertion after a suffix")] | None = None
     best_of: Annotated[int, _default_only(1, why="best_of: the council answers each request once")] | None = None
-    logprobs: Annotated[int, _default_only(why="logprobs on /v1/completions; use /v1/chat/completions")] \
-        | None = None
+    logprobs: Annotated[int, Field(ge=0, le=5), _default_only(
+        0, why="logprobs on /v1/completions; use /v1/chat/completions")] | None = Field(
+        None, description="0-5; only 0 (none, as unset) is accepted.")
 
     @property
     def text(self) -> str:

@@ -61,7 +61,7 @@ def _texts(value: str | list[str]) -> list[str]:
 
 def _an_integer(value: Any) -> Any:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise PydanticCustomError("invalid_value", "must be an integer (the embedder's size), got {got}",
+        raise PydanticCustomError("invalid_type", "must be an integer (the embedder's size), got {got}",
                                   {"got": repr(value)[:40]})
     return value
 

@@ -39,10 +39,11 @@ def _logit_bias(value: dict[str, float]) -> dict[int, float]:
     parsed: dict[int, float] = {}
     for key, bias in value.items():
         if not key.isascii() or not key.isdigit() or len(key) > 9:
-            raise PydanticCustomError("invalid_value", "key {key} is not a token id", {"key": repr(key[:20])})
+            raise PydanticCustomError("invalid_value", "key {key} is not a token id",
+                                      {"key": repr(key[:20]), **({"at": key} if len(key) <= 64 else {})})
         if not -100 <= bias <= 100:
             raise PydanticCustomError("invalid_value", "the bias for token {key} must be from -100 to 100",
-                                      {"key": key})
+                                      {"key": key, "at": key})
         parsed[int(key)] = float(bias)
     return parsed
 
@@ -52,9 +53,12 @@ LogitBias = Annotated[dict[str, float], AfterValidator(_logit_bias),
 
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
-    if len(value) > 16 or any(len(k) > 64 or not isinstance(v, str) or len(v) > 512 for k, v in value.items()):
-        raise PydanticCustomError("invalid_value", "metadata holds at most 16 pairs, keys up to 64 characters, "
-                                  "string values up to 512")
+    if len(value) > 16:
+        raise PydanticCustomError("invalid_value", "metadata holds at most 16 pairs")
+    for key, item in value.items():
+        if len(key) > 64 or not isinstance(item, str) or len(item) > 512:
+            raise PydanticCustomError("invalid_value", "metadata keys are up to 64 characters, values strings up "
+                                      "to 512", {"at": key[:64]})
     return value
 
 

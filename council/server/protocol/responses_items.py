@@ -56,9 +56,19 @@ class _OtherPart(OpenAIModel):
     @model_validator(mode="before")
     @classmethod
     def refuse(cls, value: Any) -> Any:
-        kind = value.get("type") if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            raise PydanticCustomError("invalid_type", "must be an object, a text part: {\"type\": \"input_text\", "
+                                      "\"text\": ...}")
+        if "type" not in value or value["type"] is None:
+            raise PydanticCustomError("missing_field", "is required", {"at": "type"})
+        kind = value["type"]
+        if not isinstance(kind, str):
+            raise PydanticCustomError("invalid_type", "must be a string", {"at": "type"})
+        if kind == "text":  # the chat API's part
+            raise PydanticCustomError("invalid_value", "'text' is a chat part type: a Responses text part is "
+                                      "'input_text' (or 'output_text' for an earlier answer)", {"at": "type"})
         raise PydanticCustomError("unsupported_content", "only text parts (input_text, output_text) are "
-                                  "supported, got {kind}", {"kind": repr(kind)})
+                                  "supported, got {kind}", {"kind": repr(kind)[:40]})
 
 
 def _part_tag(value: Any) -> str:
@@ -93,6 +103,13 @@ class InputMessage(_Item):
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
     content: Content
+
+    @field_validator("content")
+    @classmethod
+    def _not_empty(cls, content: list[Any] | str) -> list[Any] | str:
+        if isinstance(content, list) and not content:  # as chat: a message says something
+            raise PydanticCustomError("invalid_value", "must not be an empty list")
+        return content
 
     def as_item(self) -> dict[str, Any]:
         return self._kept(type="message", role=self.role, content=text_of(self.content))
