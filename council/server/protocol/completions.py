@@ -132,15 +132,8 @@ class Completion(ReplyModel):
     council: CouncilInfo | None = None
 
 
-class CompletionChunk(ReplyModel):
-    """One chunk of a streamed ``POST /v1/completions`` (built by ``council/server/streaming.py`` ``Sse``):
-    ``usage`` is there only when ``stream_options.include_usage`` asks (null but on the last chunk, whose
-    ``choices`` are empty), ``council`` only on the chunk with the finish reason."""
-
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
-    council: CouncilInfo | None = None
+class CompletionChunk(Completion):
+    """One chunk of a streamed ``POST /v1/completions`` (built by ``council/server/streaming.py`` ``Sse``), shaped
+    as the whole reply (OpenAI streams ``text_completion`` objects): ``usage`` is there only when
+    ``stream_options.include_usage`` asks (null but on the last chunk, whose ``choices`` are empty), ``council``
+    only on the chunk with the finish reason."""
