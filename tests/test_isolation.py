@@ -161,8 +161,6 @@ def _break(kind: str, folder: Path) -> None:
                    "config-other-layers": {"layers_to_transform": [999]}, "config-bias": {"bias": "everything"},
                    "config-rank-pattern": {"rank_pattern": {"q_proj": "x"}}}[kind]
         config.write_text(json.dumps(dict(json.loads(config.read_text()), **changes)))
-    elif kind == "scope-empty":
-        np.save(folder / "scope.npy", np.zeros((0, 384), dtype=np.float32))
 
 
 async def _health(session, port):
@@ -182,7 +180,7 @@ async def _wait_for(session, port, predicate, seconds: float = 20.0):
 BROKEN = ["config-not-object", "config-wrong-types", "config-not-json", "weights-empty", "weights-garbage",
           "weights-nan", "weights-other-base", "weights-missing", "weights-unreadable", "weights-huge",
           "weights-half-copied", "config-alpha-infinite", "config-dora", "config-other-layers", "config-bias",
-          "config-rank-pattern", "scope-empty"]
+          "config-rank-pattern"]  # an empty scope.npy is not broken: erasure can empty one (test_unlearning.py)
 
 
 async def test_broken_adapters_are_refused_and_the_live_one_keeps_answering(server, base_model_dir, tmp_path):
