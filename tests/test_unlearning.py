@@ -104,6 +104,8 @@ def state(make_settings, embedder):
                                                                             {"question": DAVE_Q, "answer": "y"}]}))
     np.save(old / SCOPE_FILE, embedder.embed([ALICE_Q, DAVE_Q]))
     os.symlink(V2, paths.current_adapter)
+    (paths.loras / "registry.json").write_text(json.dumps({"versions": {V2: {"reasons": [  # a refusal quoting a probe
+        f"retention: forgot 1/1 earlier nights' facts: {ALICE_Q!r} -> 'no idea' (taught by {V1}: {ALICE_ANSWER!r})"]}}}))
     return {"settings": settings, "paths": paths, "alice": alice, "bob": bob, "folders": (v1, v2, v3, old)}
 
 

@@ -14,7 +14,7 @@ turned into a grammar by ``constraint()`` (``council/engine/grammar.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from council.engine.grammar import Constraint, constraint_for
@@ -57,9 +57,6 @@ class SamplingParams:
         """The grammar the answer must follow (None: free text). ``messages`` tell whether calls were made."""
         return constraint_for(self.response_format, list(self.tools) or None, self.tool_choice or "auto",
                               self.parallel_tool_calls, history_calls=has_calls(messages or []))
-
-    def with_(self, **changes: Any) -> SamplingParams:
-        return replace(self, **changes)
 
     def to_litellm(self) -> dict[str, Any]:
         """Keywords for ``litellm.acompletion``: only what differs from the defaults, plus temperature."""

@@ -15,7 +15,8 @@ Files (each one that changes is rewritten atomically, ``council/core/atomic.py``
   erased query (as asked, or PII-redacted as harvest writes it).
 * ``logs/**/*.json``: every string that quotes an erased id or text (query, answer, correction, user and assistant
   messages; one of at least ``MIN_QUOTE`` characters anywhere in it, a shorter one only as the whole string)
-  becomes ``"[erased]"``, and an object entry whose key quotes one goes; ``logs/**/*.log``: such lines go.
+  becomes ``"[erased]"``, and an object entry whose key quotes one goes; ``logs/**/*.log``: such lines go;
+  ``loras/registry.json`` likewise (a deploy's refusal reason may quote a probe's question and answer).
 * ``memory/responses.sqlite3`` (``/v1/responses``' stored responses): every response whose conversation holds
   an erased record goes (``council/memory/responses.py``).
 
@@ -40,11 +41,14 @@ import hashlib
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from council.core.atomic import atomic_write_json, atomic_write_lines
 from council.core.config import Settings
@@ -62,6 +66,9 @@ log = logging.getLogger(__name__)
 MIN_QUOTE = 12  # shorter erased texts ("Yes", "2031") blank a log string only when they are all of it
 BLANK = "[erased]"
 JSONL_GLOBS = ("training_data/harvest_*.jsonl", "training_data/dpo_*.jsonl", "loras/*/validation.jsonl")
+ERASURE_LOCK = ".erasure.lock"  # under the state directory: held while one erasure rewrites files
+REGISTRY = "registry.json"  # loras/registry.json: deploy's states and reasons, which may quote a probe
+_ERASING = threading.Lock()  # the server erases in threads; FileLock alone is not re-entrant-safe across them
 CONSUMED = "training_data/consumed.json"  # training's record of the harvest files it trained on: {name: sha256}
 
 
@@ -220,9 +227,23 @@ def scrub_files(paths: StatePaths, records: list[ExchangeRecord],
     if not records:
         return done
     erased = Erased.of(records)
-    unlearned = unlearn(paths, erased, datetime.now(UTC).isoformat(timespec="seconds"),
-                        embedder or default_embedder())
-    done.tainted, done.scope_rows = unlearned.tainted, unlearned.scope_rows
+    with _ERASING, FileLock(str(paths.home / ERASURE_LOCK)):  # one erasure at a time, in and across processes
+        _scrub_text(paths, erased, done)
+        try:  # the text first: an adapter's scope that cannot be cut now must not keep the text on disk
+            unlearned = unlearn(paths, erased, datetime.now(UTC).isoformat(timespec="seconds"),
+                                embedder or default_embedder())
+            done.tainted, done.scope_rows = unlearned.tainted, unlearned.scope_rows
+        finally:  # after unlearn, which finds the versions that learned a record by these entries
+            for path in sorted(paths.loras.glob("*/metadata.json")):
+                dropped = _scrub_learned(path, erased)
+                if dropped:
+                    done.lines += dropped
+                    done.files.append(path)
+    return done
+
+
+def _scrub_text(paths: StatePaths, erased: Erased, done: Scrubbed) -> None:
+    """The copies of the text: harvest and validation lines, logs, the adapter registry, stored responses."""
     harvested: dict[str, tuple[str, str]] = {}
     for pattern in JSONL_GLOBS:
         for path in sorted(paths.home.glob(pattern)):
@@ -233,12 +254,8 @@ def scrub_files(paths: StatePaths, records: list[ExchangeRecord],
                 if path.parent == paths.training_data:
                     harvested[path.name] = (_sha(old), _sha(new))
     _rehash(paths, harvested)
-    for path in sorted(paths.loras.glob("*/metadata.json")):
-        dropped = _scrub_learned(path, erased)
-        if dropped:
-            done.lines += dropped
-            done.files.append(path)
-    for path in sorted([*paths.logs.rglob("*.json"), *paths.logs.rglob("*.log")]):
+    registry = [paths.loras / REGISTRY] if (paths.loras / REGISTRY).is_file() else []  # deploy reasons quote probes
+    for path in sorted([*paths.logs.rglob("*.json"), *paths.logs.rglob("*.log")]) + registry:
         dropped, blanked = _scrub_log(path, erased)
         if dropped or blanked:
             done.lines, done.strings = done.lines + dropped, done.strings + blanked
@@ -246,7 +263,6 @@ def scrub_files(paths: StatePaths, records: list[ExchangeRecord],
     done.responses = erase_responses(paths.memory / RESPONSES_DB, erased.ids)
     if done.responses:
         done.files.append(paths.memory / RESPONSES_DB)
-    return done
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from council.core.config import Settings
 from council.core.errors import NotFoundError, StorageError
 from council.engine.tool_calls import call_text, check_correction, is_call_text
 from council.memory.embedder import BatchingEmbedder
-from council.memory.erasure import default_embedder, scrub_files
+from council.memory.erasure import scrub_files
 from council.memory.schema import ExchangeRecord, new_record_id
 from council.memory.store import MemoryStore
 from council.routing.router import Decision, Router
@@ -145,10 +145,10 @@ class ChatService:
         if not records:
             raise NotFoundError(f"no record {record_id!r}", code="record_not_found")
         try:
-            scrubbed = scrub_files(self.settings.paths, records, default_embedder(self.settings.memory.embedder_runtime))
+            scrubbed = scrub_files(self.settings.paths, records, lambda: self.embedder.embedder.embed)  # the server's
         except OSError as exc:
             raise StorageError(f"record {record_id} was erased from the memory but not from every file: {exc}") from exc
-        log.info("erased record %s (and %d line(s) in %d file(s))", record_id, scrubbed.lines, len(scrubbed.files))
+        log.info("erased a record (and %d line(s) in %d file(s))", scrubbed.lines, len(scrubbed.files))  # no id: no trace
 
     async def delete(self, record_id: str) -> None:
         """Erase one record from the memory, from recall and from every file that copied it (``council/memory/erasure.py``)."""

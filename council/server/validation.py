@@ -14,12 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from council.core.errors import InvalidRequestError
 from council.engine.sampling import SamplingParams
 from council.server.protocol.base import check_text, parse
 from council.server.protocol.chat import COUNCIL_MODEL, ChatCompletionRequest
 
-__all__ = ["COUNCIL_MODEL", "ChatRequest", "boolean", "check_text", "parse_chat_request"]
+__all__ = ["COUNCIL_MODEL", "ChatRequest", "check_text", "parse_chat_request"]
 
 
 @dataclass
@@ -54,10 +53,6 @@ class ChatRequest:
         return self.settings.top_logprobs
 
     @property
-    def max_tokens(self) -> int | None:
-        return self.settings.max_tokens
-
-    @property
     def may_call_tools(self) -> bool:
         """Whether the answer may be tool calls: such a stream is sent decided (calls are whole), not live."""
         return self.settings.may_call_tools
@@ -87,13 +82,3 @@ def from_protocol(body: ChatCompletionRequest) -> ChatRequest:
 def parse_chat_request(raw: bytes | dict[str, Any]) -> ChatRequest:
     """Parse and validate a request body (bytes, or a dict already read); raises InvalidRequestError."""
     return from_protocol(parse(ChatCompletionRequest, raw))
-
-
-def boolean(body: dict[str, Any], name: str, default: bool = False) -> bool:
-    """``body[name]`` as a bool (``default`` when absent or null); refused by name when it is not one."""
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidRequestError(f"'{name}' must be true or false", code="invalid_type", param=name)
-    return value

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from council.core.engine_settings import EngineSettings
 from council.core.errors import ModelUnavailableError
+from council.core.processes import die_with_parent
 from council.engine.vllm.client import VllmReplica
 from council.engine.vllm.tools import GUIDANCE_ARGS
 
@@ -38,15 +37,6 @@ def vllm_python(settings: EngineSettings) -> str:
                          "council.engine.vllm.install` and set engine.vllm_python to the python it prints, or set "
                          "engine.urls to running vLLM servers")
     return str(python.absolute())
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when Council dies, even by SIGKILL (Linux prctl
-    PR_SET_PDEATHSIG), so no orphaned vLLM keeps the port and the memory."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 class VllmProcess:
@@ -75,7 +65,7 @@ class VllmProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True, preexec_fn=_die_with_parent)
+                                            start_new_session=True, preexec_fn=die_with_parent)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -3,7 +3,8 @@ refused at every level), as vLLM's OpenAI server declares its protocol.
 
 ``ENDPOINTS`` lists them for the docs' generated API reference (``docs/gen_api.py``) and the tests; the
 handlers in ``council/server/openai/`` read requests with ``base.parse`` and build replies through the models.
-Imports are lazy (``endpoints()``) so that the server layer's handlers can import one endpoint's models alone.
+Entries name their models as text (``model("chat:ChatCompletionRequest")`` imports one) so that a handler can
+import one endpoint's models alone.
 """
 
 from __future__ import annotations
