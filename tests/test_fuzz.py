@@ -27,7 +27,7 @@ text = st.text(min_size=1, max_size=30)  # hypothesis leaves out surrogates unle
 content = st.one_of(text, st.lists(st.builds(lambda t: {"type": "text", "text": t}, text), min_size=1, max_size=2))
 message = st.one_of(
     st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "developer"]), "content": content}),
-    st.fixed_dictionaries({"role": st.just("assistant"), "content": st.one_of(st.none(), content)}),
+    st.fixed_dictionaries({"role": st.just("assistant"), "content": content}),  # null only beside tool_calls
 )
 OPTIONAL: dict[str, st.SearchStrategy] = {
     "model": st.sampled_from(["council", "local/smollm2"]),
@@ -57,6 +57,7 @@ DEFECTS = [
     ("response_format", {"type": "xml"}), ("tool_choice", "required"), ("top_logprobs", 21), ("logit_bias", {"abc": 1}),
     ("logit_bias", {"5": 500}), ("stop", [1, 2]), ("stream", "yes"), ("logprobs", 1), ("model", 7),
     ("model", "no/such-model"), ("presence_penalty", -3), ("user", 12), ("metadata", "x"),
+    ("messages", [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}]),
 ]
 
 
