@@ -8,6 +8,8 @@ digits, ``_`` or ``-``); a function's ``parameters`` describe an object.
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Annotated, Any, Literal
 
 import jsonschema
@@ -37,18 +39,36 @@ class FunctionDefinition(OpenAIModel):
 
 def json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     """``schema`` when it is a valid JSON Schema (checked against its draft's metaschema with the ``jsonschema``
-    library; draft 2020-12 unless ``$schema`` names another); else ``invalid_schema`` at the offending key."""
+    library; draft 2020-12 unless ``$schema`` names another); else ``invalid_schema`` at the offending key. The
+    verdict is cached by the schema's text: an agent sends the same tools with every request."""
     if schema is None:
         return None
     try:
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        at = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path).removeprefix(".")
-        raise PydanticCustomError("invalid_schema", "not a valid JSON Schema: {why}",
-                                  {"why": exc.message[:200], **({"at": at} if at else {})}) from None
+        problem = _schema_problem(json.dumps(schema, sort_keys=True))
     except RecursionError:
-        raise PydanticCustomError("invalid_schema", "the schema is nested too deeply") from None
+        problem = ("the schema is nested too deeply", "")
+    if problem is not None:
+        why, at = problem
+        raise PydanticCustomError("invalid_schema", "not a valid JSON Schema: {why}" if at or "nested" not in why
+                                  else "{why}", {"why": why, **({"at": at} if at else {})})
     return schema
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_problem(text: str) -> tuple[str, str] | None:
+    """(why, path in the schema) of the first metaschema error, or None."""
+    schema = json.loads(text)
+    error = jsonschema.exceptions.best_match(_meta_validator(jsonschema.validators.validator_for(
+        schema, default=jsonschema.Draft202012Validator)).iter_errors(schema))
+    if error is None:
+        return None
+    return error.message[:200], "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path).removeprefix(".")
+
+
+@functools.lru_cache(maxsize=8)
+def _meta_validator(cls: Any) -> Any:
+    """A validator of schemas for one draft, built once (building it is most of ``check_schema``'s cost)."""
+    return cls(cls.META_SCHEMA)
 
 
 def _function_only(kind: str) -> Any:
