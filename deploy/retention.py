@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from council.engine.local.model import LocalModel
 from council.engine.vllm.engine import VllmEngine
+from council.memory.corrections import same_question  # two probes are the same question as recall says
 from council.memory.sqlite import superseded_records
 from council.routing.prompts import PromptStore, serving_system_prompt
 from deploy.probes import run_probes
@@ -37,11 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAMED_LOST = 5  # lost questions a refusal names
-
-
-def question_key(question: str) -> str:
-    """What makes two probes "the same question": their words, case and spacing aside."""
-    return " ".join(question.casefold().split())
 
 
 def probe_lines(folder: Path) -> list[dict[str, Any]]:
@@ -69,11 +65,11 @@ def earlier_probes(versions: list[AdapterInfo], candidate: AdapterInfo, supersed
                    limit: int) -> list[dict[str, Any]]:
     """Up to ``limit`` probes of ``versions`` (newest first), one per question, none of a superseded record
     and none tonight's probes (``candidate``'s own validation lines) already ask; each names its ``version``."""
-    seen = {question_key(line["instruction"]) for line in probe_lines(candidate.path)}
+    seen = {same_question(line["instruction"]) for line in probe_lines(candidate.path)}
     probes: list[dict[str, Any]] = []
     for info in versions:
         for line in probe_lines(info.path):
-            key = question_key(line["instruction"])
+            key = same_question(line["instruction"])
             if key in seen or record_of(line) in superseded or line["record_id"] in superseded:
                 continue
             seen.add(key)
