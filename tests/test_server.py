@@ -212,3 +212,23 @@ async def test_overload_returns_503_not_a_hang(aiohttp_client, make_settings, ba
     assert statuses.count(200) >= 1 and 503 in statuses
     rejected = next(r for r in responses if r.status == 503)
     assert (await rejected.json())["error"]["code"] == "overloaded" and rejected.headers["Retry-After"]
+
+
+async def test_store_false_answers_without_recording(local_server):
+    """``store: false`` (OpenAI's "keep this output"): the answer comes, and nothing of it is kept: no record to
+    recall, page, give feedback on or harvest; streamed too. Unset or true records as always."""
+    client = client_for(local_server)
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    kept = await client.chat.completions.create(model="council", messages=question, max_tokens=8, store=True)
+    skipped = await client.chat.completions.create(model="council", messages=question, max_tokens=8, store=False)
+    assert "Paris" in skipped.choices[0].message.content
+    assert kept.model_extra["council"]["stored"] is True and skipped.model_extra["council"]["stored"] is False
+    stream = await client.chat.completions.create(model="council", messages=question, max_tokens=8, store=False,
+                                                  stream=True)
+    assert "Paris" in "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+    http = client.with_options(max_retries=0)
+    page = await http.get("/records", cast_to=object)
+    assert [r["id"] for r in page["data"]] == [kept.model_extra["council"]["record_id"]]
+    with pytest.raises(openai.NotFoundError):
+        await http.post("/feedback", cast_to=object,
+                        body={"record_id": skipped.model_extra["council"]["record_id"], "thumbs": "down"})

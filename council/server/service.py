@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class Answer:
     record: ExchangeRecord
     decision: Decision
+    stored: bool = True  # False for ``store: false``: the record was never written
 
 
 class ChatService:
@@ -115,11 +116,12 @@ class ChatService:
             context_ids=[r.id for r, _ in context],
             tools=request.tools, response_format=request.response_format, tool_calls=winner.tool_calls,
         )
-        await self.writer.submit((record, vector))
+        if request.store:  # ``store: false`` (evaluation, probes, private questions): answered, kept nowhere
+            await self.writer.submit((record, vector))
         self.stats.observe(winner.head, record.success, record.confidence, latency_ms, record.failure_source,
                            escalated=len(decision.route) > 1 and decision.route[1] != "stream", adapter=record.adapter, live=self.live_adapter())
         self.stats.memory_size.set(self.memory.count())
-        return Answer(record=record, decision=decision)
+        return Answer(record=record, decision=decision, stored=request.store)
 
     async def feedback(self, record_id: str, thumbs: str | None, rating: int | None,
                        correction: str | None) -> ExchangeRecord:

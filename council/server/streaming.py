@@ -41,7 +41,7 @@ def council_field(answer: Answer) -> dict[str, Any]:
     r = answer.record
     return CouncilInfo(record_id=r.id, confidence=round(r.confidence, 4), success=r.success, route=r.route,
                        adapter=r.adapter, model=r.model, context_ids=r.context_ids,
-                       skipped=answer.decision.skipped).dump()
+                       skipped=answer.decision.skipped, stored=answer.stored).dump()
 
 
 def council_headers(answer: Answer) -> dict[str, str]:

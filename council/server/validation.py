@@ -35,6 +35,7 @@ class ChatRequest:
     include_usage: bool = False
     logprobs: bool = False
     user: str | None = None
+    store: bool = True  # False: answered, not recorded (not in memory, never harvested or trained on)
 
     @property
     def tools(self) -> list[dict[str, Any]]:
@@ -76,7 +77,7 @@ def from_protocol(body: ChatCompletionRequest) -> ChatRequest:
     return ChatRequest(model=body.model or COUNCIL_MODEL, messages=body.messages_as_dicts(), settings=settings,
                        temperature=body.temperature, stream=bool(body.stream),
                        include_usage=bool(options and options.include_usage), logprobs=bool(body.logprobs),
-                       user=body.user)
+                       user=body.user, store=body.store is not False)
 
 
 def parse_chat_request(raw: bytes | dict[str, Any]) -> ChatRequest:

@@ -4,7 +4,9 @@
 strict types, unknown keys refused at every level, ``null`` meaning "not set". ``max_completion_tokens`` wins
 over the deprecated ``max_tokens`` (both are checked). Parameters Council cannot honour (audio, predicted output,
 n > 1, reasoning options, web search) are refused by name when set, never ignored; hints (``metadata``,
-``store``, ``service_tier``, ...) are accepted with no effect on the answer. ``to_request()`` gives the
+``service_tier``, ...) are accepted with no effect on the answer; ``store: false`` answers without recording
+the exchange (OpenAI's ``store`` says whether the output is kept for evals and distillation: here, for memory
+and the nightly loop). ``to_request()`` gives the
 ``ChatRequest`` the council answers (``council/server/validation.py``).
 """
 
@@ -82,7 +84,8 @@ class ChatCompletionRequest(OpenAIModel):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     metadata: Metadata | None = None
-    store: bool | None = None
+    store: bool | None = Field(None, description="false: answered but not recorded (no memory, no harvest, no "
+                                                "feedback); true or unset: recorded, as every exchange is.")
     service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
     prompt_cache_key: str | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = Field(None, description="Accepted; no effect.")

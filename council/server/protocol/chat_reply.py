@@ -83,6 +83,7 @@ class CouncilInfo(Reply):
     model: str
     context_ids: list[str] = Field(description="Records recalled from memory into the prompt.")
     skipped: dict[str, str] = Field(description="Heads that could not answer, with why.")
+    stored: bool = Field(True, description="False for a request with store: false: record_id names no record.")
 
 
 class ChatCompletion(Reply):
