@@ -38,6 +38,8 @@ class NightlyConfig:
     epochs: int = field(default=0, metadata={"help": "Training epochs; 0 = the trainer's default."})
     learning_rate: float = field(default=0.0, metadata={"help": "Training learning rate; 0 = the trainer's default."})
     min_examples: int = field(default=5, metadata={"help": "Fewest harvested examples worth a training run."})
+    replay_ratio: float = field(default=-1.0, metadata={"help": "Earlier nights' lines replayed, as a share of the "
+                                                                "night's own (0 = all); -1 = the trainer's default."})
     train_threads: int = field(default=0, metadata={"help": "torch threads while training; 0 = one per core (the "
                                                             "night's server is mostly idle; 1 leaves it a core)."})
     window_seconds: float = field(default=60.0, metadata={"help": "Deploy monitoring window."})

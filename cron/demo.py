@@ -141,13 +141,13 @@ def base_model_source(config: DemoConfig) -> str:
     return resolve_base_model("", config.settings.paths.models).path
 
 
-def write_settings(home: Path, config: DemoConfig, source: str, port: int, memory: bool = True,
+def write_settings(home: Path, max_new_tokens: int, source: str, port: int, memory: bool = True,
                    name: str = "council.toml") -> tuple[Path, Settings]:
     """The demo's council.toml (see the module docstring) and the Settings it gives, ignoring the environment.
     ``memory=False`` adds ``council.memory_k = 0``: answers from the model (and its adapter) alone."""
     home.mkdir(parents=True, exist_ok=True)
     toml = (f"[server]\nhost = \"127.0.0.1\"\nport = {port}\n\n"
-            f"[model]\nsource = {json.dumps(source)}\nmax_new_tokens = {config.max_new_tokens}\n\n"
+            f"[model]\nsource = {json.dumps(source)}\nmax_new_tokens = {max_new_tokens}\n\n"
             "[council]\nheads = {}\n" + ("" if memory else "memory_k = 0\n"))
     path = home / name
     path.write_text(toml, encoding="utf-8")
@@ -204,7 +204,7 @@ def run(config: DemoConfig, home: Path) -> dict[str, Any]:
     clock = time.perf_counter()
     source = base_model_source(config)
     port = config.port or free_port()
-    config_file, settings = write_settings(home, config, source, port)
+    config_file, settings = write_settings(home, config.max_new_tokens, source, port)
     questions, tokens = config.question_list, config.max_tokens
     with DemoServer(home, config_file, settings.server.port, config.start_seconds) as server:
         seconds["server start"] = time.perf_counter() - clock
@@ -219,7 +219,7 @@ def run(config: DemoConfig, home: Path) -> dict[str, Any]:
         stage_seconds = night["nightly"].get("seconds") or {}
         seconds.update({k: float(stage_seconds[k]) for k in ("harvest", "train", "deploy") if k in stage_seconds})
         seconds["night"] = time.perf_counter() - mark
-    off_file, _ = write_settings(home, config, source, port, memory=False, name="council-memory-off.toml")
+    off_file, _ = write_settings(home, config.max_new_tokens, source, port, memory=False, name="council-memory-off.toml")
     with DemoServer(home, off_file, port, config.start_seconds) as server:
         serving = server.health().get("adapter")
         mark = time.perf_counter()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from council.core import http
 from council.core.errors import CouncilError
@@ -157,10 +158,16 @@ class DemoServer:
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")
 
-    def ask(self, question: str, max_tokens: int) -> dict[str, Any]:
-        """One greedy chat completion through the full route; returns text, confidence, record_id, adapter."""
-        body = {"model": "council", "messages": [{"role": "user", "content": question}],
-                "max_tokens": max_tokens, "temperature": 0}
+    def ask(self, question: str, max_tokens: int, user: str | None = None, store: bool = True) -> dict[str, Any]:
+        """One greedy chat completion through the full route, as ``user`` (None: anonymous); ``store=False``
+        asks without recording (a measurement the loop must not learn from). Returns text, confidence,
+        record_id, adapter."""
+        body: dict[str, Any] = {"model": "council", "messages": [{"role": "user", "content": question}],
+                                "max_tokens": max_tokens, "temperature": 0}
+        if user is not None:
+            body["user"] = user
+        if not store:
+            body["store"] = False
         reply = self._call("POST", "/v1/chat/completions", body, timeout=600.0)
         council = reply.get("council") or {}
         return {"text": reply["choices"][0]["message"]["content"] or "", "confidence": council.get("confidence"),
@@ -169,3 +176,18 @@ class DemoServer:
     def correct(self, record_id: str, correction: str) -> dict[str, Any]:
         return self._call("POST", "/v1/feedback", {"record_id": record_id, "thumbs": "down",
                                                    "correction": correction})
+
+    def record_ids(self, user: str) -> list[str]:
+        """Every record of ``user``, paged through ``GET /v1/records``."""
+        ids: list[str] = []
+        after = ""
+        while True:
+            page = self._call("GET", f"/v1/records?user={quote(user)}&limit=100" + (f"&after={after}" if after else ""))
+            ids += [r["id"] for r in page["data"]]
+            if not page.get("has_more") or not page["data"]:
+                return ids
+            after = page["last_id"]
+
+    def erase(self, record_id: str) -> None:
+        """``DELETE /v1/records/{id}``: the record out of memory, files, and the live adapter's scope."""
+        self._call("DELETE", f"/v1/records/{record_id}", timeout=120.0)

@@ -35,6 +35,8 @@ def _train(config: NightlyConfig) -> int:
     from training.main import main as train_main
 
     overrides: dict[str, Any] = {"fresh": config.fresh, "min_examples": config.min_examples}
+    if config.replay_ratio >= 0:
+        overrides["replay_ratio"] = config.replay_ratio
     if config.epochs:
         overrides.update(epochs=config.epochs, incremental_epochs=config.epochs)
     if config.learning_rate:

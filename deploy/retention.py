@@ -31,6 +31,7 @@ from council.memory.sqlite import superseded_records
 from council.routing.prompts import PromptStore, serving_system_prompt
 from deploy.probes import run_probes
 from deploy.registry import AdapterInfo, Registry
+from training.data import record_of
 
 if TYPE_CHECKING:
     from deploy.config import DeployConfig
@@ -47,11 +48,6 @@ def probe_lines(folder: Path) -> list[dict[str, Any]]:
     path = folder / "validation.jsonl"
     examples = load_examples(path) if path.is_file() else []
     return [e for e in examples if isinstance(e.get("correction"), str) and e["correction"].strip()]
-
-
-def record_of(line: dict[str, Any]) -> str:
-    """The memory record a harvest line came from: its ``record_id`` before any ``#``."""
-    return str(line.get("record_id") or "").split("#", 1)[0]
 
 
 def earlier_versions(registry: Registry, candidate: AdapterInfo) -> list[AdapterInfo]:
@@ -111,8 +107,8 @@ def retention_gate(config: DeployConfig, model: LocalModel | VllmEngine, info: A
     model.use_adapter(str(info.path))
     after = run_probes(model, probes, system, tokens)
     model.use_adapter(baseline_folder)
-    for case, probe in zip(after["cases"], probes, strict=True):
-        case["version"] = probe["version"]
+    for case, probe in zip(before["cases"] + after["cases"], probes + probes, strict=True):
+        case["version"], case["record"] = probe["version"], record_of(probe)  # training/replay.py: forgotten first
     lost, known = judge(before, after)
     share = len(lost) / known if known else 0.0
     summary["retention"] = {"candidate": after, "baseline": {**before, "version": baseline},

@@ -67,6 +67,10 @@ class TrainConfig:
     )
     incremental_learning_rate: float = field(default=1e-3, metadata={"help": (
         "Learning rate when continuing the current adapter (earlier nights' lines are replayed beside the new).")})
+    replay_ratio: float = field(default=0.5, metadata={"help": (
+        "Most earlier nights' lines replayed when continuing, as a share of the night's own training lines "
+        "(forgotten records first, then those replayed longest ago: training/replay.py); 0 = every line. From "
+        "the base model every line is replayed. 0.5 keeps a night within ~1.5x night 1's lines (issue 28).")})
     batch_size: int = field(default=8, metadata={"help": "Examples per batch (padded to the batch's longest)."})
     grad_accum: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     max_length: int = field(default=512, metadata={"help": "Tokens per example; longer answers are cut."})
@@ -127,6 +131,8 @@ class TrainConfig:
             raise ValueError(
                 f"{self.prompts_dir / REHEARSAL_FILE} is missing; restore it from the repo or pass --rehearsal 0"
             )
+        if not math.isfinite(self.replay_ratio) or self.replay_ratio < 0:
+            raise ValueError(f"replay_ratio must be >= 0 (e.g. 0.5; 0 = replay every earlier line), got {self.replay_ratio}")
         if self.max_length < 16:
             raise ValueError(f"max_length must be >= 16 tokens, got {self.max_length}")
         for name in ("learning_rate", "incremental_learning_rate"):

@@ -157,6 +157,12 @@ def consumed_files(training_data: Path) -> list[Path]:
             if path.is_file() and consumed.get(path.name) == sha256_bytes(path.read_bytes())]
 
 
+def record_of(line: dict[str, Any]) -> str:
+    """The memory record a harvest line came from: its ``record_id`` before any ``#`` (harvest's extra wordings
+    of one correction are ``rec_…#paraphrase-1`` and the like)."""
+    return str(line.get("record_id") or "").split("#", 1)[0]
+
+
 def content_key(example: dict[str, Any]) -> str:
     """A line's words (instruction, input, output) as one string: what orders and splits lines reproducibly."""
     return "\x1f".join((example["instruction"], example.get("input") or "", example["output"]))

@@ -14,14 +14,12 @@ from council.engine import loading
 from council.engine.model_files import BaseModel, resolve_base_model
 from council.memory.unlearning import taint_of
 from council.routing.prompts import PromptStore, serving_system_prompt
-from training import artifacts
+from training import artifacts, replay
 from training.config import TrainConfig
 from training.data import (
     HarvestData,
-    consumed_files,
     content_key,
     encode_all,
-    read_harvest,
     split_examples,
     user_message,
 )
@@ -112,7 +110,8 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     )
     # a tainted parent's clean replacement learns every line left of earlier nights, from the base model
     again = parent is not None or fresh_because == PARENT_TAINTED
-    replayed = replay_examples(paths, data, config.min_quality) if again else []
+    replayed = replay.replay_examples(paths, data, config.min_quality, config.replay_ratio, len(train_raw),
+                                      continuing=parent is not None) if again else []
     train_raw += replayed
     train, dropped_train = encode_all(tokenizer, train_raw, prompts, hp.max_length)
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)
@@ -120,17 +119,17 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     trained_ids = {item.record_id for item in train}
     pad_id = loading.pad_id(tokenizer)
     enough = bool(train) and len(train) + len(validation) >= config.min_examples
-    replay = rehearsal_examples(config, base, parent, tokenizer, prompts, hp.max_length) if enough else []
+    rehearsed = rehearsal_examples(config, base, parent, tokenizer, prompts, hp.max_length) if enough else []
     return Prepared(
         base=base,
         parent=parent,
         hyperparameters=hp,
-        train=train + replay,
+        train=train + rehearsed,
         validation=validation,
         validation_records=[e for e in validation_raw if e["record_id"] in kept_ids],
         pad_id=pad_id,
         skipped_too_long=dropped_train + dropped_validation,
-        rehearsal=len(replay),
+        rehearsal=len(rehearsed),
         replayed=len(replayed),
         train_queries=[user_message(e) for e in train_raw if e["record_id"] in trained_ids],
         train_records=[e["record_id"] for e in train_raw if e["record_id"] in trained_ids],
@@ -149,24 +148,6 @@ def choose_parent(fresh: bool, current: Path, base: BaseModel) -> tuple[Path | N
         log.warning("current adapter %s learned from erased records; training from the base model", parent.name)
         return None, PARENT_TAINTED
     return parent, None
-
-
-def replay_examples(paths: StatePaths, data: HarvestData, min_quality: float) -> list[dict[str, Any]]:
-    """Training lines of the harvest files earlier nights consumed (not held out, not in ``data``): continuing
-    an adapter on the new facts alone makes a small model forget the old ones (Zucchet et al., COLM 2025).
-    Lines of a superseded correction (its record id, before any ``#``, is one a newer correction of the same
-    question replaced: ``council/memory/corrections.py``) are left out: they would teach the old value again."""
-    from council.memory.store import superseded_records
-
-    new_files = {Path(f.path).name for f in data.files}
-    files = [p for p in consumed_files(paths.training_data) if p.name not in new_files]
-    if not files:
-        return []
-    ids, superseded = {e["record_id"] for e in data.examples}, superseded_records(paths.memory)
-    old = [e for e in read_harvest(files, min_quality).examples if e.get("held_out") is not True
-           and e["record_id"] not in ids and e["record_id"].split("#", 1)[0] not in superseded]
-    log.info("replaying %d line(s) of %d earlier harvest file(s) beside the new ones", len(old), len(files))
-    return old
 
 
 def rehearsal_examples(config: TrainConfig, base: BaseModel, parent: Path | None, tokenizer: Any,

@@ -16,7 +16,8 @@ Files (each one that changes is rewritten atomically, ``council/core/atomic.py``
 * ``logs/**/*.json``: every string that quotes an erased id or text (query, answer, correction, user and assistant
   messages; one of at least ``MIN_QUOTE`` characters anywhere in it, a shorter one only as the whole string)
   becomes ``"[erased]"``, and an object entry whose key quotes one goes; ``logs/**/*.log``: such lines go;
-  ``loras/registry.json`` likewise (a deploy's refusal reason may quote a probe's question and answer).
+  ``loras/registry.json`` and ``training_data/replay.json`` likewise (a deploy's refusal reason may quote a
+  probe's question and answer; replay's state is keyed by record id).
 * ``memory/responses.sqlite3`` (``/v1/responses``' stored responses): every response whose conversation holds
   an erased record goes (``council/memory/responses.py``).
 
@@ -68,6 +69,7 @@ BLANK = "[erased]"
 JSONL_GLOBS = ("training_data/harvest_*.jsonl", "training_data/dpo_*.jsonl", "loras/*/validation.jsonl")
 ERASURE_LOCK = ".erasure.lock"  # under the state directory: held while one erasure rewrites files
 REGISTRY = "registry.json"  # loras/registry.json: deploy's states and reasons, which may quote a probe
+REPLAY_STATE = "replay.json"  # training_data/replay.json: training/replay.py's {record id: night last replayed}
 _ERASING = threading.Lock()  # the server erases in threads; FileLock alone is not re-entrant-safe across them
 CONSUMED = "training_data/consumed.json"  # training's record of the harvest files it trained on: {name: sha256}
 
@@ -254,7 +256,8 @@ def _scrub_text(paths: StatePaths, erased: Erased, done: Scrubbed) -> None:
                 if path.parent == paths.training_data:
                     harvested[path.name] = (_sha(old), _sha(new))
     _rehash(paths, harvested)
-    registry = [paths.loras / REGISTRY] if (paths.loras / REGISTRY).is_file() else []  # deploy reasons quote probes
+    # deploy's reasons quote probes; training's replay state names records
+    registry = [p for p in (paths.loras / REGISTRY, paths.training_data / REPLAY_STATE) if p.is_file()]
     for path in sorted([*paths.logs.rglob("*.json"), *paths.logs.rglob("*.log")]) + registry:
         dropped, blanked = _scrub_log(path, erased)
         if dropped or blanked:

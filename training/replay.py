@@ -1,0 +1,128 @@
+"""Which earlier nights' lines a night trains on again beside its own: a bounded sample, forgetting first.
+
+Continuing an adapter on new facts alone makes a small model forget the old ones (Zucchet et al., COLM 2025),
+so a continuing night replays earlier nights' harvest lines. Replaying all of them makes a night's cost grow
+with history (after a year of 50 corrections a night, ~18,000 facts' lines every night; issue 28), so a night
+replays at most ``TrainConfig.replay_ratio`` × its own training lines (default 0.5: with rehearsal the same
+every night, night k trains at most ~1.5× night 1's lines), chosen **record by record**:
+
+1. records whose held-out probe the live adapter got wrong in the last deploy's retention gate
+   (``logs/deploy_summary.json``, ``deploy/retention.py``): what is being forgotten comes back first;
+2. then the records replayed longest ago (never replayed first; then the oldest night's), so every earlier
+   record comes back at least once every ceil(records / budget) nights — spaced rehearsal, the schedule of
+   experience replay's "reservoir" made deterministic (Rolnick et al., NeurIPS 2019, CLEAR).
+
+Within a record its lines go in a fixed order (the user's correction first, then the council's paraphrases,
+statements and reverse question). Training from the base model (``--fresh``, or a tainted parent,
+``council/memory/unlearning.py``) replays every line: no adapter knows them yet, so nothing is bounded there.
+``replay_ratio`` 0 (or below 0: "all") keeps the old behaviour for comparison (``bench/nights_bench.py``).
+
+State: ``training_data/replay.json`` ``{"night": n, "records": {record_id: night last replayed}}``; erasing a
+record drops its entry (``council/memory/erasure.py`` scrubs the file like the logs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from council.core.atomic import atomic_write_json
+from council.core.paths import StatePaths
+from council.memory.erasure import REPLAY_STATE
+from training.data import HarvestData, consumed_files, read_harvest, record_of
+
+log = logging.getLogger(__name__)
+
+
+def replay_examples(paths: StatePaths, data: HarvestData, min_quality: float, ratio: float, new_lines: int,
+                    continuing: bool) -> list[dict[str, Any]]:
+    """Training lines of the harvest files earlier nights consumed (not held out, not in ``data``), bounded
+    as the module docstring says. Lines of a superseded correction (a newer correction of the same question
+    replaced their record: ``council/memory/corrections.py``) are left out: they would teach the old value."""
+    from council.memory.store import superseded_records
+
+    new_files = {Path(f.path).name for f in data.files}
+    files = [p for p in consumed_files(paths.training_data) if p.name not in new_files]
+    if not files:
+        return []
+    ids, superseded = {e["record_id"] for e in data.examples}, superseded_records(paths.memory)
+    old = [e for e in read_harvest(files, min_quality).examples if e.get("held_out") is not True
+           and e["record_id"] not in ids and record_of(e) not in superseded]
+    live = paths.current_adapter.resolve().name if paths.current_adapter.is_symlink() else None
+    lines = bounded(old, new_lines, ratio, paths.training_data, paths.logs, live, continuing)
+    log.info("replaying %d line(s) of %d earlier harvest file(s) beside the new ones", len(lines), len(files))
+    return lines
+
+
+def read_state(training_data: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((training_data / REPLAY_STATE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"night": 0, "records": {}}
+    records = data.get("records") if isinstance(data, dict) else None
+    return {"night": int(data.get("night") or 0), "records": records if isinstance(records, dict) else {}}
+
+
+def forgotten_records(logs: Path, live: str | None) -> set[str]:
+    """Records whose retention probe ``live`` (the adapter serving now) answered wrong at the last deploy."""
+    try:
+        summary = json.loads((logs / "deploy_summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return set()
+    retention = summary.get("retention") if isinstance(summary, dict) else None
+    if not isinstance(retention, dict) or live is None:
+        return set()
+    out: set[str] = set()
+    for side in ("candidate", "baseline"):
+        for case in (retention.get(side) or {}).get("cases") or []:
+            if isinstance(case, dict) and case.get("adapter") == live and not case.get("right") and case.get("record"):
+                out.add(str(case["record"]))
+    return out
+
+
+def _line_order(line: dict[str, Any]) -> tuple[int, str]:
+    kinds = {None: 0, "paraphrase": 1, "statement": 2, "reverse": 3}
+    return kinds.get(line.get("kind"), 4), str(line.get("instruction", ""))
+
+
+def choose(old: list[dict[str, Any]], budget: int, forgotten: set[str],
+           last_replayed: dict[str, int]) -> list[dict[str, Any]]:
+    """Up to ``budget`` lines of ``old`` (every earlier night's usable lines, oldest file first), whole records
+    in the order the module docstring gives; a record that does not fit whole gives its first lines."""
+    by_record: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for position, line in enumerate(old):
+        by_record[record_of(line)].append({**line, "_position": position})
+    first_seen = {record: lines[0]["_position"] for record, lines in by_record.items()}
+    order = sorted(by_record, key=lambda r: (r not in forgotten, last_replayed.get(r, -1), first_seen[r]))
+    chosen: list[dict[str, Any]] = []
+    for record in order:
+        if len(chosen) >= budget:
+            break
+        lines = sorted(by_record[record], key=_line_order)
+        chosen += lines[: budget - len(chosen)]
+    return [{k: v for k, v in line.items() if k != "_position"} for line in chosen]
+
+
+def bounded(old: list[dict[str, Any]], new_lines: int, ratio: float, paths_training_data: Path, logs: Path,
+            live: str | None, continuing: bool) -> list[dict[str, Any]]:
+    """The lines to replay tonight, and the state updated; every line when not ``continuing`` or ``ratio`` <= 0."""
+    if not old:
+        return []
+    state = read_state(paths_training_data)
+    if continuing and ratio > 0:
+        budget = max(1, math.ceil(ratio * new_lines))
+        forgotten = forgotten_records(logs, live)
+        lines = choose(old, budget, forgotten, state["records"])
+        log.info("replaying %d of %d earlier line(s) (budget %d = %.2f x %d new; %d record(s) the live adapter "
+                 "forgot first)", len(lines), len(old), budget, ratio, new_lines, len(forgotten & {record_of(x) for x in old}))
+    else:
+        lines = old
+    night = state["night"] + 1
+    records = {str(k): int(v) for k, v in state["records"].items()}
+    records.update({record_of(line): night for line in lines})
+    atomic_write_json(paths_training_data / REPLAY_STATE, {"night": night, "records": records})
+    return lines
