@@ -38,7 +38,9 @@ from council.core.cliargs import add_config_arguments
 from council.core.config import Settings
 from council.core.errors import CouncilError
 from council.core.locks import exclusive
+from council.server.loop_data import HISTORY_FILE
 from cron.config import NightlyConfig
+from cron.history import append_night
 from cron.stages import STAGES, Stage, cleanup
 from cron.summary import (
     SUMMARY_FILE,
@@ -150,6 +152,10 @@ class Night:
 
     def finish(self, code: int) -> int:
         self.summary.update(exit_code=code, finished_at=utc_now(), seconds_total=round(time.time() - self.started, 1))
+        try:  # /loop's night-by-night plots; a history that cannot be written must not fail the night
+            append_night(self.config.settings.paths, self.summary)
+        except OSError:
+            log.exception("could not append the night to logs/%s", HISTORY_FILE)
         return write_and_alert(self.config.settings, self.summary, code)
 
     def _preflight(self) -> int:

@@ -63,6 +63,10 @@ def test_nothing_to_harvest_is_a_normal_night(make_settings, webhook):
     summary = json.loads((settings.paths.logs / "nightly_summary.json").read_text())
     assert summary["result"] == "nothing_to_do" and summary["stages"] == {"harvest": exitcodes.NOTHING_TO_DO}
     assert any("Nightly loop: nothing_to_do" in texts([r]) for r in received)
+    assert main(NightlyConfig(settings=settings, server_url=CLOSED_PORT_URL)) == exitcodes.OK
+    history = [json.loads(line) for line in (settings.paths.logs / "nights.jsonl").read_text().splitlines()]
+    assert [n["result"] for n in history] == ["nothing_to_do"] * 2  # one line a night, for /loop's plots
+    assert history[0]["deployed"] is None and history[0]["seconds"]["total"] >= 0
     assert list(settings.paths.logs.glob("nightly-*/harvest.log"))
 
 
@@ -106,6 +110,10 @@ def test_full_night_harvests_trains_and_deploys(make_settings, base_model_dir, w
     assert (current / "adapter_model.safetensors").is_file()
     metrics = json.loads((settings.paths.logs / "loop_metrics.json").read_text())
     assert metrics["training_completed_total"] == 1 and metrics["deployment_success_total"] == 1
+    (night,) = [json.loads(line) for line in (settings.paths.logs / "nights.jsonl").read_text().splitlines()]
+    assert night["deployed"] == current.name == night["trained"] and night["failures"] == len(queries)
+    assert night["corrections"] == 0 and night["train_lines"]["train"] > 0 and night["seconds"]["train"] > 0
+    assert queries[0] not in json.dumps(night)  # counts and versions only: nothing for erasure to scrub
     assert metrics["training_loss"] > 0 and 0 < metrics["agent0_rewrite_success_rate"] <= 1
     sent = texts(received)
     for event in ("training_done", "deploy_success", "Nightly loop: deployed_no_gain"):

@@ -108,7 +108,17 @@ def write_night(home: Path, base_model_dir: Path) -> None:
                                                                                       right=True)]}},
         "eval": {"baseline_loss": 5.539, "candidate_loss": 0.0116, "examples": 3, "tolerance": 0.05},
         "monitor": {"decision": "keep", "reason": "healthy: 5 requests, success rate 1.0", "requests": 5},
-        "swap": {"at": "2026-12-01T02:35:49+00:00", "from": None, "to": VERSION}, "exit_code": 0})
+        "swap": {"at": "2026-12-01T02:35:49+00:00", "from": None, "to": VERSION}, "exit_code": 0,
+        "retention": {"candidate": {"right": 3, "total": 4, "cases": [
+            {"version": FAILED, "right": right, "adapter": VERSION} for right in (True, True, True, False)]}}})
+    from council.core.paths import StatePaths
+    from cron.history import append_night
+
+    for total in (380.0, 400.3, 395.5):  # three nights' lines, as council nightly appends them
+        append_night(StatePaths(home), {"started_at": "2026-12-01T02:30:00+00:00", "result": "improved",
+                                        "stages": {"harvest": 0, "train": 0, "deploy": 0}, "exit_code": 0,
+                                        "seconds": {"harvest": 165.8, "train": 198.0, "deploy": 36.4},
+                                        "seconds_total": total, "finished_at": "2026-12-01T02:36:40+00:00"})
 
 
 def free_port() -> int:
@@ -331,6 +341,10 @@ def test_loop_page_shows_the_adapters_and_the_night(page, night_server, night_ho
         assert item["question"] in live.inner_text() and item["answer"] in live.inner_text()
     assert "7/7 passed" in night and "0/2 before → 2/2 after" in night
     assert re.search(r"harvest\s+ok\s+165\.8 s", night)
+    page.wait_for_function("() => document.querySelectorAll('#nights .night-plot canvas').length === 3")
+    rows = page.locator("#nights table.nights tbody tr")
+    assert rows.count() == 3 and "3/4" in rows.nth(2).inner_text() and "166/198/36" in rows.nth(2).inner_text()
+    assert "12" in rows.nth(0).inner_text() and "18/0/32" in rows.nth(0).inner_text()  # failures, lines
     page.screenshot(path=str(screenshots / "loop.png"), full_page=True)
 
     # the same data as JSON
@@ -349,6 +363,11 @@ def test_loop_page_shows_the_adapters_and_the_night(page, night_server, night_ho
     assert data["learned"] == LEARNED and data["trained"]["version"] == VERSION
     assert data["harvest"]["kept"] == 9 and data["harvest"]["in_night"] is True
     assert data["deploy"]["decision"] == "deployed" and data["deploy"]["canary"]["passed"] == 7
+    status, _, body = http(night_server + "/v1/loop/nights")
+    nights = json.loads(body)["data"]
+    assert status == 200 and [n["seconds"]["total"] for n in nights] == [380.0, 400.3, 395.5]
+    assert nights[0]["retention"] == {"right": 3, "total": 4, "by_version": {FAILED: [3, 4]}}
+    assert nights[0]["deployed"] == VERSION and nights[0]["probes"] == {"right": 2, "total": 2}
     status, kind, body = http(f"{night_server}/v1/loop/adapters/{VERSION}/loss.png")
     assert status == 200 and kind == "image/png"
     assert body == (night_home / "loras" / VERSION / "loss.png").read_bytes()
@@ -420,6 +439,7 @@ async def test_loop_endpoints_read_nothing_yet_as_empty(pages_client):
     night = await (await client.get("/v1/loop/night")).json()
     assert night == {"night": None, "harvest": None, "trained": None, "learned": [], "deploy": None,
                      "rollback": None}
+    assert await (await client.get("/v1/loop/nights")).json() == {"data": []}
 
 
 async def test_malformed_state_files_are_nothing_yet_never_a_500(pages_client):
@@ -439,6 +459,7 @@ async def test_malformed_state_files_are_nothing_yet_never_a_500(pages_client):
     (logs / "deploy_summary.json").write_text('{"canary": {"cases": "x"}, "probes": {"baseline": {"cases": 5}},'
                                               ' "monitor": [], "decision": "deployed"}')
     (logs / "rollback_summary.json").write_bytes(b"\x00\x01")
+    (logs / "nights.jsonl").write_bytes(b'{"result": "improved"}\nnot json\n[1]\n\xff\xfe\n{"seconds": null}')
     response = await client.get("/v1/loop/adapters")
     assert response.status == 200
     listing = await response.json()
@@ -454,6 +475,8 @@ async def test_malformed_state_files_are_nothing_yet_never_a_500(pages_client):
     assert night["night"]["stages"] == {} and night["night"]["errors"] == [] and night["harvest"] is None
     assert night["deploy"]["decision"] == "deployed" and night["deploy"]["canary"]["cases"] == []
     assert night["rollback"] is None
+    response = await client.get("/v1/loop/nights")
+    assert response.status == 200 and (await response.json())["data"] == [{"result": "improved"}, {"seconds": None}]
     for bad in ("current", ".tmp-123", "notes.txt", "20261201-000000-aaaaaa"):
         response = await client.get(f"/v1/loop/adapters/{bad}/loss.png")
         assert response.status == 404 and (await response.json())["error"]["param"] == "version"

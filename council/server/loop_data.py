@@ -15,6 +15,7 @@ off the event loop (``asyncio.to_thread``).
     logs/harvest_last.json             the last harvest: found, kept, kept_corrections, held_out ...
     logs/deploy_summary.json           the last deploy: decision, reason, canary, probes, eval, monitor, swap
     logs/rollback_summary.json         the last rollback: decision, reason, version, target
+    logs/nights.jsonl                  one line a night (cron/history.py): counts, seconds, probes, retention
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from council.core.errors import NotFoundError
 from council.core.paths import StatePaths
 
 CURRENT_LINK = "current"
+HISTORY_FILE = "nights.jsonl"  # under logs/: cron/history.py appends a line a night
 # what training names a version (e.g. 20261130-145412-265dc5): no slash, no leading dot, nothing else
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -274,3 +276,22 @@ def night(paths: StatePaths) -> dict[str, Any]:
     return {"night": picked, "harvest": harvest, "trained": trained,
             "learned": trained["learned"] if trained else [], "deploy": deploy(paths, summary),
             "rollback": rollback}
+
+
+def nights(paths: StatePaths, limit: int = 366) -> dict[str, Any]:
+    """``{"data": [...]}``: the last ``limit`` lines of ``logs/nights.jsonl`` (``cron/history.py``), oldest
+    first; a malformed line is skipped."""
+    path = paths.logs / HISTORY_FILE
+    try:
+        raw = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {"data": []}
+    data = []
+    for text in raw:
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict):
+            data.append(item)
+    return {"data": data[-limit:]}

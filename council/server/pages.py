@@ -26,7 +26,8 @@ from council.server import keys, loop_data
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC_DIR = WEB_DIR / "static"
-ASSETS = ("style.css", "api.js", "chat.js", "loop.js", "vendor/marked.umd.js", "vendor/purify.min.js")
+ASSETS = ("style.css", "api.js", "chat.js", "loop.js", "loop_nights.js", "vendor/marked.umd.js", "vendor/purify.min.js",
+          "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css")
 
 ENV = Environment(loader=FileSystemLoader(WEB_DIR / "templates"), autoescape=select_autoescape(default=True),
                   trim_blocks=True, lstrip_blocks=True)
@@ -117,3 +118,10 @@ async def loop_night(request: web.Request) -> web.Response:
     stage has not run yet."""
     paths = request.app[keys.SETTINGS].paths
     return web.json_response(await asyncio.to_thread(loop_data.night, paths))
+
+
+async def loop_nights(request: web.Request) -> web.Response:
+    """``GET /v1/loop/nights``: ``{data: [...]}``, one entry a night, oldest first (``cron/history.py``): failures,
+    corrections, seconds by stage, tonight's probes and every earlier night's probes still answered."""
+    paths = request.app[keys.SETTINGS].paths
+    return web.json_response(await asyncio.to_thread(loop_data.nights, paths))

@@ -24,6 +24,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/loop/adapters/{version}", pages.loop_adapter)
     app.router.add_get("/v1/loop/adapters/{version}/loss.png", pages.loop_loss_png)
     app.router.add_get("/v1/loop/night", pages.loop_night)
+    app.router.add_get("/v1/loop/nights", pages.loop_nights)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/livez", handlers.livez)
     app.router.add_get("/readyz", handlers.readyz)
