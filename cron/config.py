@@ -53,7 +53,7 @@ class NightlyConfig:
     min_probe_pass_rate: float = field(default=0.8, metadata={"help": "Share of held-out probes deploy must see right."})
     max_forgotten: float = field(default=0.05, metadata={"help": "Share of earlier nights' probes the live adapter "
                                                                  "answers right that a candidate may lose; 1 = off."})
-    max_retention_probes: int = field(default=64, metadata={"help": "Earlier nights' probes asked, newest first; 0 = off."})
+    max_retention_probes: int = field(default=64, metadata={"help": "Earlier nights' probes asked, one of each night in turn; 0 = off."})
     probe_file: str = field(default="", metadata={"help": "Probe prompts for a deploy baseline or window without traffic."})
     min_free_gb: float = field(default=2.0, metadata={"help": "Free disk the state directory needs to start."})
     keep_adapters: int = field(default=5, metadata={"help": "Adapter versions kept (current and previous always)."})

@@ -4,8 +4,8 @@
 training on new facts makes a small model forget old ones (issue 28; WISE, NeurIPS 2024: sequential LoRA
 fine-tuning keeps .30 of 100 edits), so every deploy also asks the **earlier nights' probes**: the lines of
 each earlier adapter version's ``validation.jsonl`` (``loras/<version>/``, versions created before the
-candidate) that carry a user's ``correction`` — newest night first, one per question (the newest wording
-wins, and a question tonight's probes already ask is left to them), without the lines of a superseded record
+candidate) that carry a user's ``correction`` — one of every earlier night in turn, newest night first, one per
+question (the newest wording wins, and a question tonight's probes already ask is left to them), without the lines of a superseded record
 (a newer correction of the same question replaced it: ``council.memory.sqlite.superseded_records``; a line's
 ``record_id`` before any ``#`` names its record). Erased records' lines are already scrubbed from those files
 (``council/memory/erasure.py``). At most ``DeployConfig.max_retention_probes`` are asked (default 64).
@@ -59,20 +59,25 @@ def earlier_versions(registry: Registry, candidate: AdapterInfo) -> list[Adapter
 
 def earlier_probes(versions: list[AdapterInfo], candidate: AdapterInfo, superseded: set[str],
                    limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` probes of ``versions`` (newest first), one per question, none of a superseded record
-    and none tonight's probes (``candidate``'s own validation lines) already ask; each names its ``version``."""
+    """Up to ``limit`` probes of ``versions`` (newest first), one per question (the newest night's wording),
+    none of a superseded record and none tonight's probes (``candidate``'s own validation lines) already ask;
+    each names its ``version``. Taken round-robin — one of every earlier night, then a second of each, ... —
+    so that when there are more than ``limit`` every night is still checked, the oldest included."""
     seen = {same_question(line["instruction"]) for line in probe_lines(candidate.path)}
-    probes: list[dict[str, Any]] = []
+    per_version: list[list[dict[str, Any]]] = []
     for info in versions:
+        kept = []
         for line in probe_lines(info.path):
             key = same_question(line["instruction"])
             if key in seen or record_of(line) in superseded or line["record_id"] in superseded:
                 continue
             seen.add(key)
-            probes.append({**line, "version": info.version})
-            if len(probes) >= limit:
-                return probes
-    return probes
+            kept.append({**line, "version": info.version})
+        per_version.append(kept)
+    probes: list[dict[str, Any]] = []
+    for turn in range(max((len(kept) for kept in per_version), default=0)):
+        probes += [kept[turn] for kept in per_version if turn < len(kept)]
+    return probes[:limit]
 
 
 def judge(before: dict[str, Any], after: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:

@@ -81,7 +81,7 @@ def nights(make_settings) -> tuple[Any, Registry]:
     return settings, Registry(loras)
 
 
-def test_earlier_probes_are_deduplicated_newest_first_without_superseded_or_tonights(nights):
+def test_earlier_probes_are_deduplicated_one_night_at_a_time_without_superseded_or_tonights(nights):
     settings, registry = nights
     candidate = read_adapter(registry.folder(V3))
     versions = earlier_versions(registry, candidate)
@@ -91,10 +91,10 @@ def test_earlier_probes_are_deduplicated_newest_first_without_superseded_or_toni
     probes = earlier_probes(versions, candidate, superseded, limit=64)
     assert [(p["instruction"].strip(), p["correction"], p["version"]) for p in probes] == [
         ("who makes the ZORBLAX 3000?", "Brindlewick Labs", V2),  # the newer night's wording of MAKER wins
-        (COLOUR, "teal", V2),
-        (BATTERY, "41 hours", V1)]  # PRICE was superseded, TONIGHT is tonight's own probe, the plain line no probe
+        (BATTERY, "41 hours", V1),  # one of each night in turn: the oldest is checked within any limit
+        (COLOUR, "teal", V2)]  # PRICE was superseded, TONIGHT is tonight's own probe, the plain line no probe
     assert [p["instruction"].strip() for p in earlier_probes(versions, candidate, superseded, limit=2)] == [
-        "who makes the ZORBLAX 3000?", COLOUR]
+        "who makes the ZORBLAX 3000?", BATTERY]
     with_price = earlier_probes(versions, candidate, set(), limit=64)
     assert PRICE in [p["instruction"] for p in with_price]
 
