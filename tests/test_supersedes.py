@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from council.engine.adapter_scope import SCOPE_MAP, query_key, read_scope, write_scope
 from council.memory.embedder import Embedder
 from council.memory.schema import ExchangeRecord
 from council.memory.store import MemoryStore, superseded_records
@@ -52,7 +53,7 @@ async def _record(client, record_id: str) -> dict:
 
 
 async def test_a_reworded_correction_supersedes_the_old_one_and_recall_answers_the_new(aiohttp_client,
-                                                                                      make_settings):
+                                                                                      make_settings, embedder):
     provider = install_scripted({"*": Script("It costs $100 and lasts a week.", 0.95)})  # sure and wrong
     settings = make_settings(**{"council.agent0": "scripted/agent0", "council.heads": {}})
     client = await aiohttp_client(create_app(settings))
@@ -60,7 +61,13 @@ async def test_a_reworded_correction_supersedes_the_old_one_and_recall_answers_t
     battery = await _correct(client, BATTERY, "alice", "41 hours")
     bobs = await _correct(client, PRICE, "bob", "$599")  # another user's: alice's stays current
     assert (await _record(client, old))["superseded_by"] is None and (await _record(client, bobs))["supersedes"] == []
+    adapter = settings.paths.loras / "20261201-000000-aaaaaa"  # a version that learned the old price and the battery
+    adapter.mkdir(parents=True)
+    write_scope(adapter, [PRICE, BATTERY], embedder.embed, records=[old, battery])
     new = await _correct(client, PRICE_AGAIN, "alice", "$699")
+    # the adapter's old price is out of its scope at once: the base model answers, with "$699" recalled
+    assert len(read_scope(adapter)) == 1 and json.loads((adapter / SCOPE_MAP).read_text())["rows"] == [
+        {"query": query_key(BATTERY), "records": [battery]}]
 
     shown = await _record(client, new)
     assert shown["supersedes"] == [old] and shown["superseded_by"] is None

@@ -60,7 +60,7 @@ from council.core.pii import redact
 from council.memory.responses import RESPONSES_DB, erase_responses
 from council.memory.schema import ExchangeRecord
 from council.memory.scope_files import Embed
-from council.memory.unlearning import unlearn
+from council.memory.unlearning import cut_scopes, unlearn
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +242,17 @@ def scrub_files(paths: StatePaths, records: list[ExchangeRecord],
                     done.lines += dropped
                     done.files.append(path)
     return done
+
+
+def out_of_scope(paths: StatePaths, records: list[ExchangeRecord], embedder: Callable[[], Embed] | None = None) -> int:
+    """Cut ``records``' questions out of every adapter version's scope, marking and scrubbing nothing; the rows
+    cut. For corrections a newer one superseded (``council/memory/corrections.py``): the live adapter learned
+    the old value, so until a night trains the new one the base model answers them, with the newer correction
+    recalled from memory (issue 28: a changed fact is replaced everywhere, at once)."""
+    if not records:
+        return 0
+    with _ERASING, FileLock(str(paths.home / ERASURE_LOCK)):  # the scopes are rewritten one writer at a time
+        return cut_scopes(paths, Erased.of(records), embedder or default_embedder())
 
 
 def _scrub_text(paths: StatePaths, erased: Erased, done: Scrubbed) -> None:

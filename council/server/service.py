@@ -19,7 +19,7 @@ from council.core.config import Settings
 from council.core.errors import NotFoundError, StorageError
 from council.engine.tool_calls import call_text, check_correction, is_call_text
 from council.memory.embedder import BatchingEmbedder
-from council.memory.erasure import scrub_files
+from council.memory.erasure import out_of_scope, scrub_files
 from council.memory.schema import ExchangeRecord, new_record_id
 from council.memory.store import MemoryStore
 from council.routing.router import Decision, Router
@@ -135,7 +135,15 @@ class ChatService:
         for kind, given in (("thumbs_" + (thumbs or ""), thumbs), ("rating", rating), ("correction", correction)):
             if given is not None:
                 self.stats.feedback.labels(kind).inc()
+        if correction is not None and record.supersedes:  # the adapter may have learned the old value: out of scope
+            await asyncio.to_thread(self._unscope, record.supersedes)
         return record
+
+    def _unscope(self, record_ids: list[str]) -> None:
+        replaced = [r for r in (self.memory.get(i) for i in record_ids) if r is not None]
+        cut = out_of_scope(self.settings.paths, replaced, lambda: self.embedder.embedder.embed)
+        if cut:
+            log.info("a newer correction replaced %d: %d adapter scope row(s) cut", len(replaced), cut)
 
     async def records(self, limit: int, after: str | None, success: bool | None, since: Any,
                       user: str | None) -> tuple[list[ExchangeRecord], bool]:
