@@ -13,8 +13,8 @@ model answered right (weights alone).
 
 It prints the retention matrices (night taught × night asked; the share right), each night's seconds by stage,
 training lines and adapter size, and the targets; writes everything to ``--out`` (JSON) and exits 1 when a
-target is missed (0 when all are met, 2 for bad options). ``--quick`` (2 nights × 4 facts, with one update
-and one erasure) is what CI runs (``tests/test_nights_bench.py``).
+target is missed (0 when all are met, 2 for bad options). ``--quick`` (2 nights × 3 facts, with one update
+and one erasure, 8 locality questions) is what CI runs (``tests/test_nights_bench.py``).
 
     .venv/bin/python -m bench.nights_bench                    # 20 nights x 10 facts (hours on 2 cores)
     .venv/bin/python -m bench.nights_bench --quick --keep-home /tmp/nights
@@ -54,6 +54,8 @@ class NightsConfig:
     facts: int = field(default=10, metadata={"help": "New facts taught each night (N)."})
     update_share: float = field(default=0.1, metadata={"help": "Share of facts corrected again to a new value."})
     seed: int = field(default=0, metadata={"help": "Seed of the facts' products and values."})
+    locality: int = field(default=len(LOCALITY), metadata={"help": "General questions asked (the first N of "
+                                                                   "bench/nights_facts.py's LOCALITY)."})
     max_tokens: int = field(default=32, metadata={"help": "max_tokens of every question (as council demo)."})
     max_new_tokens: int = field(default=64, metadata={"help": "model.max_new_tokens of the servers (as council demo)."})
     agents: int = field(default=3, metadata={"help": "Harvest council members (the nightly default)."})
@@ -68,6 +70,8 @@ class NightsConfig:
     def __post_init__(self) -> None:
         if self.nights < 1 or self.facts < 1:
             raise ValueError("nights and facts must be >= 1")
+        if not 0 <= self.locality <= len(LOCALITY):
+            raise ValueError(f"locality must be within 0..{len(LOCALITY)}")
         if not 0 <= self.update_share <= 1:
             raise ValueError("update_share must be within 0..1")
         if self.keep_home and Path(self.keep_home).exists() and any(Path(self.keep_home).iterdir()):
@@ -120,11 +124,11 @@ def canary(server: DemoServer, tokens: int) -> tuple[int, int]:
     return passed, len(cases)
 
 
-def locality(server: DemoServer, kept: dict[str, str] | None, tokens: int) -> dict[str, Any]:
-    """First call (``kept`` None): the locality questions the model answers right, with their answers.
-    Later: how many of ``kept`` are still right, and how many answers are unchanged word for word."""
+def locality(server: DemoServer, kept: dict[str, str] | None, tokens: int, count: int = 0) -> dict[str, Any]:
+    """First call (``kept`` None): of the first ``count`` locality questions, those the model answers right,
+    with their answers. Later: how many of ``kept`` are still right, and how many are unchanged word for word."""
     if kept is None:
-        answers = {q: ask(server, q, tokens) for q, words in LOCALITY}
+        answers = {q: ask(server, q, tokens) for q, _ in LOCALITY[:count]}
         return {q: a for q, a in answers.items() if any(has_word(a, w) for w in dict(LOCALITY)[q])}
     words = dict(LOCALITY)
     answers = {q: ask(server, q, tokens) for q in kept}
@@ -180,7 +184,7 @@ def run(config: NightsConfig, home: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"config": {k: v for k, v in vars(config).items()}, "nights": [],
                                "facts": [], "erasure": {}}
     with DemoServer(home, on_file, on_port, 300.0) as on, DemoServer(home, off_file, off_port, 300.0) as off:
-        kept_locality = locality(off, None, config.max_tokens)
+        kept_locality = locality(off, None, config.max_tokens, config.locality)
         results["locality_kept"] = len(kept_locality)
         for night in range(1, config.nights + 1):
             clock = time.perf_counter()
@@ -233,10 +237,10 @@ def cli(argv: list[str] | None = None) -> int:
     for name, spec in NightsConfig.__dataclass_fields__.items():
         parser.add_argument("--" + name.replace("_", "-"), type=type(spec.default), default=spec.default,
                             help=spec.metadata["help"])
-    parser.add_argument("--quick", action="store_true", help="2 nights x 4 facts, as CI runs it.")
+    parser.add_argument("--quick", action="store_true", help="2 nights x 3 facts, 8 locality questions: CI's run.")
     args = vars(parser.parse_args(argv))
     if args.pop("quick"):
-        args.update(nights=2, facts=4)
+        args.update(nights=2, facts=3, locality=8)
     try:
         config = NightsConfig(**args)
     except ValueError as exc:

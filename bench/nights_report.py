@@ -69,8 +69,9 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_target("erased facts answered at the moment of erasure", at_once, 0, True))
         out.append(_target("erased facts answered after later nights", later, 0, True))
     first_train, last_train = (nights[0]["seconds"].get("train"), nights[-1]["seconds"].get("train"))
-    if len(nights) > 1 and first_train and last_train:
-        out.append(_target("last night's train time / night 1's", last_train / first_train, 1.5, True))
+    if len(nights) > 1:  # a night that trained nothing (failed, or nothing new) has no time to compare: missed
+        ratio = last_train / first_train if first_train and last_train and nights[-1]["trained"] else None
+        out.append(_target("last night's train time / night 1's", ratio, 1.5, True))
     return out
 
 
