@@ -412,7 +412,7 @@ def test_incremental_run_continues_current_and_records_parent(fresh_run):
     first_lines = read_harvest([settings.paths.training_data / "harvest_20260101.jsonl"], 0.7).examples
     assert meta["examples"] == {
         "train": 4,
-        "replayed": len(first_lines),  # the first night's lines, so its facts are not forgotten
+        "replayed": math.ceil(0.5 * 4),  # the first night's lines, bounded: replay_ratio 0.5 x tonight's 4
         "validation": 1,
         "skipped_malformed": 0,
         "skipped_low_quality": 0,
@@ -420,6 +420,9 @@ def test_incremental_run_continues_current_and_records_parent(fresh_run):
         "skipped_too_long": 0,
         "rehearsal": 0,
     }
+    assert len(first_lines) > 2  # so the bound bit
+    replay = json.loads((settings.paths.training_data / "replay.json").read_text())
+    assert replay["night"] == 1 and len(replay["records"]) == 2 and set(replay["records"].values()) == {1}
     assert len(meta["loss"]["validation"]) == meta["epochs_run"] and math.isfinite(meta["loss"]["validation"][0])
     held_out = load_examples(folder / "validation.jsonl")
     assert len(held_out) == 1 and held_out[0]["record_id"].startswith("rec_")

@@ -260,3 +260,36 @@ def test_the_next_training_after_an_erasure_starts_from_the_base_model_on_the_li
     assert erased_id not in scope_map and "Capital of France" not in json.dumps(made)
     assert "rec_0001_4" in scope_map  # a replayed line's record: the lineage of the clean version
     assert "tainted" not in made
+
+
+def test_a_record_erased_while_a_version_trained_taints_it_as_it_is_published(state, embedder):
+    """Training read Bob's and Carol's lines; Bob was erased before it published: the new version is marked
+    tainted and Bob's question cut from its scope under the erasure lock, as an erasure afterwards would."""
+    from council.memory.scope_cuts import held_records, publish_unerased
+
+    paths, bob = state["paths"], state["bob"]
+    carol_id = next(e["record_id"] for e in meta(state["folders"][1])["learned"])
+    learned = [(bob.id, BOB_Q), (carol_id, CAROL_Q), ("rec_from_elsewhere", DAVE_Q)]  # --data from another home
+    held = held_records(paths, [r for r, _ in learned])
+    assert held == {bob.id, carol_id}
+    store = MemoryStore.open(paths.memory)
+    try:
+        store.delete([bob.id])  # the erasure runs while the version trains
+    finally:
+        store.close()
+    new = "20260104-010101-eeeeee"
+    tmp = paths.loras / ".tmp-new"
+
+    def publish() -> None:
+        folder = version(paths.loras, ".tmp-new", V2, [bob, state["alice"]])
+        write_scope(folder, [BOB_Q, CAROL_Q, DAVE_Q], embedder.embed, records=[r for r, _ in learned])
+        folder.rename(paths.loras / new)
+
+    assert publish_unerased(paths, publish, learned, held, lambda: embedder.embed) == 1
+    assert not tmp.exists() and meta(paths.loras / new)["tainted"]["records"] >= 1
+    assert best(paths.loras / new, BOB_Q, embedder) < 0.95 and best(paths.loras / new, CAROL_Q, embedder) > 0.99
+    assert best(paths.loras / new, DAVE_Q, embedder) > 0.99  # never held here: not taken for erased
+    again = "20260105-010101-ffffff"
+    assert publish_unerased(paths, lambda: version(paths.loras, again, None, []), [(carol_id, CAROL_Q)],
+                            held_records(paths, [carol_id]), lambda: embedder.embed) == 0
+    assert "tainted" not in meta(paths.loras / again)

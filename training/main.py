@@ -34,6 +34,8 @@ from council.core.cliargs import add_config_arguments
 from council.core.config import Settings, load_settings
 from council.core.errors import CouncilError
 from council.core.paths import StatePaths
+from council.memory.embedder import Embedder
+from council.memory.scope_cuts import held_records, publish_unerased
 from council.memory.unlearning import taint_of
 from training import artifacts, pipeline
 from training.config import TrainConfig
@@ -53,6 +55,7 @@ def _run(config: TrainConfig, paths: StatePaths, backend: str, report: Callable[
         log.info("nothing to train: no new harvest files in %s", paths.training_data)
         return exitcodes.NOTHING_TO_DO
     data = read_harvest(files, config.min_quality)
+    held = held_records(paths, [e["record_id"] for e in data.examples])  # an erasure from now on: publish_unerased
     if len(data.examples) < config.min_examples:
         log.info(
             "nothing to train: %d usable example(s) in %d file(s), need %d (%d malformed, %d below quality %.2f)",
@@ -61,6 +64,7 @@ def _run(config: TrainConfig, paths: StatePaths, backend: str, report: Callable[
         )  # fmt: skip
         return exitcodes.NOTHING_TO_DO
     prepared = pipeline.prepare(config, paths, data)
+    held |= held_records(paths, prepared.train_records)  # and the earlier nights' lines replayed
     harvested = len(prepared.train) - prepared.rehearsal
     if harvested + len(prepared.validation) < config.min_examples or not harvested:
         log.info("nothing to train: %d example(s) left after dropping prompts over max_length", harvested)
@@ -74,7 +78,10 @@ def _run(config: TrainConfig, paths: StatePaths, backend: str, report: Callable[
             version, config, backend, prepared, data, result, time.perf_counter() - started
         )
         pipeline.write_version(tmp, config, meta, prepared)
-        artifacts.publish(tmp, paths.loras / version)
+        # an erasure that ran while this trained is applied to the new version as it is published
+        publish_unerased(paths, lambda: artifacts.publish(tmp, paths.loras / version),
+                         list(zip(prepared.train_records, prepared.train_queries, strict=True)), held,
+                         lambda: Embedder(runtime=config.embedder_runtime).embed)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -43,7 +43,8 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,7 +61,7 @@ from council.core.pii import redact
 from council.memory.responses import RESPONSES_DB, erase_responses
 from council.memory.schema import ExchangeRecord
 from council.memory.scope_files import Embed
-from council.memory.unlearning import cut_scopes, unlearn
+from council.memory.unlearning import unlearn
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def scrub_files(paths: StatePaths, records: list[ExchangeRecord],
     if not records:
         return done
     erased = Erased.of(records)
-    with _ERASING, FileLock(str(paths.home / ERASURE_LOCK)):  # one erasure at a time, in and across processes
+    with erasure_lock(paths):  # one erasure at a time, in and across processes
         _scrub_text(paths, erased, done)
         try:  # the text first: an adapter's scope that cannot be cut now must not keep the text on disk
             unlearned = unlearn(paths, erased, datetime.now(UTC).isoformat(timespec="seconds"),
@@ -244,15 +245,11 @@ def scrub_files(paths: StatePaths, records: list[ExchangeRecord],
     return done
 
 
-def out_of_scope(paths: StatePaths, records: list[ExchangeRecord], embedder: Callable[[], Embed] | None = None) -> int:
-    """Cut ``records``' questions out of every adapter version's scope, marking and scrubbing nothing; the rows
-    cut. For corrections a newer one superseded (``council/memory/corrections.py``): the live adapter learned
-    the old value, so until a night trains the new one the base model answers them, with the newer correction
-    recalled from memory (issue 28: a changed fact is replaced everywhere, at once)."""
-    if not records:
-        return 0
-    with _ERASING, FileLock(str(paths.home / ERASURE_LOCK)):  # the scopes are rewritten one writer at a time
-        return cut_scopes(paths, Erased.of(records), embedder or default_embedder())
+@contextmanager
+def erasure_lock(paths: StatePaths) -> Iterator[None]:
+    """Held while an erasure rewrites files; training holds it to publish a version (``publish_unerased``)."""
+    with _ERASING, FileLock(str(paths.home / ERASURE_LOCK)):
+        yield
 
 
 def _scrub_text(paths: StatePaths, erased: Erased, done: Scrubbed) -> None:

@@ -168,3 +168,18 @@ def superseded_records(folder: Path) -> set[str]:
         return set()
     with storage(f"read {path}"), contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
         return superseded_ids(db)
+
+
+def present_records(folder: Path, ids: set[str]) -> set[str]:
+    """Which of ``ids`` the memory at ``folder`` holds, read-only (no memory there: none)."""
+    path = Path(folder) / DB_NAME
+    if not ids or not path.is_file():
+        return set()
+    with storage(f"read {path}"), contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+        wanted = sorted(ids)
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+            chunk = wanted[start:start + 500]
+            found |= {row[0] for row in db.execute(
+                f"SELECT id FROM records WHERE id IN ({','.join('?' * len(chunk))})", chunk)}
+        return found

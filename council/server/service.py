@@ -19,8 +19,9 @@ from council.core.config import Settings
 from council.core.errors import NotFoundError, StorageError
 from council.engine.tool_calls import call_text, check_correction, is_call_text
 from council.memory.embedder import BatchingEmbedder
-from council.memory.erasure import out_of_scope, scrub_files
+from council.memory.erasure import scrub_files
 from council.memory.schema import ExchangeRecord, new_record_id
+from council.memory.scope_cuts import out_of_scope
 from council.memory.store import MemoryStore
 from council.routing.router import Decision, Router
 from council.server.stats import ServerStats
