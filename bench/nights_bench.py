@@ -247,7 +247,8 @@ def cli(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"nights_bench: {exc}\n")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    for noisy in ("LiteLLM", "httpx", "faiss.loader"):  # a line per request / per import attempt
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from council.core.processes import exit_on_sigterm
 
     with exit_on_sigterm():  # SIGTERM stops both servers, as Ctrl-C does
