@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 SYLLABLES = ("zor", "blax", "quib", "tron", "mar", "nox", "vel", "quist", "drub", "fen", "wick", "sal", "low",
              "tran", "bell", "quorn", "nim", "brel", "kes", "tarn", "ulm", "pry", "dax", "mor", "vint", "gal")
-# (attribute, question, reworded question, correction, values, key word of a value)
+# (attribute, question, reworded question, correction, values); the whole value is the key word an answer needs
 ATTRIBUTES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
     ("colour", "What colour is the {p}?", "What color does the {p} come in?", "The {p} is {v}.",
      ("teal", "amber", "violet", "crimson", "saffron", "maroon", "turquoise", "lilac", "ochre", "indigo")),
@@ -135,7 +135,7 @@ def plan_updates(facts: list[Fact], nights: int, share: float) -> dict[int, list
     taken evenly from the nights that have a later night, each updated two nights after it was taught (the
     next night when that is the last)."""
     candidates = [f for f in facts if f.night < nights]
-    count = min(len(candidates), max(1 if nights >= 2 else 0, round(share * len(facts))))
+    count = min(len(candidates), max(1 if nights >= 2 and share > 0 else 0, round(share * len(facts))))
     chosen = [candidates[int(k * len(candidates) / count)] for k in range(count)] if count else []
     plan: dict[int, list[Fact]] = {}
     for fact in chosen:

@@ -12,7 +12,9 @@ never a question, an answer, a user or a record id — so erasure has nothing to
      "deployed": "20261208-..." | null,   # the version the night made live
      "probes": {"right": 4, "total": 4},  # tonight's held-out probes, as the deployed (or kept) adapter answers
      "retention": {"right": 9, "total": 10, "by_version": {"2026...": [5, 5], ...}} | null}
-                                          # every earlier night's probes, as the adapter live after the night answers
+                                          # the earlier nights' probes the retention gate asked (one of each
+                                          # night in turn, up to max_retention_probes), as the adapter live
+                                          # after the night answers them
 
 The night's adapter after it is the candidate when the deploy made it live, else the one that stayed.
 """
@@ -23,6 +25,7 @@ import json
 import logging
 from typing import Any
 
+from council.core import exitcodes
 from council.core.paths import StatePaths
 from council.server.loop_data import HISTORY_FILE
 
@@ -31,15 +34,20 @@ log = logging.getLogger(__name__)
 
 def _read(path: Any) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON: nothing known
         return {}
     return data if isinstance(data, dict) else {}
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _score(result: Any) -> dict[str, Any] | None:
     """``{right, total}`` of a probe result, with ``by_version`` when its cases name the version they test."""
-    if not isinstance(result, dict) or not isinstance(result.get("total"), int):
+    if not isinstance(result, dict) or not isinstance(result.get("total"), int) or not isinstance(
+            result.get("right", 0), int):
         return None
     by_version: dict[str, list[int]] = {}
     for case in result.get("cases") or []:
@@ -55,28 +63,28 @@ def _score(result: Any) -> dict[str, Any] | None:
 
 def night_line(paths: StatePaths, summary: dict[str, Any]) -> dict[str, Any]:
     """The history line of the night ``summary`` describes (see the module docstring)."""
-    stages = summary.get("stages") or {}
+    stages = _dict(summary.get("stages"))
     harvest = _read(paths.logs / "harvest_last.json") if "harvest" in stages else {}
     deploy = _read(paths.logs / "deploy_summary.json") if "deploy" in stages else {}
     live_side = "candidate" if deploy.get("decision") == "deployed" else "baseline"
     meta: dict[str, Any] = {}
-    if stages.get("train") == 0:
-        from cron.summary import newest_metadata
-
-        meta = newest_metadata(paths.loras)
-    seconds = {k: v for k, v in (summary.get("seconds") or {}).items() if isinstance(v, int | float)}
+    if stages.get("train") == exitcodes.OK:
+        folders = sorted(p for p in paths.loras.iterdir() if p.is_dir() and not p.name.startswith(".")
+                         and p.name != "current") if paths.loras.is_dir() else []
+        meta = _read(folders[-1] / "metadata.json") if folders else {}
+    seconds = {k: v for k, v in _dict(summary.get("seconds")).items() if isinstance(v, int | float)}
     if isinstance(summary.get("seconds_total"), int | float):
         seconds["total"] = summary["seconds_total"]
     return {
         "started_at": summary.get("started_at"), "finished_at": summary.get("finished_at"),
         "result": summary.get("result"), "exit_code": summary.get("exit_code"), "seconds": seconds,
         "failures": harvest.get("found"), "corrections": harvest.get("kept_corrections"),
-        "trained": meta.get("version"), "train_lines": {k: v for k, v in (meta.get("examples") or {}).items()
+        "trained": meta.get("version"), "train_lines": {k: v for k, v in _dict(meta.get("examples")).items()
                                                         if k in ("train", "replayed", "rehearsal")} or None,
         "steps": meta.get("optimizer_steps"),
         "deployed": deploy.get("version") if deploy.get("decision") == "deployed" else None,
-        "probes": _score((deploy.get("probes") or {}).get(live_side)),
-        "retention": _score((deploy.get("retention") or {}).get(live_side)),
+        "probes": _score(_dict(deploy.get("probes")).get(live_side)),
+        "retention": _score(_dict(deploy.get("retention")).get(live_side)),
     }
 
 

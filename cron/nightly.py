@@ -154,7 +154,7 @@ class Night:
         self.summary.update(exit_code=code, finished_at=utc_now(), seconds_total=round(time.time() - self.started, 1))
         try:  # /loop's night-by-night plots; a history that cannot be written must not fail the night
             append_night(self.config.settings.paths, self.summary)
-        except OSError:
+        except (OSError, ValueError, TypeError):  # a disk error or a malformed stage file: logged, not fatal
             log.exception("could not append the night to logs/%s", HISTORY_FILE)
         return write_and_alert(self.config.settings, self.summary, code)
 

@@ -87,7 +87,7 @@ class ServerClient:
     def chat(self, prompt: str, model: str, max_tokens: int) -> bool:
         """Send one probe chat completion; True on HTTP 200."""
         body = {"model": model, "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": max_tokens, "temperature": 0}
+                "max_tokens": max_tokens, "temperature": 0, "store": False}  # counted in the window, not recorded
         reply = self._request("POST", "/v1/chat/completions", body=body, timeout=max(self.timeout, 60.0))
         return reply is not None and reply[0] == 200
 

@@ -62,7 +62,8 @@ def earlier_probes(versions: list[AdapterInfo], candidate: AdapterInfo, supersed
     """Up to ``limit`` probes of ``versions`` (newest first), one per question (the newest night's wording),
     none of a superseded record and none tonight's probes (``candidate``'s own validation lines) already ask;
     each names its ``version``. Taken round-robin — one of every earlier night, then a second of each, ... —
-    so that when there are more than ``limit`` every night is still checked, the oldest included."""
+    so that every night is checked within ``limit``; with more nights than ``limit``, ``limit`` of them spread
+    evenly from the newest to the oldest."""
     seen = {same_question(line["instruction"]) for line in probe_lines(candidate.path)}
     per_version: list[list[dict[str, Any]]] = []
     for info in versions:
@@ -74,6 +75,9 @@ def earlier_probes(versions: list[AdapterInfo], candidate: AdapterInfo, supersed
             seen.add(key)
             kept.append({**line, "version": info.version})
         per_version.append(kept)
+    if len(per_version) > limit:  # more nights than probes: nights spread evenly, the newest and oldest included
+        step = (len(per_version) - 1) / max(limit - 1, 1)
+        per_version = [per_version[round(i * step)] for i in range(limit)]
     probes: list[dict[str, Any]] = []
     for turn in range(max((len(kept) for kept in per_version), default=0)):
         probes += [kept[turn] for kept in per_version if turn < len(kept)]

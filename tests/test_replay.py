@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from council.core.paths import StatePaths
 from council.memory import erasure
 from council.memory.schema import ExchangeRecord
-from training.replay import REPLAY_STATE, bounded, choose, forgotten_records
+from training.replay import REPLAY_STATE, bounded, choose, forgotten_records, read_state, save_state
 
 
 def lines(record: str, night: int) -> list[dict]:
@@ -40,17 +40,24 @@ def test_bounded_rotates_through_every_record_and_keeps_state(tmp_path):
     data.mkdir()
     seen: list[list[str]] = []
     for _ in range(3):
-        chosen = bounded(OLD, new_lines=10, ratio=0.6, paths_training_data=data, logs=logs, live=None,
-                         continuing=True)
+        chosen, state = bounded(OLD, new_lines=10, ratio=0.6, paths_training_data=data, logs=logs, live=None,
+                                continuing=True)
         assert len(chosen) == 6  # ceil(0.6 x 10): the budget, not the 15 old lines
         seen.append(sorted(set(records_of(chosen))))
+        assert read_state(data)["night"] == len(seen) - 1  # written only once the version is published
+        save_state(data, state, erased=set())
     assert seen[0] == ["rec_a", "rec_b"] and seen[1] == ["rec_c", "rec_d"] and seen[2] == ["rec_a", "rec_e"]
     state = json.loads((data / REPLAY_STATE).read_text())
     assert state["night"] == 3 and set(state["records"]) == {"rec_a", "rec_b", "rec_c", "rec_d", "rec_e"}
     assert "answer" not in (data / REPLAY_STATE).read_text()  # ids and nights only, never text
-    everything = bounded(OLD, 10, 0.6, data, logs, None, continuing=False)  # from the base model: all
+    everything, _ = bounded(OLD, 10, 0.6, data, logs, None, continuing=False)  # from the base model: all
     assert len(everything) == len(OLD)
-    assert len(bounded(OLD, 10, 0.0, data, logs, None, continuing=True)) == len(OLD)  # ratio 0: all
+    assert len(bounded(OLD, 10, 0.0, data, logs, None, continuing=True)[0]) == len(OLD)  # ratio 0: all
+    _, state = bounded(OLD, 10, 0.6, data, logs, None, continuing=True)
+    save_state(data, state, erased={"rec_b"})  # erased while the version trained: not written back
+    assert "rec_b" not in read_state(data)["records"] and read_state(data)["night"] == 4
+    (data / REPLAY_STATE).write_text('{"night": "x", "records": [1]}')
+    assert read_state(data) == {"night": 0, "records": {}}  # malformed: an empty state, not a crash
 
 
 def test_records_the_live_adapter_forgot_come_from_the_last_deploy(tmp_path):
@@ -68,7 +75,7 @@ def test_records_the_live_adapter_forgot_come_from_the_last_deploy(tmp_path):
 def test_erasing_a_record_drops_it_from_the_replay_state(tmp_path):
     paths = StatePaths(tmp_path)
     paths.training_data.mkdir(parents=True)
-    bounded(OLD, 10, 0.0, paths.training_data, paths.logs, None, continuing=True)
+    save_state(paths.training_data, bounded(OLD, 10, 0.0, paths.training_data, paths.logs, None, True)[1], set())
     erased = ExchangeRecord(id="rec_c", query="rec_c question", answer="an answer", confidence=0.5, success=False,
                             model="local/smollm2", created_at=datetime.now(UTC))
     erasure.scrub_files(paths, [erased], lambda: None)

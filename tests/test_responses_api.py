@@ -157,6 +157,8 @@ async def test_unstored_and_unknown_previous_ids_are_404(server):
         assert reply["error"]["param"] == "previous_response_id" and previous in reply["error"]["message"]
     status, _, reply = await call(server, "GET", f"/v1/responses/{unstored['id']}")
     assert status == 404 and reply["error"]["type"] == "invalid_request_error"
+    status, _, reply = await call(server, "GET", f"/v1/records/{unstored['council']['record_id']}")
+    assert status == 404  # store: false keeps nothing, the exchange's record included (as chat completions)
 
 
 async def test_another_users_response_is_never_replayed(server):

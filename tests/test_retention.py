@@ -197,3 +197,14 @@ def test_the_nightly_summary_gates_carry_the_retention_figures(make_settings):
         "candidate": cases, "baseline": {**cases, "right": 3}, "lost": [BATTERY], "max_forgotten": 0.05}}))
     _, _, gates = what_was_taught(paths)
     assert gates["retention"] == {"candidate": "2/3", "baseline": "3/3", "lost": [BATTERY], "max_forgotten": 0.05}
+
+
+def test_more_nights_than_probes_spread_from_the_newest_to_the_oldest(make_settings):
+    loras = make_settings().paths.ensure().loras
+    names = [f"2025010{day}-010101-aaaaaa" for day in range(1, 8)]
+    for day, name in enumerate(names, start=1):
+        version(loras, name, day, [probe(f"What is fact number {day} of the Zorblax?", f"value {day}", f"r{day}")])
+    registry = Registry(loras)
+    candidate = read_adapter(registry.folder(names[-1]))
+    probes = earlier_probes(earlier_versions(registry, candidate), candidate, set(), limit=3)
+    assert [p["version"] for p in probes] == [names[5], names[3], names[0]]  # night 6, 4 and 1 of 6 earlier

@@ -152,6 +152,6 @@ def test_replay_drops_the_lines_of_superseded_corrections(embedder, make_setting
         (paths.training_data / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     mark_consumed(paths.training_data, read_harvest(sorted(paths.training_data.glob("harvest_*.jsonl")), 0.7).files)
 
-    replayed = replay_examples(paths, HarvestData(), 0.7, 0.5, 8, continuing=True)  # budget 4: all 3
+    replayed = replay_examples(paths, HarvestData(), 0.7, 0.5, 8, continuing=True).lines  # budget 4: all 3
     assert sorted(e["record_id"] for e in replayed) == sorted([battery, new])  # no $499 line, no held-out one
     assert all("$499" not in e["output"] for e in replayed)

@@ -278,18 +278,21 @@ def test_a_record_erased_while_a_version_trained_taints_it_as_it_is_published(st
     finally:
         store.close()
     new = "20260104-010101-eeeeee"
-    tmp = paths.loras / ".tmp-new"
-
-    def publish() -> None:
-        folder = version(paths.loras, ".tmp-new", V2, [bob, state["alice"]])
-        write_scope(folder, [BOB_Q, CAROL_Q, DAVE_Q], embedder.embed, records=[r for r, _ in learned])
-        folder.rename(paths.loras / new)
-
-    assert publish_unerased(paths, publish, learned, held, lambda: embedder.embed) == 1
-    assert not tmp.exists() and meta(paths.loras / new)["tainted"]["records"] >= 1
-    assert best(paths.loras / new, BOB_Q, embedder) < 0.95 and best(paths.loras / new, CAROL_Q, embedder) > 0.99
-    assert best(paths.loras / new, DAVE_Q, embedder) > 0.99  # never held here: not taken for erased
-    again = "20260105-010101-ffffff"
-    assert publish_unerased(paths, lambda: version(paths.loras, again, None, []), [(carol_id, CAROL_Q)],
-                            held_records(paths, [carol_id]), lambda: embedder.embed) == 0
-    assert "tainted" not in meta(paths.loras / again)
+    tmp = version(paths.loras, ".tmp-new", V2, [bob, state["alice"]])
+    write_scope(tmp, [BOB_Q, CAROL_Q, DAVE_Q], embedder.embed, records=[r for r, _ in learned])
+    (tmp / "validation.jsonl").write_text(json.dumps({"instruction": "Bob's battery?", "output": "Ten hours.",
+                                                      "record_id": f"{bob.id}#p2", "correction": "Ten hours."}) + "\n")
+    seen: list[set[str]] = []
+    assert publish_unerased(paths, tmp, lambda: tmp.rename(paths.loras / new), learned, held,
+                            lambda: embedder.embed, seen.append) == 1
+    folder = paths.loras / new
+    assert not tmp.exists() and meta(folder)["tainted"] == {**meta(folder)["tainted"], "records": 1, "inherited": False}
+    assert seen == [{bob.id}]  # training's replay state is written without him, under the same lock
+    assert bob.id not in (folder / "metadata.json").read_text() and BOB_Q not in (folder / "metadata.json").read_text()
+    assert (folder / "validation.jsonl").read_text() == ""  # his held-out line too: no text of his is left
+    assert best(folder, BOB_Q, embedder) < 0.95 and best(folder, CAROL_Q, embedder) > 0.99
+    assert best(folder, DAVE_Q, embedder) > 0.99  # never held here: not taken for erased
+    again = version(paths.loras, ".tmp-again", None, [])
+    assert publish_unerased(paths, again, lambda: again.rename(paths.loras / "20260105-010101-ffffff"),
+                            [(carol_id, CAROL_Q)], held_records(paths, [carol_id]), lambda: embedder.embed) == 0
+    assert "tainted" not in meta(paths.loras / "20260105-010101-ffffff")

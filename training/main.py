@@ -35,9 +35,10 @@ from council.core.config import Settings, load_settings
 from council.core.errors import CouncilError
 from council.core.paths import StatePaths
 from council.memory.embedder import Embedder
+from council.memory.erasure import erasure_lock
 from council.memory.scope_cuts import held_records, publish_unerased
 from council.memory.unlearning import taint_of
-from training import artifacts, pipeline
+from training import artifacts, pipeline, replay
 from training.config import TrainConfig
 from training.data import consumed_files, pending_files, read_harvest
 
@@ -54,8 +55,9 @@ def _run(config: TrainConfig, paths: StatePaths, backend: str, report: Callable[
     if not files:
         log.info("nothing to train: no new harvest files in %s", paths.training_data)
         return exitcodes.NOTHING_TO_DO
-    data = read_harvest(files, config.min_quality)
-    held = held_records(paths, [e["record_id"] for e in data.examples])  # an erasure from now on: publish_unerased
+    with erasure_lock(paths):  # the lines and the records the memory holds, with no erasure in between
+        data = read_harvest(files, config.min_quality)
+        held = held_records(paths, [e["record_id"] for e in data.examples])  # erased from now on: at publish
     if len(data.examples) < config.min_examples:
         log.info(
             "nothing to train: %d usable example(s) in %d file(s), need %d (%d malformed, %d below quality %.2f)",
@@ -64,7 +66,7 @@ def _run(config: TrainConfig, paths: StatePaths, backend: str, report: Callable[
         )  # fmt: skip
         return exitcodes.NOTHING_TO_DO
     prepared = pipeline.prepare(config, paths, data)
-    held |= held_records(paths, prepared.train_records)  # and the earlier nights' lines replayed
+    held |= prepared.replay.held  # and the earlier nights' lines replayed
     harvested = len(prepared.train) - prepared.rehearsal
     if harvested + len(prepared.validation) < config.min_examples or not harvested:
         log.info("nothing to train: %d example(s) left after dropping prompts over max_length", harvested)
@@ -79,9 +81,10 @@ def _run(config: TrainConfig, paths: StatePaths, backend: str, report: Callable[
         )
         pipeline.write_version(tmp, config, meta, prepared)
         # an erasure that ran while this trained is applied to the new version as it is published
-        publish_unerased(paths, lambda: artifacts.publish(tmp, paths.loras / version),
+        publish_unerased(paths, tmp, lambda: artifacts.publish(tmp, paths.loras / version),
                          list(zip(prepared.train_records, prepared.train_queries, strict=True)), held,
-                         lambda: Embedder(runtime=config.embedder_runtime).embed)
+                         lambda: Embedder(runtime=config.embedder_runtime).embed,
+                         lambda gone: replay.save_state(paths.training_data, prepared.replay.state, gone))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -44,6 +44,7 @@ class Prepared:
     train_queries: list[str] = field(default_factory=list)  # the harvested user messages trained on
     train_records: list[str] = field(default_factory=list)  # the record id of each of train_queries
     fresh_because: str | None = None  # why training starts from the base model although an adapter is live
+    replay: replay.Replay = field(default_factory=lambda: replay.Replay())  # the held records and state to save
 
 
 def choose(name: str) -> str:
@@ -111,8 +112,8 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     # a tainted parent's clean replacement learns every line left of earlier nights, from the base model
     again = parent is not None or fresh_because == PARENT_TAINTED
     replayed = replay.replay_examples(paths, data, config.min_quality, config.replay_ratio, len(train_raw),
-                                      continuing=parent is not None) if again else []
-    train_raw += replayed
+                                      continuing=parent is not None) if again else replay.Replay()
+    train_raw += replayed.lines
     train, dropped_train = encode_all(tokenizer, train_raw, prompts, hp.max_length)
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)
     kept_ids = {item.record_id for item in validation}
@@ -130,7 +131,8 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
         pad_id=pad_id,
         skipped_too_long=dropped_train + dropped_validation,
         rehearsal=len(rehearsed),
-        replayed=len(replayed),
+        replayed=len(replayed.lines),
+        replay=replayed,
         train_queries=[user_message(e) for e in train_raw if e["record_id"] in trained_ids],
         train_records=[e["record_id"] for e in train_raw if e["record_id"] in trained_ids],
         fresh_because=fresh_because,

@@ -4,7 +4,8 @@ Continuing an adapter on new facts alone makes a small model forget the old ones
 so a continuing night replays earlier nights' harvest lines. Replaying all of them makes a night's cost grow
 with history (after a year of 50 corrections a night, ~18,000 facts' lines every night; issue 28), so a night
 replays at most ``TrainConfig.replay_ratio`` × its own training lines (default 0.5: with rehearsal the same
-every night, night k trains at most ~1.5× night 1's lines), chosen **record by record**:
+every night, night k trains at most ~1.5× night 1's lines), chosen **record by record** (whole records; the
+last one chosen may be cut short to fit, its correction line first):
 
 1. records whose held-out probe the live adapter got wrong in the last deploy's retention gate
    (``logs/deploy_summary.json``, ``deploy/retention.py``): what is being forgotten comes back first;
@@ -13,12 +14,14 @@ every night, night k trains at most ~1.5× night 1's lines), chosen **record by 
    experience replay's "reservoir" made deterministic (Rolnick et al., NeurIPS 2019, CLEAR).
 
 Within a record its lines go in a fixed order (the user's correction first, then the council's paraphrases,
-statements and reverse question). Training from the base model (``--fresh``, or a tainted parent,
-``council/memory/unlearning.py``) replays every line: no adapter knows them yet, so nothing is bounded there.
+statements and reverse question). Training a tainted parent's replacement from the base model
+(``council/memory/unlearning.py``) replays every line left: no adapter knows them yet, so nothing is bounded
+there (``--fresh`` trains on the new lines alone, as before).
 ``replay_ratio`` 0 (or below 0: "all") keeps the old behaviour for comparison (``bench/nights_bench.py``).
 
-State: ``training_data/replay.json`` ``{"night": n, "records": {record_id: night last replayed}}``; erasing a
-record drops its entry (``council/memory/erasure.py`` scrubs the file like the logs).
+State: ``training_data/replay.json`` ``{"night": n, "records": {record_id: night last replayed}}``, written
+when the version is published (under the erasure lock, without records erased meanwhile); erasing a record
+drops its entry (``council/memory/erasure.py`` scrubs the file like the logs).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import logging
 import math
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +42,59 @@ from training.data import HarvestData, consumed_files, read_harvest, record_of
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Replay:
+    """Tonight's replayed lines, the records the memory held as they were read (``scope_cuts.held_records``),
+    and the replay state to write once the version is published (``save_state``)."""
+
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    held: set[str] = field(default_factory=set)
+    state: dict[str, Any] | None = None
+
+
 def replay_examples(paths: StatePaths, data: HarvestData, min_quality: float, ratio: float, new_lines: int,
-                    continuing: bool) -> list[dict[str, Any]]:
+                    continuing: bool) -> Replay:
     """Training lines of the harvest files earlier nights consumed (not held out, not in ``data``), bounded
     as the module docstring says. Lines of a superseded correction (a newer correction of the same question
-    replaced their record: ``council/memory/corrections.py``) are left out: they would teach the old value."""
+    replaced their record: ``council/memory/corrections.py``) are left out: they would teach the old value.
+    Read under the erasure lock, with the records the memory holds (an erasure from then on is applied when the
+    version is published: ``council/memory/scope_cuts.py``)."""
+    from council.memory.erasure import erasure_lock
+    from council.memory.scope_cuts import held_records
     from council.memory.store import superseded_records
 
     new_files = {Path(f.path).name for f in data.files}
-    files = [p for p in consumed_files(paths.training_data) if p.name not in new_files]
-    if not files:
-        return []
-    ids, superseded = {e["record_id"] for e in data.examples}, superseded_records(paths.memory)
-    old = [e for e in read_harvest(files, min_quality).examples if e.get("held_out") is not True
-           and e["record_id"] not in ids and record_of(e) not in superseded]
+    with erasure_lock(paths):
+        files = [p for p in consumed_files(paths.training_data) if p.name not in new_files]
+        if not files:
+            return Replay()
+        ids, superseded = {e["record_id"] for e in data.examples}, superseded_records(paths.memory)
+        old = [e for e in read_harvest(files, min_quality).examples if e.get("held_out") is not True
+               and e["record_id"] not in ids and record_of(e) not in superseded]
+        held = held_records(paths, [e["record_id"] for e in old])
     live = paths.current_adapter.resolve().name if paths.current_adapter.is_symlink() else None
-    lines = bounded(old, new_lines, ratio, paths.training_data, paths.logs, live, continuing)
+    lines, state = bounded(old, new_lines, ratio, paths.training_data, paths.logs, live, continuing)
     log.info("replaying %d line(s) of %d earlier harvest file(s) beside the new ones", len(lines), len(files))
-    return lines
+    return Replay(lines, held & {record_of(line) for line in lines}, state)
 
 
 def read_state(training_data: Path) -> dict[str, Any]:
+    """``{"night", "records"}``; a missing or malformed file (or entry) is an empty state, never an error."""
     try:
-        data = json.loads((training_data / REPLAY_STATE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {"night": 0, "records": {}}
-    records = data.get("records") if isinstance(data, dict) else None
-    return {"night": int(data.get("night") or 0), "records": records if isinstance(records, dict) else {}}
+        data = json.loads((training_data / REPLAY_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    data = data if isinstance(data, dict) else {}
+    night = data.get("night") if isinstance(data.get("night"), int) else 0
+    records = data.get("records") if isinstance(data.get("records"), dict) else {}
+    return {"night": night, "records": {str(k): v for k, v in records.items() if isinstance(v, int)}}
+
+
+def save_state(training_data: Path, state: dict[str, Any] | None, erased: set[str]) -> None:
+    """Write ``state`` (from ``bounded``) without the ``erased`` records; under the erasure lock, at publish."""
+    if state is not None:
+        records = {k: v for k, v in state["records"].items() if k not in erased}
+        atomic_write_json(training_data / REPLAY_STATE, {"night": state["night"], "records": records})
 
 
 def forgotten_records(logs: Path, live: str | None) -> set[str]:
@@ -108,10 +138,11 @@ def choose(old: list[dict[str, Any]], budget: int, forgotten: set[str],
 
 
 def bounded(old: list[dict[str, Any]], new_lines: int, ratio: float, paths_training_data: Path, logs: Path,
-            live: str | None, continuing: bool) -> list[dict[str, Any]]:
-    """The lines to replay tonight, and the state updated; every line when not ``continuing`` or ``ratio`` <= 0."""
+            live: str | None, continuing: bool) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The lines to replay tonight and the replay state after it (to ``save_state`` once published); every
+    line when not ``continuing`` or ``ratio`` <= 0."""
     if not old:
-        return []
+        return [], None
     state = read_state(paths_training_data)
     if continuing and ratio > 0:
         budget = max(1, math.ceil(ratio * new_lines))
@@ -124,5 +155,4 @@ def bounded(old: list[dict[str, Any]], new_lines: int, ratio: float, paths_train
     night = state["night"] + 1
     records = {str(k): int(v) for k, v in state["records"].items()}
     records.update({record_of(line): night for line in lines})
-    atomic_write_json(paths_training_data / REPLAY_STATE, {"night": night, "records": records})
-    return lines
+    return lines, {"night": night, "records": records}

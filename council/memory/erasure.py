@@ -125,7 +125,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _scrub_jsonl(path: Path, erased: Erased) -> tuple[int, bytes, bytes]:
+def scrub_jsonl(path: Path, erased: Erased) -> tuple[int, bytes, bytes]:
     """Drop ``path``'s lines copied from erased records; (lines dropped, old bytes, new bytes)."""
     old = path.read_bytes()
     lines = old.decode("utf-8", errors="replace").splitlines()
@@ -143,7 +143,7 @@ def _scrub_jsonl(path: Path, erased: Erased) -> tuple[int, bytes, bytes]:
     return len(lines) - len(kept), old, path.read_bytes()
 
 
-def _scrub_learned(path: Path, erased: Erased) -> int:
+def scrub_learned(path: Path, erased: Erased) -> int:
     """Drop the ``learned`` entries of an adapter's metadata.json taught by erased records."""
     data = json.loads(path.read_text(encoding="utf-8"))
     learned = data.get("learned") if isinstance(data, dict) else None
@@ -238,7 +238,7 @@ def scrub_files(paths: StatePaths, records: list[ExchangeRecord],
             done.tainted, done.scope_rows = unlearned.tainted, unlearned.scope_rows
         finally:  # after unlearn, which finds the versions that learned a record by these entries
             for path in sorted(paths.loras.glob("*/metadata.json")):
-                dropped = _scrub_learned(path, erased)
+                dropped = scrub_learned(path, erased)
                 if dropped:
                     done.lines += dropped
                     done.files.append(path)
@@ -257,7 +257,7 @@ def _scrub_text(paths: StatePaths, erased: Erased, done: Scrubbed) -> None:
     harvested: dict[str, tuple[str, str]] = {}
     for pattern in JSONL_GLOBS:
         for path in sorted(paths.home.glob(pattern)):
-            dropped, old, new = _scrub_jsonl(path, erased)
+            dropped, old, new = scrub_jsonl(path, erased)
             if dropped:
                 done.lines += dropped
                 done.files.append(path)

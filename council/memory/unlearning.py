@@ -160,15 +160,15 @@ def mark_tainted(paths: StatePaths, erased: Erased, now: str) -> list[str]:
     return marked
 
 
-def cut_scopes(paths: StatePaths, erased: Erased, embed: Callable[[], Embed]) -> int:
-    """Drop the scope rows of erased queries from every version (``embed()`` gives the embedder, asked for
-    only when a row has no map); the rows dropped."""
+def cut_scopes(paths: StatePaths, erased: Erased, embed: Callable[[], Embed],
+               folders: list[Path] | None = None) -> int:
+    """Drop the scope rows of erased queries from every version (or from ``folders``; ``embed()`` gives the
+    embedder, asked for only when a row has no map and ``erased`` has queries); the rows dropped."""
     hashes = {query_key(q) for q in erased.queries if q}
     erased_vectors: np.ndarray | None = None
     cut = 0
-    for scope_file in sorted(paths.loras.glob("*/scope.npy")):
-        folder = scope_file.parent
-        if folder.is_symlink():
+    for folder in folders if folders is not None else [p.parent for p in sorted(paths.loras.glob("*/scope.npy"))]:
+        if folder.is_symlink() or not (folder / "scope.npy").is_file():
             continue
         vectors = _scope(folder)
         if vectors is None or not len(vectors):
@@ -176,7 +176,7 @@ def cut_scopes(paths: StatePaths, erased: Erased, embed: Callable[[], Embed]) ->
         entries = read_scope_map(folder, len(vectors))
         drop = np.array([_row_erased(entry, erased, hashes) for entry in entries])
         unmapped = np.array([entry is None for entry in entries])
-        if unmapped.any():
+        if unmapped.any() and erased.queries:
             if erased_vectors is None:
                 erased_vectors = embed()(sorted(q for q in erased.queries if q))
             drop |= unmapped & ((vectors @ erased_vectors.T).max(axis=1) >= SAME_QUERY)

@@ -16,7 +16,7 @@ from typing import Any
 
 from council.core.batcher import Batcher
 from council.core.config import Settings
-from council.core.errors import NotFoundError, StorageError
+from council.core.errors import CouncilError, NotFoundError, StorageError
 from council.engine.tool_calls import call_text, check_correction, is_call_text
 from council.memory.embedder import BatchingEmbedder
 from council.memory.erasure import scrub_files
@@ -142,7 +142,11 @@ class ChatService:
 
     def _unscope(self, record_ids: list[str]) -> None:
         replaced = [r for r in (self.memory.get(i) for i in record_ids) if r is not None]
-        cut = out_of_scope(self.settings.paths, replaced, lambda: self.embedder.embedder.embed)
+        try:
+            cut = out_of_scope(self.settings.paths, replaced, lambda: self.embedder.embedder.embed)
+        except (OSError, CouncilError):  # the correction is committed; the old value stays in scope till tonight
+            log.exception("a newer correction replaced %d; their adapter scope rows could not be cut", len(replaced))
+            return
         if cut:
             log.info("a newer correction replaced %d: %d adapter scope row(s) cut", len(replaced), cut)
 

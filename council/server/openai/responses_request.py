@@ -74,7 +74,8 @@ def chat_body(request: ResponseCreateRequest, history: list[dict[str, Any]]) -> 
                             "messages": chat_messages([*history, *request.items()], request.instructions),
                             "max_completion_tokens": request.max_output_tokens,
                             "temperature": request.temperature, "top_p": request.top_p, "user": request.user,
-                            "metadata": request.metadata}
+                            "metadata": request.metadata,
+                            "store": False if request.store is False else None}  # false: nothing recorded
     tools = request.function_tools
     if tools:
         chat["tools"] = [{"type": "function", "function": tool.model_dump(exclude={"type"}, exclude_none=True)}
