@@ -523,3 +523,26 @@ def test_unsloth_child_process_failure_becomes_a_training_error(tmp_path):
     with pytest.raises(TrainingError, match="exit code 1"):
         unsloth_backend.train(job)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_days_file_that_grew_after_a_night_trains_only_its_new_lines(tmp_path, base_model_dir):
+    """Harvest writes a day's failures to one file: the night's run consumed it, then later failures of the
+    same day were appended (it comes back as pending). Lines the live adapter already learned (its scope.json
+    names their records) are earlier nights' lines, replayed within the bound, not new ones."""
+    settings = settings_for(tmp_path / "home", base_model_dir)
+    day = settings.paths.training_data / "harvest_20260101.jsonl"
+    write_harvest(day, FACTS[:6])
+    argv = ["--backend", "peft", "--epochs", "1", "--rehearsal", "0", "--max-length", "64", "--split-min-examples", "50"]
+    assert run_cli([*argv, "--fresh"], settings)[0] == exitcodes.OK
+    (first,) = versions(settings.paths.loras)
+    settings.paths.current_adapter.symlink_to(first)
+    later = [harvest_line(q, a, 100 + i) for i, (q, a) in enumerate(MORE_FACTS[:4])]
+    with day.open("a", encoding="utf-8") as handle:  # the same day's later failures
+        handle.write("\n".join(later) + "\n")
+    assert run_cli(argv, settings)[0] == exitcodes.OK
+    (second,) = [v for v in versions(settings.paths.loras) if v != first]
+    meta = json.loads((settings.paths.loras / second / "metadata.json").read_text())
+    assert meta["parent"] == first and meta["examples"]["train"] == 4  # the 4 new lines, not 10
+    assert meta["examples"]["replayed"] == 2  # ceil(0.5 x 4) of the 6 the parent learned
+    assert [e["question"] for e in meta["learned"]] == [q for q, _ in FACTS[:6]] + [q for q, _ in MORE_FACTS[:4]]

@@ -20,6 +20,7 @@ from training.data import (
     HarvestData,
     content_key,
     encode_all,
+    record_of,
     split_examples,
     user_message,
 )
@@ -106,13 +107,20 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     # harvest writes a night's lines in the order its concurrent calls finish; ordered by content, the seeded
     # shuffle gives the same batches, and so the same adapter, for the same lines however they were written
     examples = sorted(data.examples, key=content_key)
+    # a harvest file is a day's: one that changed after a night consumed it comes back whole. Lines of a
+    # record the live adapter already learned (its scope.json names it) are earlier nights' lines, replayed
+    # within the bound, not new ones; lines of a superseded correction are not trained at all
+    known, superseded = replay.learned_by(parent), replay.superseded(paths)
+    learned_before = [e for e in examples if record_of(e) in known and record_of(e) not in superseded]
+    examples = [e for e in examples if record_of(e) not in known and record_of(e) not in superseded]
     train_raw, validation_raw = split_examples(
         examples, config.validation_fraction, config.split_min_examples, config.seed
     )
     # a tainted parent's clean replacement learns every line left of earlier nights, from the base model
     again = parent is not None or fresh_because == PARENT_TAINTED
     replayed = replay.replay_examples(paths, data, config.min_quality, config.replay_ratio, len(train_raw),
-                                      continuing=parent is not None) if again else replay.Replay()
+                                      continuing=parent is not None, learned_before=learned_before,
+                                      ) if again else replay.Replay()
     train_raw += replayed.lines
     train, dropped_train = encode_all(tokenizer, train_raw, prompts, hp.max_length)
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)

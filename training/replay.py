@@ -37,6 +37,7 @@ from typing import Any
 from council.core.atomic import atomic_write_json
 from council.core.paths import StatePaths
 from council.memory.erasure import REPLAY_STATE
+from council.memory.scope_files import SCOPE_MAP
 from training.data import HarvestData, consumed_files, read_harvest, record_of
 
 log = logging.getLogger(__name__)
@@ -52,26 +53,49 @@ class Replay:
     state: dict[str, Any] | None = None
 
 
+def learned_by(parent: Path | None) -> set[str]:
+    """The records the adapter in ``parent`` was trained on, its ancestors' included (its ``scope.json``
+    names each row's records; none for the base model or a folder without the map)."""
+    if parent is None:
+        return set()
+    try:
+        rows = json.loads((parent / SCOPE_MAP).read_text(encoding="utf-8")).get("rows")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {record_of({"record_id": r}) for row in rows if isinstance(row, dict)
+            for r in row.get("records") or [] if isinstance(r, str)} if isinstance(rows, list) else set()
+
+
+def superseded(paths: StatePaths) -> set[str]:
+    """The records a newer correction of the same question replaced (never trained: they teach the old value)."""
+    from council.memory.store import superseded_records
+
+    return superseded_records(paths.memory)
+
+
 def replay_examples(paths: StatePaths, data: HarvestData, min_quality: float, ratio: float, new_lines: int,
-                    continuing: bool) -> Replay:
+                    continuing: bool, learned_before: list[dict[str, Any]] | None = None) -> Replay:
     """Training lines of the harvest files earlier nights consumed (not held out, not in ``data``), bounded
     as the module docstring says. Lines of a superseded correction (a newer correction of the same question
     replaced their record: ``council/memory/corrections.py``) are left out: they would teach the old value.
     Read under the erasure lock, with the records the memory holds (an erasure from then on is applied when the
-    version is published: ``council/memory/scope_cuts.py``)."""
+    version is published: ``council/memory/scope_cuts.py``). ``learned_before``: lines of tonight's files the
+    live adapter already learned (a day's file that grew after a night consumed it); they join the pool."""
     from council.memory.erasure import erasure_lock
     from council.memory.scope_cuts import held_records
     from council.memory.store import superseded_records
 
     new_files = {Path(f.path).name for f in data.files}
+    again = [e for e in learned_before or [] if e.get("held_out") is not True]
     with erasure_lock(paths):
         files = [p for p in consumed_files(paths.training_data) if p.name not in new_files]
-        if not files:
+        if not files and not again:
             return Replay()
-        ids, superseded = {e["record_id"] for e in data.examples}, superseded_records(paths.memory)
+        ids, replaced = {e["record_id"] for e in data.examples}, superseded_records(paths.memory)
         old = [e for e in read_harvest(files, min_quality).examples if e.get("held_out") is not True
-               and e["record_id"] not in ids and record_of(e) not in superseded]
+               and e["record_id"] not in ids and record_of(e) not in replaced] if files else []
         held = held_records(paths, [e["record_id"] for e in old])
+    old += again  # their records were noted as held when tonight's files were read (training/main.py)
     live = paths.current_adapter.resolve().name if paths.current_adapter.is_symlink() else None
     lines, state = bounded(old, new_lines, ratio, paths.training_data, paths.logs, live, continuing)
     log.info("replaying %d line(s) of %d earlier harvest file(s) beside the new ones", len(lines), len(files))
