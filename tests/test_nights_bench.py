@@ -30,12 +30,13 @@ def test_quick_nights_bench_runs_two_nights_with_an_update_and_an_erasure(tmp_pa
     nights = results["nights"]
     assert [n["night"] for n in nights] == [1, 2] and len(results["facts"]) == 6
     assert "retention, weights alone, same words" in done.stdout and "targets:" in done.stdout
-    assert nights[0]["trained"] and nights[0]["deployed"], nights[0]  # the first night teaches something
+    assert nights[0]["trained"], nights[0]  # the first night trains a version (its gates decide if it goes live)
     erasure = results["erasure"]
     assert erasure == {**erasure, "user": "teacher-1-b", "facts": 1, "night": 2}
     assert erasure["right_after"] == {"on": 0, "off": 0}  # memory and the live adapter's scope, at once
     assert nights[1]["erased_right"] == {"on": 0, "off": 0}  # and after the next night
-    assert nights[1]["fresh_because"] == "parent tainted"  # the next adapter is trained without them
+    if nights[0]["deployed"]:  # the live adapter learned the erased facts: the next one starts from the base model
+        assert nights[1]["fresh_because"] == "parent tainted", nights[1]
     updated = [f for f in results["facts"] if f["updated_night"]]
     assert len(updated) == 1 and updated[0]["old_values"] and updated[0]["user"] == "teacher-1-a"
     for night in nights:
