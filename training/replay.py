@@ -98,7 +98,8 @@ def replay_examples(paths: StatePaths, data: HarvestData, min_quality: float, ra
     old += again  # their records were noted as held when tonight's files were read (training/main.py)
     live = paths.current_adapter.resolve().name if paths.current_adapter.is_symlink() else None
     lines, state = bounded(old, new_lines, ratio, paths.training_data, paths.logs, live, continuing)
-    log.info("replaying %d line(s) of %d earlier harvest file(s) beside the new ones", len(lines), len(files))
+    log.info("replaying %d line(s) beside the new ones (%d earlier file(s), %d line(s) of tonight's files the live "
+             "adapter already learned)", len(lines), len(files), len(again))
     return Replay(lines, held & {record_of(line) for line in lines}, state)
 
 
