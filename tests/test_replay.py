@@ -60,14 +60,16 @@ def test_bounded_rotates_through_every_record_and_keeps_state(tmp_path):
     assert read_state(data) == {"night": 0, "records": {}}  # malformed: an empty state, not a crash
 
 
-def test_records_the_live_adapter_forgot_come_from_the_last_deploy(tmp_path):
+def test_records_the_live_adapter_or_the_last_candidate_forgot_come_from_the_last_deploy(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
-    cases = [{"record": "rec_b", "right": False, "adapter": "v2"}, {"record": "rec_c", "right": True, "adapter": "v2"},
-             {"record": "rec_e", "right": False, "adapter": "v1"}]
-    (logs / "deploy_summary.json").write_text(json.dumps({"retention": {"candidate": {"cases": cases}}}))
-    assert forgotten_records(logs, "v2") == {"rec_b"}  # v1's miss is not the live adapter's
-    assert forgotten_records(logs, None) == set()
+    baseline = [{"record": "rec_b", "right": False, "adapter": "v2"}, {"record": "rec_c", "right": True, "adapter": "v2"},
+                {"record": "rec_e", "right": False, "adapter": "v1"}]
+    candidate = [{"record": "rec_d", "right": False, "adapter": "v3"}, {"record": "rec_c", "right": True, "adapter": "v3"}]
+    (logs / "deploy_summary.json").write_text(json.dumps({"retention": {"baseline": {"cases": baseline},
+                                                                        "candidate": {"cases": candidate}}}))
+    assert forgotten_records(logs, "v2") == {"rec_b", "rec_d"}  # v1's miss is no adapter's of tonight
+    assert forgotten_records(logs, None) == {"rec_d"}
     (logs / "deploy_summary.json").write_text("{broken")
     assert forgotten_records(logs, "v2") == set()
 

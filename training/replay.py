@@ -7,8 +7,9 @@ replays at most ``TrainConfig.replay_ratio`` × its own training lines (default 
 every night, night k trains at most ~1.5× night 1's lines), chosen **record by record** (whole records; the
 last one chosen may be cut short to fit, its correction line first):
 
-1. records whose held-out probe the live adapter got wrong in the last deploy's retention gate
-   (``logs/deploy_summary.json``, ``deploy/retention.py``): what is being forgotten comes back first;
+1. records whose held-out probe the live adapter, or the last candidate, got wrong in the last deploy's
+   retention gate (``logs/deploy_summary.json``, ``deploy/retention.py``): what is being forgotten comes back
+   first (a candidate refused for forgetting shows what continuing the same parent loses);
 2. then the records replayed longest ago (never replayed first; then the oldest night's), so every earlier
    record comes back at least once every ceil(records / budget) nights — spaced rehearsal, the schedule of
    experience replay's "reservoir" made deterministic (Rolnick et al., NeurIPS 2019, CLEAR).
@@ -123,18 +124,23 @@ def save_state(training_data: Path, state: dict[str, Any] | None, erased: set[st
 
 
 def forgotten_records(logs: Path, live: str | None) -> set[str]:
-    """Records whose retention probe ``live`` (the adapter serving now) answered wrong at the last deploy."""
+    """Records whose retention probe (``deploy/retention.py``) was answered wrong at the last deploy by the
+    adapter serving now (``live``) or by the candidate — a refused candidate trained from the same parent shows
+    what continuing it tends to forget, so those records come back first tonight."""
     try:
-        summary = json.loads((logs / "deploy_summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        summary = json.loads((logs / "deploy_summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return set()
     retention = summary.get("retention") if isinstance(summary, dict) else None
-    if not isinstance(retention, dict) or live is None:
+    if not isinstance(retention, dict):
         return set()
     out: set[str] = set()
     for side in ("candidate", "baseline"):
-        for case in (retention.get(side) or {}).get("cases") or []:
-            if isinstance(case, dict) and case.get("adapter") == live and not case.get("right") and case.get("record"):
+        result = retention.get(side)
+        for case in (result.get("cases") if isinstance(result, dict) else None) or []:
+            if not isinstance(case, dict) or case.get("right") or not case.get("record"):
+                continue
+            if side == "candidate" or (live is not None and case.get("adapter") == live):
                 out.add(str(case["record"]))
     return out
 
