@@ -28,16 +28,9 @@ from typing import Any
 from council.core import exitcodes
 from council.core.paths import StatePaths
 from council.server.loop_data import HISTORY_FILE
+from cron.summary import newest_metadata, read_json
 
 log = logging.getLogger(__name__)
-
-
-def _read(path: Any) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON: nothing known
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -64,14 +57,12 @@ def _score(result: Any) -> dict[str, Any] | None:
 def night_line(paths: StatePaths, summary: dict[str, Any]) -> dict[str, Any]:
     """The history line of the night ``summary`` describes (see the module docstring)."""
     stages = _dict(summary.get("stages"))
-    harvest = _read(paths.logs / "harvest_last.json") if "harvest" in stages else {}
-    deploy = _read(paths.logs / "deploy_summary.json") if "deploy" in stages else {}
+    harvest = read_json(paths.logs / "harvest_last.json") if "harvest" in stages else {}
+    deploy = read_json(paths.logs / "deploy_summary.json") if "deploy" in stages else {}
     live_side = "candidate" if deploy.get("decision") == "deployed" else "baseline"
     meta: dict[str, Any] = {}
     if stages.get("train") == exitcodes.OK:
-        folders = sorted(p for p in paths.loras.iterdir() if p.is_dir() and not p.name.startswith(".")
-                         and p.name != "current") if paths.loras.is_dir() else []
-        meta = _read(folders[-1] / "metadata.json") if folders else {}
+        meta = newest_metadata(paths.loras)
     seconds = {k: v for k, v in _dict(summary.get("seconds")).items() if isinstance(v, int | float)}
     if isinstance(summary.get("seconds_total"), int | float):
         seconds["total"] = summary["seconds_total"]

@@ -36,14 +36,16 @@ METRICS_FILE = "loop_metrics.json"
 def read_json(path: Path) -> dict[str, Any]:
     """The JSON object in ``path``; {} when it is missing or unreadable."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def newest_metadata(loras: Path) -> dict[str, Any]:
     """``metadata.json`` of the newest adapter version in ``loras`` ({} when there is none)."""
+    if not loras.is_dir():
+        return {}
     folders = sorted(p for p in loras.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "current")
     return read_json(folders[-1] / "metadata.json") if folders else {}
 
