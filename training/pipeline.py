@@ -120,7 +120,7 @@ def prepare(config: TrainConfig, paths: StatePaths, data: HarvestData) -> Prepar
     again = parent is not None or fresh_because == PARENT_TAINTED
     replayed = replay.replay_examples(paths, data, config.min_quality, config.replay_ratio, len(train_raw),
                                       continuing=parent is not None, learned_before=learned_before,
-                                      ) if again else replay.Replay()
+                                      replaced=superseded) if again else replay.Replay()
     train_raw += replayed.lines
     train, dropped_train = encode_all(tokenizer, train_raw, prompts, hp.max_length)
     validation, dropped_validation = encode_all(tokenizer, validation_raw, prompts, hp.max_length)

@@ -75,24 +75,25 @@ def superseded(paths: StatePaths) -> set[str]:
 
 
 def replay_examples(paths: StatePaths, data: HarvestData, min_quality: float, ratio: float, new_lines: int,
-                    continuing: bool, learned_before: list[dict[str, Any]] | None = None) -> Replay:
+                    continuing: bool, learned_before: list[dict[str, Any]] | None = None,
+                    replaced: set[str] | None = None) -> Replay:
     """Training lines of the harvest files earlier nights consumed (not held out, not in ``data``), bounded
     as the module docstring says. Lines of a superseded correction (a newer correction of the same question
     replaced their record: ``council/memory/corrections.py``) are left out: they would teach the old value.
     Read under the erasure lock, with the records the memory holds (an erasure from then on is applied when the
     version is published: ``council/memory/scope_cuts.py``). ``learned_before``: lines of tonight's files the
-    live adapter already learned (a day's file that grew after a night consumed it); they join the pool."""
+    live adapter already learned (a day's file that grew after a night consumed it); they join the pool.
+    ``replaced``: the superseded records when the caller has read them (``superseded``), else read here."""
     from council.memory.erasure import erasure_lock
     from council.memory.scope_cuts import held_records
-    from council.memory.store import superseded_records
-
     new_files = {Path(f.path).name for f in data.files}
     again = [e for e in learned_before or [] if e.get("held_out") is not True]
     with erasure_lock(paths):
         files = [p for p in consumed_files(paths.training_data) if p.name not in new_files]
         if not files and not again:
             return Replay()
-        ids, replaced = {e["record_id"] for e in data.examples}, superseded_records(paths.memory)
+        ids = {e["record_id"] for e in data.examples}
+        replaced = superseded(paths) if replaced is None else replaced
         old = [e for e in read_harvest(files, min_quality).examples if e.get("held_out") is not True
                and e["record_id"] not in ids and record_of(e) not in replaced] if files else []
         held = held_records(paths, [e["record_id"] for e in old])
